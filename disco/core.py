@@ -1,0 +1,265 @@
+"""Disco's classic API: ``Job``, ``Disco``, ``result_iterator`` (SPEC §4).
+
+Use ``Job().run(input=..., map=..., reduce=...)`` and ``job.wait()``; or subclass ``Job`` and
+set the same names as class attributes (functions as staticmethods or methods). ``Disco`` is
+the lower-level handle on the cluster that ``disco`` the command uses too.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from disco import jobpack
+from disco.client import Connection, resolve_master
+from disco.error import JobError, UsageError
+from disco.worker.classic.worker import Params
+from mesh import message as m
+
+__all__ = ["Disco", "Job", "JobError", "Params", "result_iterator"]
+
+JOB_ARGS = ("input", "map", "reduce", "combiner", "partition", "partitions", "sort", "params",
+            "map_reader", "reduce_reader", "map_init", "reduce_init", "required_modules",
+            "required_files", "save_results", "profile", "name", "prefix")
+
+
+class Disco:
+    """A handle on the cluster through one node: ``Disco("host:port")`` or ``Disco()``."""
+
+    def __init__(self, master: str | None = None):
+        self.master = resolve_master(master)
+        self.conn = Connection(self.master)
+
+    def request(self, cls, **fields):
+        return self.conn.request(cls, **fields)
+
+    def submit(self, jobpack_bytes: bytes, prefix: str) -> str:
+        return self.request(m.SubmitJob, prefix=prefix, jobpack=jobpack_bytes,
+                            python=jobpack.PYTHON)["job"]
+
+    def jobs(self) -> list:
+        return self.request(m.ListJobs)
+
+    def status(self, jobname: str) -> dict:
+        return self.request(m.GetJobStatus, job=jobname)
+
+    def jobinfo(self, jobname: str) -> dict:
+        return self.status(jobname)
+
+    def results(self, jobname: str) -> tuple[str, list]:
+        status = self.status(jobname)
+        return status["status"], status["results"]
+
+    def events(self, jobname: str, offset: int = 0) -> list:
+        return self.request(m.GetEvents, job=jobname, offset=offset)["events"]
+
+    def kill(self, jobname: str) -> None:
+        self.request(m.KillJob, job=jobname)
+
+    def purge(self, jobname: str) -> None:
+        self.request(m.PurgeJob, job=jobname)
+
+    def clean(self, jobname: str) -> None:
+        self.purge(jobname)
+
+    def jobdict(self, jobname: str) -> dict:
+        return self.request(m.GetJobDict, job=jobname)
+
+    def nodeinfo(self) -> dict:
+        return self.request(m.GetNodeInfo)
+
+    def blacklist(self, node: str) -> None:
+        self.request(m.Blacklist, node=node)
+
+    def whitelist(self, node: str) -> None:
+        self.request(m.Whitelist, node=node)
+
+    def cluster_status(self) -> dict:
+        return self.request(m.GetStatus)
+
+    def wait(self, jobname: str, poll_interval: float = 0.5, timeout: float | None = None,
+             clean: bool = False, show: bool | None = None) -> list:
+        """Block until the job ends; return its result URLs or raise JobError."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        status = self._watch(jobname, poll_interval, deadline) if show else \
+            self._long_poll(jobname, deadline)
+        if status["status"] == "active":
+            raise JobError(jobname, f"still running after {timeout:g} s (wait timed out)")
+        if status["status"] != "finished":
+            err = status.get("error") or {}
+            raise JobError(jobname, err.get("msg") or status["status"], task=err.get("task"),
+                           input=err.get("input"), node=err.get("node"),
+                           traceback=err.get("traceback") or "")
+        if clean:
+            self.purge(jobname)
+        return status["results"]
+
+    def _long_poll(self, jobname: str, deadline: float | None) -> dict:
+        while True:
+            left = 30.0 if deadline is None else max(0.0, min(30.0, deadline - time.monotonic()))
+            status = self.conn.request(m.WaitJob, wait_s=left + 30, job=jobname, timeout_s=left)
+            if status["status"] != "active" or (deadline and time.monotonic() >= deadline):
+                return status
+
+    def _watch(self, jobname: str, poll_interval: float, deadline: float | None) -> dict:
+        from disco.progress import Progress
+        progress = Progress(jobname, sys.stderr)
+        offset = 0
+        while True:
+            reply = self.request(m.GetEvents, job=jobname, offset=offset)
+            offset = reply["offset"]
+            progress.show(reply)
+            if reply["status"] != "active" or (deadline and time.monotonic() >= deadline):
+                return reply
+            if len(reply["events"]) < 5000:
+                time.sleep(min(poll_interval, 0.5))
+
+    def result_iterator(self, *args, **kwargs):
+        return result_iterator(*args, **kwargs)
+
+
+class Job:
+    """A Disco job. Set the job's functions as ``run`` keywords or class attributes."""
+
+    input = None
+    map = None
+    reduce = None
+    combiner = None
+    partition = None
+    partitions = 1
+    sort = False
+    params = None
+    map_reader = None
+    reduce_reader = None
+    map_init = None
+    reduce_init = None
+    required_modules = ()
+    required_files = ()
+    save_results = False
+    profile = False
+
+    def __init__(self, name: str | None = None, master: str | None = None, worker=None,
+                 settings=None):
+        self._prefix = name
+        self._master = master
+        self._disco = None
+        self.name = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_disco"] = None
+        return state
+
+    @property
+    def disco(self) -> Disco:
+        if self._disco is None:
+            self._disco = Disco(self._master)
+        return self._disco
+
+    def run(self, **jobargs) -> "Job":
+        """Submit the job; returns self (``job.name`` is set)."""
+        unknown = set(jobargs) - set(JOB_ARGS)
+        if unknown:
+            raise UsageError(f"Job.run got unknown keywords {sorted(unknown)}; "
+                             f"known: {', '.join(JOB_ARGS)}")
+        get = lambda key: jobargs[key] if key in jobargs else getattr(self, key, None)  # noqa: E731
+        inputs = _inputs(get("input"))
+        code = {name: get(name) for name in jobpack.FUNCTIONS}
+        if code["map"] is None and code["reduce"] is None:
+            raise UsageError("a job needs map=, reduce= or both")
+        if get("save_results"):
+            raise UsageError("save_results=True needs DDFS, which this release does not have yet")
+        params = get("params")
+        code.update(params=Params() if params is None else params, sort=bool(get("sort")),
+                    profile=bool(get("profile")))
+        partitions = get("partitions")
+        header = {"inputs": inputs, "has_map": code["map"] is not None,
+                  "has_reduce": code["reduce"] is not None,
+                  "partitions": 1 if partitions in (None, 0) else int(partitions),
+                  "sort": bool(get("sort")), "profile": bool(get("profile")),
+                  "owner": f"{os.environ.get('USER', 'user')}@{os.uname().nodename}",
+                  "functions": {k: _describe(v) for k, v in code.items()
+                                if k in jobpack.FUNCTIONS and v is not None}}
+        prefix = get("name") or get("prefix") or self._prefix or type(self).__name__
+        header["prefix"] = prefix
+        blob = jobpack.build(header, code, get("required_modules"), get("required_files"))
+        self.name = self.disco.submit(blob, prefix)
+        return self
+
+    # -- the job's life --
+
+    def _need_name(self) -> str:
+        if self.name is None:
+            raise UsageError("this job has not been run yet (call job.run(...) first)")
+        return self.name
+
+    def wait(self, show: bool | None = None, poll_interval: float = 0.5,
+             timeout: float | None = None, clean: bool = False) -> list:
+        return self.disco.wait(self._need_name(), poll_interval, timeout, clean, show)
+
+    def status(self) -> str:
+        return self.disco.status(self._need_name())["status"]
+
+    def events(self, offset: int = 0) -> list:
+        return self.disco.events(self._need_name(), offset)
+
+    def results(self) -> list:
+        return self.disco.results(self._need_name())[1]
+
+    def jobinfo(self) -> dict:
+        return self.disco.jobinfo(self._need_name())
+
+    def kill(self) -> None:
+        self.disco.kill(self._need_name())
+
+    def purge(self) -> None:
+        self.disco.purge(self._need_name())
+
+    def clean(self) -> None:
+        self.purge()
+
+
+def _inputs(value) -> list:
+    if value is None:
+        raise UsageError("a job needs input=[...] (paths, URLs or an earlier job's results)")
+    if isinstance(value, (str, bytes)):
+        value = [value]
+    out = []
+    for inp in value:
+        if isinstance(inp, (list, tuple)):
+            out.append([_absolute(u) for u in inp])
+        else:
+            out.append(_absolute(inp))
+    return out
+
+
+def _absolute(url) -> str:
+    if isinstance(url, bytes):
+        url = url.decode()
+    if not isinstance(url, str):
+        raise UsageError(f"input {url!r} is not a path or URL")
+    if "://" in url:
+        return url
+    return "file://" + os.path.abspath(os.path.expanduser(url))
+
+
+def _describe(func) -> str:
+    return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', repr(func))}"
+
+
+def result_iterator(results, notifier=None, reader=None, params=None, ddfs=None):
+    """Yield the records of a job's results (URLs, or a list of alternative-URL lists)."""
+    from disco.worker import task_io
+    from shuffle.transfer import open_disco
+    task_io.register_scheme("disco", open_disco)
+    task_io.register_scheme("dir", lambda url: open_disco(url.replace("dir://", "disco://", 1)))
+    reader = reader or task_io.chain_reader
+    for url in results:
+        fd, size, real = task_io.open_input(url)
+        if notifier is not None:
+            notifier(real)
+        try:
+            yield from reader(fd, size, real, params)
+        finally:
+            fd.close()
+

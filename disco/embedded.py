@@ -1,0 +1,94 @@
+"""An embedded single-node cluster for the life of the client process (SPEC §3).
+
+``DISCO_MASTER=local`` (or ``local:N``) starts a real node daemon as a child process on free
+loopback ports with a temporary data dir, and stops it (and removes the dir) at exit.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import disco
+from disco.error import CommError
+
+_ROOT = str(Path(disco.__file__).resolve().parent.parent)
+_clusters: dict[int, "Embedded"] = {}
+
+
+def free_port_pair(host: str = "127.0.0.1") -> int:
+    """A port P such that P and P+1 are both free on ``host`` right now."""
+    for _ in range(100):
+        with socket.socket() as a:
+            a.bind((host, 0))
+            port = a.getsockname()[1]
+            if port >= 65534:
+                continue
+            with socket.socket() as b:
+                try:
+                    b.bind((host, port + 1))
+                except OSError:
+                    continue
+                return port
+    raise CommError("no free pair of loopback ports")
+
+
+class Embedded:
+    def __init__(self, slots: int):
+        self.slots = slots
+        self.data = tempfile.mkdtemp(prefix="disco-local-")
+        self.port = free_port_pair()
+        self.address = f"127.0.0.1:{self.port}"
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p))
+        env.pop("DISCO_MASTER", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "disco.cli", "nodaemon", "--port", str(self.port),
+             "--data", self.data, "--workers", str(slots), "--host", "127.0.0.1"],
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=open(Path(self.data) / "embedded.err", "wb"))
+        self._wait_ready()
+
+    def _wait_ready(self, timeout_s: float = 30.0) -> None:
+        from disco.client import answers
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = (Path(self.data) / "embedded.err").read_text(errors="replace")[-2000:]
+                raise CommError(f"the embedded node exited with status {self.proc.returncode}: {err}")
+            if answers(self.address, 0.2):
+                return
+        self.stop()
+        raise CommError(f"the embedded node did not answer within {timeout_s:g} s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.data, ignore_errors=True)
+
+
+def cluster(slots: int | None) -> str:
+    """The address of this process's embedded cluster with ``slots`` task slots."""
+    slots = slots or max(2, os.cpu_count() or 2)
+    if slots not in _clusters:
+        _clusters[slots] = Embedded(slots)
+    return _clusters[slots].address
+
+
+@atexit.register
+def _stop_all() -> None:
+    for emb in _clusters.values():
+        emb.stop()
+    _clusters.clear()

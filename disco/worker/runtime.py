@@ -1,0 +1,134 @@
+"""The worker process: serves one job, running many of its tasks in turn.
+
+Started by the node daemon as ``python -m disco.worker.runtime ENDPOINT WID DATA NODE ADDRESS
+PARENT_PID``. It connects a DEALER to the daemon's worker socket, says ``WorkerReady`` and then
+runs each ``RunTask`` it is given, answering ``TaskDone`` (with its output URLs) or
+``TaskFailed`` (with the task's own traceback). The first task binds the worker to its job:
+the job pack is loaded once. Prints from task code become ``TaskMessage``s, rate-limited. The
+worker exits on ``Shutdown`` or when its daemon is gone.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import zmq
+
+from mesh import message as m
+
+POLL_MS = 1000
+MESSAGES_PER_S = 20
+
+
+class EventStream:
+    """A text stream that turns printed lines into task messages, at most MESSAGES_PER_S."""
+
+    def __init__(self, send):
+        self._send, self._part = send, ""
+        self.task = ""
+        self._window, self._count, self.dropped = 0.0, 0, 0
+
+    def write(self, text: str) -> int:
+        self._part += text
+        *lines, self._part = self._part.split("\n")
+        for line in lines:
+            self._emit(line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._part:
+            self._emit(self._part)
+            self._part = ""
+
+    def finish(self) -> None:
+        self.flush()
+        if self.dropped:
+            self._send(m.TaskMessage(task=self.task, msg=f"({self.dropped} more lines not shown)"))
+        self.dropped, self._count = 0, 0
+
+    def _emit(self, line: str) -> None:
+        now = time.monotonic()
+        if now - self._window >= 1.0:
+            self._window, self._count = now, 0
+        if self._count >= MESSAGES_PER_S:
+            self.dropped += 1
+            return
+        self._count += 1
+        self._send(m.TaskMessage(task=self.task, msg=line[:4096]))
+
+    def isatty(self) -> bool:
+        return False
+
+
+class Worker:
+    def __init__(self, endpoint: str, wid: str, data_dir: str, node: str, address: str,
+                 parent: int):
+        self.data_dir, self.node, self.address, self.parent = Path(data_dir), node, address, parent
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.IDENTITY, wid.encode())
+        self.sock.setsockopt(zmq.LINGER, 2000)
+        self.sock.connect(endpoint)
+        self.job = None  # a disco.worker.task.JobContext once bound
+        self.events = EventStream(self.send)
+
+    def send(self, msg) -> None:
+        self.sock.send(m.encode(msg))
+
+    def serve(self) -> int:
+        self.send(m.WorkerReady(worker=self.sock.getsockopt(zmq.IDENTITY).decode(), job="",
+                                pid=os.getpid()))
+        while True:
+            if not self.sock.poll(POLL_MS):
+                if os.getppid() != self.parent:
+                    return 0  # the daemon is gone; so are we
+                continue
+            msg = m.decode(self.sock.recv())
+            if isinstance(msg, m.Shutdown):
+                return 0
+            if isinstance(msg, m.RunTask):
+                self.send(self.run(msg.task))
+
+    def run(self, task: dict):
+        from disco.worker import task as task_mod
+        self.events.task = task["id"]
+        real = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = self.events
+        try:
+            if self.job is None:
+                self.job = task_mod.JobContext.load(self.data_dir, task["job"], self.node,
+                                                    self.address)
+            outputs, stats = task_mod.run_task(self.job, task)
+            return m.TaskDone(task=task["id"], outputs=outputs, stats=stats)
+        except BaseException as exc:  # the user's code may raise anything, SystemExit included
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            return m.TaskFailed(task=task["id"], error=_one_line(exc),
+                                traceback=traceback.format_exc(),
+                                retryable=getattr(exc, "retryable", True))
+        finally:
+            self.events.finish()
+            sys.stdout, sys.stderr = real
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def main(argv: list[str]) -> int:
+    endpoint, wid, data_dir, node, address, parent = argv
+    worker = Worker(endpoint, wid, data_dir, node, address, int(parent))
+    try:
+        return worker.serve()
+    finally:
+        worker.sock.close()
+        worker.ctx.term()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+

@@ -1,0 +1,299 @@
+"""Running one map or reduce task inside a worker (SPEC §4, §7).
+
+A map task reads its input through the map reader, calls ``map(entry, params)`` on every
+entry, combines (``combiner(key, value, buffer, done, params)``) when a combiner is given,
+partitions by ``partition(key, n, params)`` and writes one record file per partition label.
+A reduce task reads every map output of its label (from disk when local, else from the
+producing node's data port), sorts with an external merge sort when ``sort=True``, and
+writes its result. Every output file appears only complete (temporary name, then rename), so a
+re-run of a task replaces its output instead of duplicating it.
+"""
+from __future__ import annotations
+
+import cProfile
+import inspect
+import io
+import os
+import pstats
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from disco.jobpack import load as load_jobpack
+from disco.worker import task_io
+from disco.worker.classic.func import sum_combiner
+from shuffle import record
+from shuffle.partition import default_partition, partition_pairs
+from shuffle.sort import ExternalSorter
+from shuffle.transfer import open_disco
+
+BATCH = 1 << 16
+SORT_BUDGET = 256 << 20
+
+
+@dataclass
+class JobContext:
+    """A worker's job: its functions, params and where its files go."""
+
+    name: str
+    header: dict
+    fn: dict
+    node: str
+    address: str
+    data_dir: Path
+    out_dir: Path = field(init=False)
+
+    def __post_init__(self):
+        self.out_dir = self.data_dir / "vol0" / "jobs" / self.name
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def load(cls, data_dir: Path, job: str, node: str, address: str) -> "JobContext":
+        blob = (data_dir / "jobs" / job / "jobpack").read_bytes()
+        header, code, files = load_jobpack(blob)
+        work = data_dir / "jobs" / job / "files"
+        if files:
+            work.mkdir(parents=True, exist_ok=True)
+            for name, content in files.items():
+                (work / os.path.basename(name)).write_bytes(content)
+            sys.path.insert(0, str(work))
+        ctx = cls(job, header, code, node, address, data_dir)
+        task_io.register_scheme("disco", ctx.open_disco)
+        task_io.register_scheme("dir", ctx.open_disco)
+        return ctx
+
+    def open_disco(self, url: str):
+        return open_disco(url.replace("dir://", "disco://", 1), self.address, self.data_dir)
+
+    def url(self, path: Path) -> str:
+        return f"disco://{self.address}/{path.relative_to(self.data_dir).as_posix()}"
+
+
+class Output:
+    """One record file per partition label, each written to a temporary name first."""
+
+    def __init__(self, ctx: JobContext, stem: str):
+        self.ctx, self.stem = ctx, stem
+        self.writers: dict[int, tuple] = {}
+
+    def writer(self, label: int):
+        entry = self.writers.get(label)
+        if entry is None:
+            final = self.ctx.out_dir / f"{self.stem}-{label}.drec"
+            tmp = final.with_name(final.name + f".tmp{os.getpid()}")
+            f = open(tmp, "wb")
+            entry = self.writers[label] = (record.RecordWriter(f), f, tmp, final)
+        return entry[0]
+
+    def add_many(self, pairs: list, labels: int = 1, partition=None, params=None) -> None:
+        if labels == 1 and partition is None:
+            self.writer(0).add_many(pairs)
+            return
+        for label, part in enumerate(partition_pairs(pairs, labels, partition or default_partition, params)):
+            if part:
+                self.writer(label).add_many(part)
+
+    def commit(self) -> list:
+        outputs = []
+        for label, (writer, f, tmp, final) in sorted(self.writers.items()):
+            writer.close()
+            f.close()
+            os.replace(tmp, final)
+            outputs.append({"label": label, "url": self.ctx.url(final),
+                            "size": final.stat().st_size, "records": writer.records})
+        return outputs
+
+    def abort(self) -> None:
+        for _, f, tmp, _ in self.writers.values():
+            f.close()
+            tmp.unlink(missing_ok=True)
+
+
+class Adder:
+    """The ``out`` of ``reduce(iter, out, params)``: ``out.add(key, value)``."""
+
+    def __init__(self, output: Output):
+        self.output, self.batch = output, []
+
+    def add(self, key, value) -> None:
+        self.batch.append((key, value))
+        if len(self.batch) >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.batch:
+            self.output.add_many(self.batch)
+            self.batch = []
+
+
+def run_task(ctx: JobContext, task: dict) -> tuple[list, dict]:
+    """Run one task; return (outputs, stats). Raises whatever the user's code raises."""
+    started = time.monotonic()
+    run = run_map if task["stage"] == "map" else run_reduce
+    if ctx.fn.get("profile"):
+        profiler = cProfile.Profile()
+        outputs = profiler.runcall(run, ctx, task)
+        _print_profile(profiler)
+    else:
+        outputs = run(ctx, task)
+    stats = {"seconds": round(time.monotonic() - started, 4),
+             "records": sum(o["records"] for o in outputs)}
+    return outputs, stats
+
+
+def _print_profile(profiler) -> None:
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(15)
+    print(text.getvalue())
+
+
+def _partitioning(ctx: JobContext) -> tuple[int, object]:
+    labels = ctx.header["partitions"] if ctx.header.get("has_reduce") or ctx.header["partitions"] > 1 else 1
+    partition = ctx.fn.get("partition")
+    if labels > 1 and partition is None:
+        partition = default_partition
+    return labels, partition
+
+
+def run_map(ctx: JobContext, task: dict) -> list:
+    fn, params = ctx.fn, ctx.fn.get("params")
+    fd, size, url = task_io.open_input(task["inputs"][0])
+    out = Output(ctx, f"map-{task['index']}")
+    try:
+        entries = (fn.get("map_reader") or task_io.default_map_reader)(fd, size, url, params)
+        if fn.get("map_init"):
+            fn["map_init"](entries, params)
+        labels, partition = _partitioning(ctx)
+        emit = lambda pairs: out.add_many(pairs, labels, partition, params)  # noqa: E731
+        combiner = fn.get("combiner")
+        if combiner is None:
+            _map_plain(fn["map"], entries, params, emit)
+        elif combiner is sum_combiner:
+            _map_summing(fn["map"], entries, params, emit)
+        else:
+            _map_combining(fn["map"], combiner, entries, params, emit)
+        return out.commit()
+    except BaseException:
+        out.abort()
+        raise
+    finally:
+        fd.close()
+
+
+def _map_plain(mapf, entries, params, emit) -> None:
+    batch = []
+    extend = batch.extend
+    for entry in entries:
+        extend(mapf(entry, params))
+        if len(batch) >= BATCH:
+            emit(batch)
+            batch = []
+            extend = batch.extend
+    if batch:
+        emit(batch)
+
+
+def _map_summing(mapf, entries, params, emit) -> None:
+    """``sum_combiner`` inlined: the same result as calling it once per pair, without the calls."""
+    buffer: dict = {}
+    get = buffer.get
+    for entry in entries:
+        for key, value in mapf(entry, params):
+            buffer[key] = get(key, 0) + value
+    emit(list(buffer.items()))
+
+
+def _map_combining(mapf, combiner, entries, params, emit) -> None:
+    buffer: dict = {}
+    batch: list = []
+    for entry in entries:
+        for key, value in mapf(entry, params):
+            extra = combiner(key, value, buffer, False, params)
+            if extra:
+                batch.extend(extra)
+        if len(batch) >= BATCH:
+            emit(batch)
+            batch = []
+    batch.extend(combiner(None, None, buffer, True, params) or ())
+    if batch:
+        emit(batch)
+
+
+def _reduce_input(ctx: JobContext, task: dict):
+    fn, params = ctx.fn, ctx.fn.get("params")
+    reader = fn.get("reduce_reader")
+    if reader is None and not ctx.header.get("has_map"):
+        reader = task_io.default_map_reader
+    for inp in task["inputs"]:
+        fd, size, url = task_io.open_input(inp)
+        try:
+            if reader is None:
+                for frame in record.iter_frames(fd):
+                    yield frame
+            else:
+                batch = list(reader(fd, size, url, params))
+                yield batch
+        finally:
+            fd.close()
+
+
+def _sorted_input(ctx: JobContext, task: dict):
+    spill = ctx.out_dir / f"sort-{task['index']}-{os.getpid()}"
+    spill.mkdir(exist_ok=True)
+    sorter = ExternalSorter(spill, SORT_BUDGET)
+    try:
+        for frame in _reduce_input(ctx, task):
+            sorter.add_many(frame)
+        yield from sorter
+    finally:
+        sorter.close()
+        try:
+            spill.rmdir()
+        except OSError:
+            pass
+
+
+def run_reduce(ctx: JobContext, task: dict) -> list:
+    fn, params = ctx.fn, ctx.fn.get("params")
+    if ctx.fn.get("sort"):
+        pairs = _sorted_input(ctx, task)
+    else:
+        pairs = (pair for frame in _reduce_input(ctx, task) for pair in frame)
+    if fn.get("reduce_init"):
+        fn["reduce_init"](pairs, params)
+    out = Output(ctx, f"reduce-{task['label']}")
+    try:
+        reducef = fn["reduce"]
+        if _arity(reducef) >= 3:
+            adder = Adder(out)
+            reducef(pairs, adder, params)
+            adder.flush()
+        else:
+            _drain(reducef(pairs, params), out.add_many)
+        return [dict(o, label=task["label"]) for o in out.commit()]
+    except BaseException:
+        out.abort()
+        raise
+
+
+def _drain(pairs, emit) -> None:
+    batch = []
+    append = batch.append
+    for pair in pairs:
+        append(pair)
+        if len(batch) >= BATCH:
+            emit(batch)
+            batch = []
+            append = batch.append
+    if batch:
+        emit(batch)
+
+
+def _arity(func) -> int:
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return 2
+    return sum(1 for p in sig.parameters.values()
+               if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))

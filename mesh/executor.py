@@ -1,0 +1,176 @@
+"""The node's side of running tasks: worker processes it starts, feeds and supervises.
+
+A worker serves one job and runs many of its tasks in turn (SPEC §4, ARCHITECTURE
+"Processes"). The executor keeps ``spare`` warm workers that have imported everything and are
+not yet bound to a job, so a new job's first task starts without an interpreter start. A
+worker that dies fails the task it was running, never the daemon.
+
+Worker states: starting -> idle -> busy -> idle ... -> stopping. A worker is bound to a job by
+the first task it is given.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import disco
+
+_ROOT = str(Path(disco.__file__).resolve().parent.parent)
+
+
+@dataclass
+class WorkerProc:
+    wid: bytes
+    popen: subprocess.Popen
+    job: str = ""
+    task: dict | None = None
+    ready: bool = False
+    idle_since: float = 0.0
+
+
+class Executor:
+    """Runs assigned tasks; reports through ``send(wid, msg)`` and ``report(event)`` callbacks."""
+
+    def __init__(self, endpoint: str, data_dir: Path, node: str, address: str, send, report,
+                 log, spare: int = 1, idle_timeout_s: float = 30.0):
+        self.endpoint, self.data_dir, self.node, self.address = endpoint, data_dir, node, address
+        self._send, self._report, self.log = send, report, log
+        self.spare, self.idle_timeout_s = spare, idle_timeout_s
+        self.workers: dict[bytes, WorkerProc] = {}
+        self.backlog: list[dict] = []  # tasks waiting for a worker to become ready
+        self.stopping = False
+
+    # -- from the master --
+
+    def assign(self, task: dict) -> None:
+        worker = self._idle_worker(task["job"]) or self._idle_worker("")
+        if worker is None:
+            self.backlog.append(task)
+            self._spawn(job=task["job"])
+            return
+        self._start(worker, task)
+
+    def cancel(self, task_id: str) -> None:
+        self.backlog = [t for t in self.backlog if t["id"] != task_id]
+        for worker in self.workers.values():
+            if worker.task and worker.task["id"] == task_id:
+                worker.task = None  # its death is not a task failure now
+                self._kill(worker)
+
+    def job_ended(self, job: str) -> None:
+        self.backlog = [t for t in self.backlog if t["job"] != job]
+        for worker in list(self.workers.values()):
+            if worker.job == job and worker.task is None:
+                self._retire(worker)
+
+    # -- from workers --
+
+    def on_ready(self, wid: bytes, now: float) -> None:
+        worker = self.workers.get(wid)
+        if worker is None:
+            return
+        worker.ready, worker.idle_since = True, now
+        task = next((t for t in self.backlog if t["job"] == worker.job), None)
+        if task is None and not worker.job and self.backlog:
+            task = self.backlog[0]
+        if task is not None:
+            self.backlog.remove(task)
+            self._start(worker, task)
+
+    def on_task_end(self, wid: bytes, now: float) -> dict | None:
+        """The worker finished its task; returns that task (None if it was cancelled)."""
+        worker = self.workers.get(wid)
+        if worker is None:
+            return None
+        task, worker.task, worker.idle_since = worker.task, None, now
+        self.on_ready(wid, now)
+        return task
+
+    def task_of(self, wid: bytes) -> dict | None:
+        worker = self.workers.get(wid)
+        return worker.task if worker else None
+
+    # -- housekeeping, once per loop turn --
+
+    def tick(self, now: float) -> None:
+        for worker in list(self.workers.values()):
+            code = worker.popen.poll()
+            if code is not None:
+                self._buried(worker, code)
+            elif (worker.ready and worker.task is None and worker.job
+                  and now - worker.idle_since > self.idle_timeout_s):
+                self._retire(worker)
+        generic = sum(1 for w in self.workers.values() if not w.job)
+        if not self.stopping and generic < self.spare:
+            self._spawn(job="")
+
+    def busy(self) -> int:
+        return sum(1 for w in self.workers.values() if w.task is not None) + len(self.backlog)
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        self.stopping = True
+        for worker in self.workers.values():
+            self._kill(worker, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for worker in self.workers.values():
+            try:
+                worker.popen.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self._kill(worker)
+                worker.popen.wait()
+        self.workers.clear()
+
+    # -- helpers --
+
+    def _idle_worker(self, job: str) -> WorkerProc | None:
+        return next((w for w in self.workers.values()
+                     if w.ready and w.task is None and w.job == job), None)
+
+    def _start(self, worker: WorkerProc, task: dict) -> None:
+        from mesh import message as m
+        worker.job, worker.task = task["job"], task
+        self._send(worker.wid, m.RunTask(task=task))
+
+    def _spawn(self, job: str) -> WorkerProc:
+        wid = uuid.uuid4().hex[:12].encode()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
+        argv = [sys.executable, "-m", "disco.worker.runtime", self.endpoint, wid.decode(),
+                str(self.data_dir), self.node, self.address, str(os.getpid())]
+        log_path = self.data_dir / "logs" / "workers.log"
+        with open(log_path, "ab") as err:
+            popen = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
+                                     stdout=err, stderr=err, cwd=self.data_dir)
+        worker = WorkerProc(wid, popen, job=job)
+        self.workers[wid] = worker
+        self.log.debug("worker_spawned", worker=wid.decode(), pid=popen.pid, job=job or None)
+        return worker
+
+    def _buried(self, worker: WorkerProc, code: int) -> None:
+        del self.workers[worker.wid]
+        if worker.task is not None and not self.stopping:
+            how = f"signal {-code}" if code < 0 else f"exit status {code}"
+            self.log.warning("worker_died", worker=worker.wid.decode(), how=how,
+                             task=worker.task["id"])
+            self._report(worker.task, f"worker process died ({how})")
+        if worker.job and not self.stopping:
+            mine = [t for t in self.backlog if t["job"] == worker.job]
+            if mine and not any(w.job == worker.job for w in self.workers.values()):
+                self._spawn(job=worker.job)
+
+    def _retire(self, worker: WorkerProc) -> None:
+        from mesh import message as m
+        self._send(worker.wid, m.Shutdown(reason="idle"))
+        worker.ready = False  # it will exit; tick() buries it
+
+    def _kill(self, worker: WorkerProc, sig: int = signal.SIGKILL) -> None:
+        try:
+            worker.popen.send_signal(sig)
+        except ProcessLookupError:
+            pass

@@ -1,0 +1,173 @@
+"""The master role of a node: the job table around the scheduler core.
+
+The master names and records jobs, keeps each job's events, feeds the scheduler core its
+events and carries out what it returns: task assignments go to the node that should run them
+(through ``assign``), finished and failed jobs wake the clients waiting on them. It never
+unpickles user code: it reads only the job pack's msgpack header.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgpack
+
+from disco.error import ProtocolError, UsageError
+from scheduler import core
+
+MAX_EVENTS_PER_JOB = 20_000
+
+
+@dataclass
+class JobRecord:
+    name: str
+    header: dict
+    submitted: float
+    status: str = core.ACTIVE
+    finished: float | None = None
+    results: list = field(default_factory=list)
+    error: dict | None = None
+    events: list = field(default_factory=list)
+    dropped_events: int = 0
+
+    def summary(self) -> dict:
+        return {"job": self.name, "status": self.status, "submitted": self.submitted,
+                "finished": self.finished}
+
+
+def read_jobpack_header(jobpack: bytes) -> dict:
+    """The job pack's header, validated; the pickled code inside is not touched."""
+    try:
+        pack = msgpack.unpackb(jobpack, raw=False)
+        header = pack["header"]
+        assert isinstance(header, dict) and isinstance(pack["code"], bytes)
+        assert isinstance(header["inputs"], list) and isinstance(header["partitions"], int)
+    except Exception:
+        raise ProtocolError("job pack is malformed (expected a msgpack map with header and code)") from None
+    if header["partitions"] < 1:
+        raise UsageError(f"partitions must be 1 or more, not {header['partitions']}")
+    if not header.get("has_map") and not header.get("has_reduce"):
+        raise UsageError("a job needs a map or a reduce function")
+    return header
+
+
+class Master:
+    """Job table + scheduler; ``assign(node, task)`` sends work, ``now()`` reads the clock."""
+
+    def __init__(self, data_dir: Path, assign, cancel, log, max_failures: int = 10):
+        self.scheduler = core.Scheduler()
+        self.jobs: dict[str, JobRecord] = {}
+        self.data_dir = data_dir
+        self._assign, self._cancel, self.log = assign, cancel, log
+        self.max_failures = max_failures
+        self._seq = itertools.count(1)
+        self.on_job_end = lambda name: None
+
+    # -- inputs --
+
+    def submit(self, now: float, prefix: str, jobpack: bytes) -> str:
+        header = read_jobpack_header(jobpack)
+        name = self._new_name(prefix or "Job")
+        job_dir = self.data_dir / "jobs" / name
+        job_dir.mkdir(parents=True, exist_ok=True)
+        tmp = job_dir / "jobpack.tmp"
+        tmp.write_bytes(jobpack)
+        os.replace(tmp, job_dir / "jobpack")
+        self.jobs[name] = JobRecord(name, header, time.time())
+        self.log.info("job_submitted", job=name, inputs=len(header["inputs"]))
+        self.step(now, core.JobSubmitted(
+            name, list(header["inputs"]), bool(header.get("has_map")),
+            bool(header.get("has_reduce")), header["partitions"], self.max_failures))
+        return name
+
+    def step(self, now: float, event) -> None:
+        for action in self.scheduler.step(now, event):
+            self._do(action)
+
+    def task_message(self, job: str, task: str, node: str, msg: str) -> None:
+        record = self.jobs.get(job)
+        if record is not None:
+            stage = task.split(":")[-2] if task.count(":") >= 2 else None
+            self._event(record, "task_message", msg, task=task, stage=stage, node=node)
+
+    # -- actions --
+
+    def _do(self, action) -> None:
+        if isinstance(action, core.AssignTask):
+            self._assign(action.node, action.task)
+        elif isinstance(action, core.CancelTask):
+            self._cancel(action.node, action.task)
+        elif isinstance(action, core.JobEvent):
+            record = self.jobs[action.job]
+            self._event(record, action.type, action.msg, action.task, action.stage, action.node)
+        elif isinstance(action, core.JobFinished):
+            self._end(action.job, core.FINISHED, results=action.results)
+        elif isinstance(action, core.JobFailed):
+            self._end(action.job, action.status, error={
+                "msg": action.error, "task": action.task, "input": action.input,
+                "node": action.node, "traceback": action.traceback})
+
+    def _end(self, name: str, status: str, results=(), error=None) -> None:
+        record = self.jobs[name]
+        record.status, record.finished = status, time.time()
+        record.results, record.error = list(results), error
+        self.log.info("job_" + status, job=name, results=len(record.results),
+                      error=error["msg"] if error else None)
+        self.on_job_end(name)
+
+    def _event(self, record: JobRecord, type_: str, msg: str, task=None, stage=None, node=None):
+        if len(record.events) >= MAX_EVENTS_PER_JOB and type_ == "task_message":
+            record.dropped_events += 1
+            return
+        event = {"time": time.time(), "job": record.name, "type": type_, "msg": msg}
+        for key, value in (("task", task), ("stage", stage), ("node", node)):
+            if value is not None:
+                event[key] = value
+        record.events.append(event)
+
+    # -- queries --
+
+    def record(self, name: str) -> JobRecord:
+        record = self.jobs.get(name)
+        if record is None:
+            raise UsageError(f"no job named {name!r} (see `disco jobs`)")
+        return record
+
+    def status(self, name: str) -> dict:
+        record = self.record(name)
+        counts = self.scheduler.counts(name) if name in self.scheduler.jobs else {}
+        return {**record.summary(), "results": record.results, "error": record.error,
+                "counts": counts}
+
+    def events(self, name: str, offset: int) -> dict:
+        record = self.record(name)
+        return {"events": record.events[offset:offset + 5000],
+                "offset": min(len(record.events), offset + 5000), **self.status(name)}
+
+    def list_jobs(self) -> list:
+        return [r.summary() for r in sorted(self.jobs.values(), key=lambda r: r.submitted)]
+
+    def kill(self, now: float, name: str) -> None:
+        self.record(name)
+        self.step(now, core.JobKilled(name))
+
+    def purge(self, now: float, name: str) -> None:
+        record = self.record(name)
+        if record.status == core.ACTIVE:
+            self.kill(now, name)
+        del self.jobs[name]
+        self.scheduler.jobs.pop(name, None)
+        shutil.rmtree(self.data_dir / "jobs" / name, ignore_errors=True)
+        shutil.rmtree(self.data_dir / "vol0" / "jobs" / name, ignore_errors=True)
+        self.log.info("job_purged", job=name)
+
+    def _new_name(self, prefix: str) -> str:
+        bad = set(prefix) & set("/\\:@ \t\n")
+        if bad or prefix.startswith("."):
+            raise UsageError(f"job name prefix {prefix!r} may not contain {sorted(bad) or '.'}")
+        stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+        return f"{prefix}@{stamp}{os.getpid() % 1000:03d}{next(self._seq):04d}"

@@ -1,0 +1,267 @@
+"""Every message the product sends, in one place.
+
+A message on the wire is one msgpack map ``{"v": VERSION, "t": TYPE, ...fields}``; bulk bytes
+(fetched data) travel as a separate raw frame after it. ``decode`` checks, in this order, the
+frame size, that it is msgpack, the version, the type and every field's presence and type, so
+no core ever sees a malformed message. Each failure raises ``ProtocolError`` with a message fit
+to send back to the peer.
+
+Message kinds:
+
+- client -> node (control port), answered by ``Reply`` or ``Error`` carrying the same ``rid``;
+- worker <-> node (the worker socket, ``ipc://``): ``WorkerReady``, ``RunTask``, ``TaskDone``,
+  ``TaskFailed``, ``TaskMessage``, ``Shutdown``;
+- any -> node (data port): ``Fetch`` answered by ``Chunk`` (+ one raw data frame) or ``Error``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import msgpack
+
+from disco.error import ProtocolError
+
+VERSION = 1
+MAX_FRAME_BYTES = 64 << 20
+
+_REGISTRY: dict[str, type] = {}
+_FIELD_TYPES: dict[str, dict[str, tuple[type, ...]]] = {}
+
+_TYPEMAP: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (float, int),
+    "bool": (bool,),
+    "bytes": (bytes,),
+    "dict": (dict,),
+    "list": (list, tuple),
+    "object": (object,),
+    "str | None": (str, type(None)),
+    "int | None": (int, type(None)),
+    "dict | None": (dict, type(None)),
+    "list | None": (list, tuple, type(None)),
+}
+
+
+def message(tag: str):
+    """Class decorator: a frozen dataclass registered under wire type ``tag``."""
+
+    def wrap(cls):
+        cls = dataclass(frozen=True)(cls)
+        cls.TYPE = tag
+        _REGISTRY[tag] = cls
+        hints = {f.name: f.type for f in dataclasses.fields(cls)}
+        _FIELD_TYPES[tag] = {name: _TYPEMAP[str(t)] for name, t in hints.items()}
+        return cls
+
+    return wrap
+
+
+# ---- client <-> node ------------------------------------------------------------------------
+
+@message("hello")
+class Hello:
+    rid: int
+    python: str
+    client: str = "client"
+
+
+@message("submit_job")
+class SubmitJob:
+    rid: int
+    prefix: str
+    jobpack: bytes
+    python: str
+
+
+@message("job_status")
+class GetJobStatus:
+    rid: int
+    job: str
+
+
+@message("wait_job")
+class WaitJob:
+    """Answered with the job's status when it ends or after ``timeout_s`` (at most 60)."""
+    rid: int
+    job: str
+    timeout_s: float = 10.0
+
+
+@message("job_events")
+class GetEvents:
+    rid: int
+    job: str
+    offset: int = 0
+
+
+@message("list_jobs")
+class ListJobs:
+    rid: int
+
+
+@message("kill_job")
+class KillJob:
+    rid: int
+    job: str
+
+
+@message("purge_job")
+class PurgeJob:
+    rid: int
+    job: str
+
+
+@message("job_dict")
+class GetJobDict:
+    rid: int
+    job: str
+
+
+@message("node_info")
+class GetNodeInfo:
+    rid: int
+
+
+@message("blacklist")
+class Blacklist:
+    rid: int
+    node: str
+
+
+@message("whitelist")
+class Whitelist:
+    rid: int
+    node: str
+
+
+@message("status")
+class GetStatus:
+    rid: int
+
+
+@message("reply")
+class Reply:
+    rid: int
+    body: object = None
+
+
+@message("error")
+class Error:
+    rid: int
+    code: str
+    msg: str
+
+
+# ---- worker <-> node ------------------------------------------------------------------------
+
+@message("worker_ready")
+class WorkerReady:
+    worker: str
+    job: str
+    pid: int
+
+
+@message("run_task")
+class RunTask:
+    task: dict
+
+
+@message("task_done")
+class TaskDone:
+    task: str
+    outputs: list
+    stats: dict = field(default_factory=dict)
+
+
+@message("task_failed")
+class TaskFailed:
+    task: str
+    error: str
+    traceback: str = ""
+    retryable: bool = True
+
+
+@message("task_message")
+class TaskMessage:
+    task: str
+    msg: str
+
+
+@message("shutdown")
+class Shutdown:
+    reason: str = ""
+
+
+# ---- data port ------------------------------------------------------------------------------
+
+@message("fetch")
+class Fetch:
+    rid: int
+    path: str
+    offset: int
+    length: int
+
+
+@message("chunk")
+class Chunk:
+    rid: int
+    offset: int
+    size: int
+    eof: bool
+
+
+# ---- encoding -------------------------------------------------------------------------------
+
+def encode(msg) -> bytes:
+    """The wire form of one message."""
+    body = {"v": VERSION, "t": msg.TYPE}
+    for name in _FIELD_TYPES[msg.TYPE]:
+        body[name] = getattr(msg, name)
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def decode(frame: bytes, max_bytes: int = MAX_FRAME_BYTES):
+    """Validate one frame and return its message; raise ProtocolError saying what is wrong."""
+    if len(frame) > max_bytes:
+        raise ProtocolError(f"frame of {len(frame)} bytes exceeds the limit of {max_bytes}")
+    try:
+        body = msgpack.unpackb(frame, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise ProtocolError(f"frame is not valid msgpack: {type(exc).__name__}") from None
+    if not isinstance(body, dict):
+        raise ProtocolError("frame is not a msgpack map")
+    if body.get("v") != VERSION:
+        raise ProtocolError(f"protocol version {body.get('v')!r} is not supported (this node speaks {VERSION})")
+    tag = body.pop("t", None)
+    body.pop("v")
+    cls = _REGISTRY.get(tag) if isinstance(tag, str) else None
+    if cls is None:
+        raise ProtocolError(f"unknown message type {tag!r}")
+    return _build(cls, tag, body)
+
+
+def _build(cls, tag: str, body: dict):
+    types = _FIELD_TYPES[tag]
+    unknown = set(body) - set(types)
+    if unknown:
+        raise ProtocolError(f"{tag}: unexpected fields {sorted(unknown)}")
+    for name, value in body.items():
+        if not isinstance(value, types[name]) or (types[name] == (int,) and isinstance(value, bool)):
+            raise ProtocolError(f"{tag}: field {name!r} has type {type(value).__name__}")
+    try:
+        return cls(**body)
+    except TypeError:
+        missing = [n for n in types if n not in body]
+        raise ProtocolError(f"{tag}: missing fields {missing}") from None
+
+
+def type_names() -> list[str]:
+    """Every registered wire type, for docs and tests."""
+    return sorted(_REGISTRY)
+
+
+__all__ = [name for name, obj in list(globals().items())
+           if isinstance(obj, type) and getattr(obj, "TYPE", None)] + [
+    "VERSION", "MAX_FRAME_BYTES", "encode", "decode", "type_names"]

@@ -1,0 +1,461 @@
+"""The master's brain: jobs, stages, tasks, placement and retries, as a pure state machine.
+
+Theory of operation (SPEC §4, §9)
+---------------------------------
+A job is a map stage (one task per input) and, if it has a reduce, a reduce stage (one task
+per partition label that the maps produced), created when the last map finishes. Tasks move
+through the states below; nothing else changes a task's state.
+
+    pending --assign--> running --done--> done
+       ^                   |  \\--failed (attempts < max)--> pending
+       |                   |  \\--failed (attempts >= max, or not retryable)--> job failed
+       +--node lost--------+
+    done --node lost, output still needed--> pending          (map outputs live on their node)
+
+Placement: a task goes only to a node that has advertised slots and has one free, preferring
+a node that holds its input (locality), then a node it has not failed on, then the least busy.
+Jobs share slots fairly: each free slot goes to the job with the fewest running tasks.
+
+Events in (``step(now, event)``): ``JobSubmitted``, ``NodeSlots``, ``NodeLost``,
+``TaskFinished``, ``TaskFailed``, ``JobKilled``, ``NodeBlacklisted``, ``NodeWhitelisted``,
+``Tick``. Actions out: ``AssignTask``, ``CancelTask``, ``JobFinished``, ``JobFailed``,
+``JobEvent`` (a fact for the job's event log). The core has no sockets, clock or logging.
+
+Invariants (``check_invariants``): each task is in exactly one state; a node's busy count
+equals the number of tasks running on it and never exceeds its slots; a finished job has
+every task done.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import singledispatchmethod
+
+PENDING, RUNNING, DONE = "pending", "running", "done"
+ACTIVE, FINISHED, FAILED, KILLED = "active", "finished", "failed", "killed"
+
+# ---- events ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobSubmitted:
+    job: str
+    inputs: list
+    has_map: bool = True
+    has_reduce: bool = False
+    partitions: int = 1
+    max_failures: int = 10
+
+
+@dataclass(frozen=True)
+class NodeSlots:
+    node: str
+    slots: int
+
+
+@dataclass(frozen=True)
+class NodeLost:
+    node: str
+
+
+@dataclass(frozen=True)
+class TaskFinished:
+    task: str
+    node: str
+    outputs: list  # [{"label": int, "url": str, "size": int}]
+
+
+@dataclass(frozen=True)
+class TaskFailed:
+    task: str
+    node: str
+    error: str
+    traceback: str = ""
+    retryable: bool = True
+
+
+@dataclass(frozen=True)
+class JobKilled:
+    job: str
+
+
+@dataclass(frozen=True)
+class NodeBlacklisted:
+    node: str
+
+
+@dataclass(frozen=True)
+class NodeWhitelisted:
+    node: str
+
+
+@dataclass(frozen=True)
+class Tick:
+    pass
+
+
+# ---- actions --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AssignTask:
+    node: str
+    task: dict
+
+
+@dataclass(frozen=True)
+class CancelTask:
+    node: str
+    task: str
+
+
+@dataclass(frozen=True)
+class JobFinished:
+    job: str
+    results: list
+
+
+@dataclass(frozen=True)
+class JobFailed:
+    job: str
+    error: str
+    task: str | None = None
+    input: object = None
+    node: str | None = None
+    traceback: str = ""
+    status: str = FAILED
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    job: str
+    type: str
+    msg: str
+    task: str | None = None
+    stage: str | None = None
+    node: str | None = None
+
+
+# ---- state ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Task:
+    id: str
+    job: str
+    stage: str
+    index: int
+    inputs: list
+    label: int = 0
+    state: str = PENDING
+    node: str | None = None
+    attempts: int = 0
+    failed_on: set = field(default_factory=set)
+    outputs: list = field(default_factory=list)
+
+    def spec(self) -> dict:
+        return {"id": self.id, "job": self.job, "stage": self.stage, "index": self.index,
+                "inputs": self.inputs, "label": self.label, "attempt": self.attempts}
+
+
+@dataclass
+class Job:
+    name: str
+    spec: JobSubmitted
+    submitted: float
+    tasks: dict = field(default_factory=dict)  # id -> Task, in creation order
+    state: str = ACTIVE
+    stalled_since: float | None = None
+
+    def stage_tasks(self, stage: str) -> list:
+        return [t for t in self.tasks.values() if t.stage == stage]
+
+    def running(self) -> int:
+        return sum(1 for t in self.tasks.values() if t.state == RUNNING)
+
+
+@dataclass
+class Node:
+    name: str
+    slots: int = 0
+    busy: int = 0
+    blacklisted: bool = False
+
+    def free(self) -> int:
+        return 0 if self.blacklisted else max(0, self.slots - self.busy)
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    stall_timeout_s: float = 5.0
+
+    def __post_init__(self):
+        if self.stall_timeout_s <= 0:
+            raise ValueError("stall_timeout_s must be positive")
+
+
+class Scheduler:
+    """Jobs and tasks of the whole cluster; one mutating entry point, ``step``."""
+
+    def __init__(self, settings: SchedulerSettings | None = None):
+        self.settings = settings or SchedulerSettings()
+        self.jobs: dict[str, Job] = {}
+        self.nodes: dict[str, Node] = {}
+        self.blacklist: set[str] = set()
+        self._now = 0.0
+        self._out: list = []
+
+    def step(self, now: float, event) -> list:
+        """Apply one event at time ``now``; return the actions to carry out, in order."""
+        self._now = now
+        self._out = []
+        self._on(event)
+        self._dispatch()
+        out, self._out = self._out, []
+        return out
+
+    # -- event handlers --
+
+    @singledispatchmethod
+    def _on(self, event):
+        raise TypeError(f"unknown scheduler event {type(event).__name__}")
+
+    @_on.register
+    def _(self, ev: JobSubmitted):
+        job = Job(ev.job, ev, self._now)
+        self.jobs[ev.job] = job
+        if ev.has_map:
+            for i, inp in enumerate(ev.inputs):
+                self._add_task(job, "map", i, [inp])
+        else:
+            self._add_task(job, "reduce", 0, list(ev.inputs))
+        self._fact(job, "job_submitted", f"{len(job.tasks)} {'map' if ev.has_map else 'reduce'} tasks")
+        if not job.tasks:
+            self._finish(job)
+
+    @_on.register
+    def _(self, ev: NodeSlots):
+        node = self.nodes.setdefault(ev.node, Node(ev.node))
+        node.slots = ev.slots
+        node.blacklisted = ev.node in self.blacklist
+
+    @_on.register
+    def _(self, ev: NodeLost):
+        node = self.nodes.pop(ev.node, None)
+        if node is None:
+            return
+        for job in self._active_jobs():
+            for task in job.tasks.values():
+                if task.state == RUNNING and task.node == ev.node:
+                    self._requeue(job, task, "node_lost")
+                elif task.state == DONE and task.node == ev.node and self._still_needed(job, task):
+                    self._requeue(job, task, "output_lost")
+
+    @_on.register
+    def _(self, ev: TaskFinished):
+        job, task = self._running_task(ev.task, ev.node)
+        if task is None:
+            return
+        self._release(task)
+        task.state, task.outputs = DONE, list(ev.outputs)
+        self._fact(job, "task_done", f"{task.id} done", task)
+        if all(t.state == DONE for t in job.tasks.values()):
+            self._stage_complete(job, task.stage)
+
+    @_on.register
+    def _(self, ev: TaskFailed):
+        job, task = self._running_task(ev.task, ev.node)
+        if task is None:
+            return
+        self._release(task)
+        task.attempts += 1
+        task.failed_on.add(ev.node)
+        self._fact(job, "task_failed", f"{task.id} failed (attempt {task.attempts}): {ev.error}", task)
+        limit = job.spec.max_failures
+        if not ev.retryable or task.attempts >= limit:
+            why = ev.error if not ev.retryable else f"{ev.error} (failed {task.attempts} times, limit {limit})"
+            self._fail(job, why, task=task, traceback=ev.traceback)
+        else:
+            task.state, task.node = PENDING, None
+
+    @_on.register
+    def _(self, ev: JobKilled):
+        job = self.jobs.get(ev.job)
+        if job is not None and job.state == ACTIVE:
+            self._fail(job, "killed by user", status=KILLED)
+
+    @_on.register
+    def _(self, ev: NodeBlacklisted):
+        self.blacklist.add(ev.node)
+        if ev.node in self.nodes:
+            self.nodes[ev.node].blacklisted = True
+
+    @_on.register
+    def _(self, ev: NodeWhitelisted):
+        self.blacklist.discard(ev.node)
+        if ev.node in self.nodes:
+            self.nodes[ev.node].blacklisted = False
+
+    @_on.register
+    def _(self, ev: Tick):
+        for job in self._active_jobs():
+            self._check_stall(job)
+
+    # -- helpers --
+
+    def _add_task(self, job: Job, stage: str, index: int, inputs: list, label: int = 0) -> Task:
+        task = Task(f"{job.name}:{stage}:{index}", job.name, stage, index, inputs, label)
+        job.tasks[task.id] = task
+        return task
+
+    def _running_task(self, task_id: str, node: str):
+        job = self.jobs.get(task_id.rsplit(":", 2)[0])
+        task = job.tasks.get(task_id) if job else None
+        if task is None or task.state != RUNNING or task.node != node or job.state != ACTIVE:
+            return job, None  # late or duplicate report: ignore
+        return job, task
+
+    def _release(self, task: Task) -> None:
+        node = self.nodes.get(task.node)
+        if node is not None:
+            node.busy -= 1
+
+    def _requeue(self, job: Job, task: Task, why: str) -> None:
+        if task.state == RUNNING:
+            self._release(task)
+        self._fact(job, "task_requeued", f"{task.id} re-queued: {why} on {task.node}", task)
+        task.state, task.node, task.outputs = PENDING, None, []
+        if task.stage == "map":  # its reduces must wait for it again
+            for other in job.stage_tasks("reduce"):
+                if other.state != DONE:
+                    self._drop_reduce(job, other)
+
+    def _drop_reduce(self, job: Job, task: Task) -> None:
+        if task.state == RUNNING:
+            self._release(task)
+            self._out.append(CancelTask(task.node, task.id))
+        del job.tasks[task.id]
+
+    def _still_needed(self, job: Job, task: Task) -> bool:
+        if task.stage != "map" or not job.spec.has_reduce:
+            return False
+        return not any(t.stage == "reduce" for t in job.tasks.values()) or any(
+            t.stage == "reduce" and t.state != DONE for t in job.tasks.values())
+
+    def _stage_complete(self, job: Job, stage: str) -> None:
+        if stage == "map" and job.spec.has_reduce and not job.stage_tasks("reduce"):
+            by_label: dict[int, list] = {}
+            for task in job.stage_tasks("map"):
+                for out in task.outputs:
+                    by_label.setdefault(int(out["label"]), []).append(out["url"])
+            for label in sorted(by_label):
+                self._add_task(job, "reduce", label, by_label[label], label)
+            self._fact(job, "stage_done", f"map done; {len(by_label)} reduce tasks", stage="map")
+            if by_label:
+                return
+        self._finish(job)
+
+    def _finish(self, job: Job) -> None:
+        final = "reduce" if job.stage_tasks("reduce") else "map"
+        results = [o["url"] for t in job.stage_tasks(final)
+                   for o in sorted(t.outputs, key=lambda o: o["label"])]
+        job.state = FINISHED
+        self._fact(job, "job_done", f"{len(results)} results")
+        self._out.append(JobFinished(job.name, results))
+
+    def _fail(self, job: Job, error: str, *, task: Task | None = None, traceback: str = "",
+              status: str = FAILED) -> None:
+        for other in job.tasks.values():
+            if other.state == RUNNING:
+                self._release(other)
+                self._out.append(CancelTask(other.node, other.id))
+                other.state, other.node = PENDING, None
+        job.state = status
+        self._fact(job, "job_" + status, error, task)
+        self._out.append(JobFailed(
+            job.name, error, task=task.id if task else None,
+            input=(task.inputs[0] if task and len(task.inputs) == 1 else task.inputs if task else None),
+            node=next(iter(task.failed_on), None) if task and task.failed_on else None,
+            traceback=traceback, status=status))
+
+    def _check_stall(self, job: Job) -> None:
+        waiting = any(t.state == PENDING for t in job.tasks.values())
+        usable = any(n.slots > 0 and not n.blacklisted for n in self.nodes.values())
+        if not waiting or usable:
+            job.stalled_since = None
+            return
+        if job.stalled_since is None:
+            job.stalled_since = self._now
+        elif self._now - job.stalled_since >= self.settings.stall_timeout_s:
+            why = "no node can run its tasks: " + (
+                "every node is blacklisted" if self.nodes else "no node has task slots")
+            self._fail(job, why)
+
+    def _active_jobs(self) -> list:
+        return [j for j in self.jobs.values() if j.state == ACTIVE]
+
+    def _fact(self, job: Job, type_: str, msg: str, task: Task | None = None,
+              stage: str | None = None) -> None:
+        self._out.append(JobEvent(job.name, type_, msg, task.id if task else None,
+                                  task.stage if task else stage, task.node if task else None))
+
+    # -- placement --
+
+    def _dispatch(self) -> None:
+        while True:
+            nodes = [n for n in self.nodes.values() if n.free() > 0]
+            if not nodes:
+                return
+            job = self._next_job()
+            if job is None:
+                return
+            task = next(t for t in job.tasks.values() if t.state == PENDING)
+            node = self._place(task, nodes)
+            task.state, task.node = RUNNING, node.name
+            node.busy += 1
+            self._fact(job, "task_started", f"{task.id} on {node.name}", task)
+            self._out.append(AssignTask(node.name, task.spec()))
+
+    def _next_job(self) -> Job | None:
+        ready = [j for j in self._active_jobs()
+                 if any(t.state == PENDING for t in j.tasks.values())]
+        return min(ready, key=lambda j: (j.running(), j.submitted), default=None)
+
+    def _place(self, task: Task, nodes: list) -> Node:
+        hosts = _input_nodes(task.inputs)
+        return min(nodes, key=lambda n: (n.name not in hosts, n.name in task.failed_on,
+                                         n.busy - n.slots, n.name))
+
+    # -- views --
+
+    def counts(self, job_name: str) -> dict:
+        """Per stage: how many tasks are pending, running and done."""
+        out: dict[str, dict[str, int]] = {}
+        for task in self.jobs[job_name].tasks.values():
+            stage = out.setdefault(task.stage, {PENDING: 0, RUNNING: 0, DONE: 0, "failed": 0})
+            stage[task.state] += 1
+            stage["failed"] += task.attempts
+        return out
+
+    def check_invariants(self) -> None:
+        busy: dict[str, int] = {}
+        for job in self.jobs.values():
+            for task in job.tasks.values():
+                assert task.state in (PENDING, RUNNING, DONE), task
+                if task.state == RUNNING:
+                    assert job.state == ACTIVE, (job.name, task.id)
+                    busy[task.node] = busy.get(task.node, 0) + 1
+            if job.state == FINISHED:
+                assert all(t.state == DONE for t in job.tasks.values()), job.name
+        for node in self.nodes.values():
+            assert node.busy == busy.get(node.name, 0), (node.name, node.busy, busy)
+            assert node.busy <= node.slots or node.blacklisted, node
+
+
+def _input_nodes(inputs: list) -> set:
+    """Node names (host:port) that hold any of these inputs, from disco:// URLs."""
+    hosts = set()
+    for inp in inputs:
+        for url in inp if isinstance(inp, (list, tuple)) else [inp]:
+            if isinstance(url, str) and url.startswith(("disco://", "dir://")):
+                hosts.add(url.split("/", 3)[2])
+    return hosts
