@@ -50,7 +50,7 @@ class Embedded:
             p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p))
         env.pop("DISCO_MASTER", None)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "disco.cli", "nodaemon", "--port", str(self.port),
+            [sys.executable, "-m", "disco.cli", "nodaemon", "--no-console", "--port", str(self.port),
              "--data", self.data, "--workers", str(slots), "--host", "127.0.0.1"],
             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=open(Path(self.data) / "embedded.err", "wb"))

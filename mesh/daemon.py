@@ -13,6 +13,7 @@ are parked and answered when the job ends or their deadline passes.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import signal
@@ -107,9 +108,13 @@ class NodeDaemon:
         self.master.step(time.monotonic(), core.NodeSlots(self.s.name, self.s.workers))
 
     def _write_pid(self) -> None:
-        tmp = self.s.pid_file.with_suffix(".tmp")
-        tmp.write_text(f"{os.getpid()}\n")
-        os.replace(tmp, self.s.pid_file)
+        """``disco.pid`` holds the pid; ``node.json`` tells ``disco stop/status --data`` the port."""
+        info = {"pid": os.getpid(), "name": self.s.name, "address": self.s.address}
+        for path, text in ((self.s.data_dir / "node.json", json.dumps(info)),
+                           (self.s.pid_file, f"{os.getpid()}\n")):
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(text)
+            os.replace(tmp, path)
 
     def _on_signal(self, signum, frame) -> None:
         self.running = False

@@ -1,0 +1,476 @@
+"""The ``disco`` command: node daemons (SPEC §2) and jobs (SPEC §5).
+
+Every command exits 0 on success and otherwise prints one line, ``disco: error: ...``, on
+stderr (no traceback for user errors). Job commands talk to ``--master`` / ``DISCO_MASTER``
+(``host:port``), or to the node on ``127.0.0.1:$DISCO_PORT`` when it is unset. Job names accept
+Disco's history shorthands: ``@`` is the most recent job, ``@?TEXT`` the most recent whose name
+contains TEXT.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from disco import error
+from disco.settings import DEFAULT_PORT, node_settings, parse_address
+
+VERSION = "0.1.0"
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 60.0
+
+
+def _fail(msg: str, code: int = 1):
+    click.echo(f"disco: error: {msg}", err=True)
+    sys.exit(code)
+
+
+class _Group(click.Group):
+    """Turns our errors into one clear line instead of a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except error.JobError as exc:
+            _fail(str(exc).splitlines()[0] if exc.traceback else str(exc), 2)
+        except error.DiscoError as exc:
+            _fail(str(exc))
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except BrokenPipeError:
+            sys.stderr.close()  # `disco results JOB | head`: the reader went away
+            sys.exit(0)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(VERSION, prog_name="disco")
+def cli():
+    """Disco MapReduce over a ZeroMQ peer mesh.
+
+    Start a node with `disco start`, run a job with Python (`from disco.core import Job`) or
+    `disco run MODULE.JOBCLASS INPUT...`, and follow it with `disco events @`.
+    """
+
+
+# -- node daemons --------------------------------------------------------------------------
+
+def _node_options(func):
+    opts = [
+        click.option("--host", help="Address to bind and advertise [env DISCO_HOST; 127.0.0.1]."),
+        click.option("--port", type=int, help="Control port; the node also uses port+1 "
+                     "[env DISCO_PORT; 8989]."),
+        click.option("--data", type=click.Path(file_okay=False), help="Data dir: volumes, job "
+                     "data, logs, pid file [env DISCO_DATA; ~/.local/share/disco/node-PORT]."),
+        click.option("--join", multiple=True, metavar="H:P", help="Seed node to join (repeatable) "
+                     "[env DISCO_JOIN, comma-separated]."),
+        click.option("--workers", type=int, help="Task slots [env DISCO_WORKERS; CPU count]."),
+        click.option("--name", help="Node name [env DISCO_NODE_NAME; HOST:PORT]."),
+        click.option("--secret-file", type=click.Path(dir_okay=False),
+                     help="Cluster secret [env DISCO_SECRET_FILE]."),
+        click.option("--insecure", is_flag=True, help="Allow binding a non-loopback address "
+                     "without a secret."),
+    ]
+    for opt in reversed(opts):
+        func = opt(func)
+    return func
+
+
+def _settings(host, port, data, join, workers, name, secret_file, insecure):
+    return node_settings(host=host, port=port, data=data, join=join, workers=workers, name=name,
+                         secret_file=secret_file, insecure=insecure)
+
+
+@cli.command()
+@_node_options
+@click.option("--console/--no-console", default=True, hidden=True)
+def nodaemon(console, **opts):
+    """Run a node daemon in the foreground, logging to stderr."""
+    from disco import log as disco_log
+    from mesh import daemon
+    s = _settings(**opts)
+    s.log_dir.mkdir(parents=True, exist_ok=True)
+    disco_log.configure(s.log_dir / "node.jsonl", console=console, node=s.name)
+    sys.exit(daemon.main(s))
+
+
+@cli.command()
+@_node_options
+def start(**opts):
+    """Start a node daemon in the background; return once it answers."""
+    s = _settings(**opts)
+    running = _running_pid(s.data_dir)
+    if running:
+        _fail(f"a node already runs from {s.data_dir} (pid {running}); `disco stop --data "
+              f"{s.data_dir}` first")
+    s.log_dir.mkdir(parents=True, exist_ok=True)
+    err_path = s.log_dir / "daemon.err"
+    argv = [sys.executable, "-m", "disco.cli", "nodaemon", "--no-console",
+            "--host", s.host, "--port", str(s.port), "--data", str(s.data_dir),
+            "--workers", str(s.workers), "--name", s.name]
+    for seed in s.join:
+        argv += ["--join", seed]
+    if s.secret_file:
+        argv += ["--secret-file", s.secret_file]
+    if s.insecure:
+        argv.append("--insecure")
+    with open(err_path, "ab") as err:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=err, start_new_session=True, env=_child_env())
+    from disco.client import answers
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            _fail(f"the node exited with status {proc.returncode}: {_last_line(err_path)} "
+                  f"(log: {err_path})")
+        if answers(f"{_dial(s.host)}:{s.port}", 0.3):
+            click.echo(f"node {s.name} started at {s.address} (pid {proc.pid}, data {s.data_dir})")
+            click.echo(f"join another node to it with: disco start --join {s.address} "
+                       "--port OTHER_PORT --data OTHER_DIR")
+            return
+    proc.terminate()
+    _fail(f"the node did not answer within {START_TIMEOUT_S:g} s (log: {s.log_dir})")
+
+
+@cli.command()
+@click.option("--port", type=int, help="Find the node by its control port [env DISCO_PORT].")
+@click.option("--data", type=click.Path(file_okay=False), help="Find the node by its data dir.")
+def stop(port, data):
+    """Stop a node gracefully (SIGTERM) and wait until it has exited."""
+    _stop(_find_data(port, data))
+
+
+@cli.command()
+@_node_options
+@click.pass_context
+def restart(ctx, **opts):
+    """Stop the node (if it runs) and start it again with these settings."""
+    s = _settings(**opts)
+    if _running_pid(s.data_dir):
+        _stop(s.data_dir)
+    ctx.invoke(start, **opts)
+
+
+@cli.command()
+@click.option("--port", type=int, help="Ask the node on this control port [env DISCO_PORT].")
+@click.option("--data", type=click.Path(file_okay=False), help="Ask the node of this data dir.")
+@click.option("--host", help="Host of the node to ask [env DISCO_HOST; 127.0.0.1].")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def status(port, data, host, as_json):
+    """Show the cluster as one node sees it: members, states, slots, disk, master, term."""
+    from disco.client import Connection
+    from mesh import message as m
+    address = _node_address(port, data, host)
+    state = Connection(address, 5.0).request(m.GetStatus)
+    if as_json:
+        click.echo(json.dumps(state))
+        return
+    click.echo(f"node {state['node']}   master {state['master'] or '-'}   term {state['term']}")
+    rows = [("NAME", "ADDRESS", "STATE", "ROLE", "SLOTS", "DISK USED", "DISK FREE")]
+    for mem in state["members"]:
+        rows.append((mem["name"], mem["address"], mem["state"],
+                     "master" if mem["master"] else "-",
+                     f"{mem['slots']['busy']}/{mem['slots']['total']}",
+                     _size(mem["disk"]["used"]), _size(mem["disk"]["free"])))
+    _table(rows)
+
+
+def _find_data(port, data) -> Path:
+    if data:
+        return Path(data).expanduser().absolute()
+    if port is None and os.environ.get("DISCO_DATA"):
+        return Path(os.environ["DISCO_DATA"]).expanduser().absolute()
+    return node_settings(port=port).data_dir
+
+
+def _node_address(port, data, host) -> str:
+    if data:
+        info = _node_info(Path(data).expanduser().absolute())
+        if info is None:
+            _fail(f"no node runs from {data} (no node.json there)")
+        host_, port_ = parse_address(info["address"])
+        return f"{_dial(host_)}:{port_}"
+    s = node_settings(host=host, port=port)
+    return f"{_dial(s.host)}:{s.port}"
+
+
+def _dial(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "") else host
+
+
+def _node_info(data_dir: Path) -> dict | None:
+    try:
+        return json.loads((data_dir / "node.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _running_pid(data_dir: Path) -> int | None:
+    """The pid in ``data_dir/disco.pid`` if that process is alive and is a disco node."""
+    try:
+        pid = int((data_dir / "disco.pid").read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if b"disco" in cmdline else None
+
+
+def _stop(data_dir: Path) -> None:
+    pid = _running_pid(data_dir)
+    if pid is None:
+        _fail(f"no node runs from {data_dir} (no live pid in {data_dir / 'disco.pid'})")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
+            click.echo(f"node (pid {pid}) stopped")
+            return
+        time.sleep(0.05)
+    _fail(f"node (pid {pid}) did not stop within {STOP_TIMEOUT_S:g} s")
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _child_env() -> dict:
+    root = str(Path(__file__).resolve().parent.parent)
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (root, os.environ.get("PYTHONPATH")) if p))
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "no output"
+    return lines[-1] if lines else "no output"
+
+
+# -- jobs ----------------------------------------------------------------------------------
+
+def _master_option(func):
+    return click.option("--master", envvar="DISCO_MASTER", metavar="HOST:PORT",
+                        help="Node to talk to [env DISCO_MASTER; 127.0.0.1:$DISCO_PORT].")(func)
+
+
+def _disco(master):
+    from disco.core import Disco
+    if master and master.startswith("local"):
+        _fail("DISCO_MASTER=local starts a cluster that lives only as long as one process; "
+              "start a node with `disco start` and point DISCO_MASTER at it")
+    if not master:
+        master = f"127.0.0.1:{os.environ.get('DISCO_PORT') or DEFAULT_PORT}"
+    return Disco(master)
+
+
+def _jobname(disco, name: str) -> str:
+    """Resolve ``@`` and ``@?TEXT`` against the job history (most recent first)."""
+    if not name.startswith("@"):
+        return name
+    jobs = sorted(disco.jobs(), key=lambda j: j["submitted"], reverse=True)
+    text = name[2:] if name.startswith("@?") else None
+    if name not in ("@",) and text is None:
+        _fail(f"bad job reference {name!r}: use a job name, @ or @?TEXT")
+    for job in jobs:
+        if text is None or text in job["job"]:
+            return job["job"]
+    _fail("no jobs yet" if text is None else f"no job whose name contains {text!r}")
+
+
+@cli.command()
+@_master_option
+@click.option("--wait", "wait_", is_flag=True, help="Wait for the job and print its results' URLs.")
+@click.option("--partitions", type=int, help="Override the job class's partitions.")
+@click.option("--name", help="Job name prefix (default: the class name).")
+@click.argument("jobclass")
+@click.argument("inputs", nargs=-1, required=True)
+def run(master, wait_, partitions, name, jobclass, inputs):
+    """Submit MODULE.JOBCLASS over INPUT... and print the job's name."""
+    module_name, _, class_name = jobclass.rpartition(".")
+    if not module_name:
+        _fail(f"{jobclass!r}: expected MODULE.JOBCLASS, e.g. wordcount.WordCount")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        _fail(f"cannot import {module_name!r} from {os.getcwd()}: {exc}")
+    klass = getattr(module, class_name, None)
+    from disco.core import Job
+    if not (isinstance(klass, type) and issubclass(klass, Job)):
+        _fail(f"{jobclass!r} is not a Job subclass")
+    disco = _disco(master)
+    job = klass(name=name)
+    job._disco = disco
+    extra = {"partitions": partitions} if partitions else {}
+    job.run(input=list(inputs), **extra)
+    click.echo(job.name)
+    if wait_:
+        for url in job.wait():
+            click.echo(url)
+
+
+@cli.command()
+@_master_option
+@click.option("--show", is_flag=True, help="Print progress while waiting.")
+@click.option("--timeout", type=float, help="Give up after this many seconds.")
+@click.argument("job")
+def wait(master, show, timeout, job):
+    """Wait for JOB; exit 0 if it finished, non-zero if it failed or was killed."""
+    disco = _disco(master)
+    name = _jobname(disco, job)
+    try:
+        urls = disco.wait(name, timeout=timeout, show=show)
+    except error.JobError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+    for url in urls:
+        click.echo(url)
+
+
+@cli.command()
+@_master_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def jobs(master, as_json):
+    """List jobs, most recent first."""
+    rows = sorted(_disco(master).jobs(), key=lambda j: j["submitted"], reverse=True)
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    for row in rows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["submitted"]))
+        click.echo(f"{row['status']:<9} {when}  {row['job']}")
+
+
+@cli.command()
+@_master_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.argument("job")
+def events(master, as_json, job):
+    """Print JOB's events: task starts (with their node), messages, failures, progress."""
+    disco = _disco(master)
+    name = _jobname(disco, job)
+    offset = 0
+    while True:
+        from mesh import message as m
+        reply = disco.request(m.GetEvents, job=name, offset=offset)
+        for event in reply["events"]:
+            if as_json:
+                click.echo(json.dumps(event))
+            else:
+                when = time.strftime("%H:%M:%S", time.localtime(event["time"]))
+                where = " ".join(f"{k}={event[k]}" for k in ("stage", "task", "node") if k in event)
+                click.echo(f"{when} {event['type']:<14} {where + ' ' if where else ''}{event['msg']}")
+        if reply["offset"] == offset or not reply["events"]:
+            return
+        offset = reply["offset"]
+
+
+@cli.command()
+@_master_option
+@click.argument("job")
+def results(master, job):
+    """Print JOB's result URLs, one per line."""
+    disco = _disco(master)
+    state, urls = disco.results(_jobname(disco, job))
+    if state != "finished":
+        _fail(f"job {job} is {state}; it has no results")
+    for url in urls:
+        click.echo(url if isinstance(url, str) else " ".join(url))
+
+
+def _job_action(verb: str, doc: str):
+    @_master_option
+    @click.argument("job")
+    def command(master, job):
+        disco = _disco(master)
+        name = _jobname(disco, job)
+        getattr(disco, verb)(name)
+        click.echo(f"{verb}: {name}")
+    command.__doc__ = doc
+    cli.command(verb)(command)
+
+
+_job_action("kill", "Stop JOB's running tasks and mark it killed.")
+_job_action("purge", "Delete JOB and all its data (kills it first if it runs).")
+
+
+@cli.command()
+@_master_option
+@click.argument("job")
+def jobdict(master, job):
+    """Print JOB's job dict (inputs, functions, partitions...) as JSON."""
+    disco = _disco(master)
+    click.echo(json.dumps(disco.jobdict(_jobname(disco, job)), indent=2, default=str))
+
+
+@cli.command()
+@_master_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def nodeinfo(master, as_json):
+    """Show the nodes the master schedules on."""
+    info = _disco(master).nodeinfo()
+    if as_json:
+        click.echo(json.dumps(info))
+        return
+    rows = [("NAME", "ADDRESS", "SLOTS", "BUSY", "WORKERS", "BLACKLISTED")]
+    for n in info["nodes"]:
+        rows.append((n["name"], n["address"], str(n["slots"]), str(n["busy"]),
+                     str(n["workers"]), "yes" if n["blacklisted"] else "no"))
+    _table(rows)
+
+
+def _node_action(verb: str, doc: str):
+    @_master_option
+    @click.argument("node")
+    def command(master, node):
+        getattr(_disco(master), verb)(node)
+        click.echo(f"{verb}: {node}")
+    command.__doc__ = doc
+    cli.command(verb)(command)
+
+
+_node_action("blacklist", "Stop scheduling new tasks on NODE.")
+_node_action("whitelist", "Schedule tasks on NODE again.")
+
+
+@cli.command()
+def version():
+    """Print the version of disco and of its Python."""
+    from disco.settings import PYTHON
+    from mesh.message import VERSION as PROTO
+    click.echo(f"disco {VERSION} (protocol {PROTO}, Python {PYTHON})")
+
+
+# -- output helpers ------------------------------------------------------------------------
+
+def _table(rows: list[tuple]) -> None:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def main() -> None:
+    cli(prog_name="disco")
+
+
+if __name__ == "__main__":
+    main()

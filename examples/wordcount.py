@@ -1,0 +1,39 @@
+"""Word count, the SPEC §4 example: ``python examples/wordcount.py FILE... [--top N]``.
+
+Counts words with a map, a ``sum_combiner`` and a reduce over 2 partitions, then prints the
+most frequent words as ``WORD COUNT`` lines. Uses the cluster named by ``DISCO_MASTER``
+(``local`` starts an embedded one for the life of this script).
+"""
+import argparse
+import heapq
+
+from disco.core import Job, result_iterator
+from disco.util import kvgroup
+from disco.worker.classic.func import sum_combiner
+
+
+def map(line, params):
+    for word in line.split():
+        yield word, 1
+
+
+def reduce(iter, params):
+    for word, counts in kvgroup(sorted(iter)):
+        yield word, sum(counts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("inputs", nargs="+", help="text files or URLs")
+    parser.add_argument("--top", type=int, default=20, help="how many words to print")
+    parser.add_argument("--show", action="store_true", help="print progress while waiting")
+    args = parser.parse_args()
+    job = Job().run(input=args.inputs, map=map, reduce=reduce, combiner=sum_combiner,
+                    partitions=2)
+    counts = result_iterator(job.wait(show=args.show))
+    for word, count in heapq.nlargest(args.top, counts, key=lambda wc: (wc[1], wc[0])):
+        print(word, count)
+
+
+if __name__ == "__main__":
+    main()
