@@ -1,0 +1,36 @@
+# Set-up and checks. `make demo` and `make test` work on a fresh machine with Python 3.11 and make.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+BENCH_MB ?= 256
+
+.PHONY: install demo test test-all bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,bench,dev]'
+	touch $(STAMP)
+
+demo: install
+	$(PY) examples/gentext.py build/demo.txt --mb 20
+	DISCO_MASTER=local $(PY) examples/wordcount.py build/demo.txt --top 20
+
+test: install
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-all: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: install
+	$(PY) bench/compression.py
+	$(PY) bench/wordcount.py --mb $(BENCH_MB)
+
+lint: install
+	$(PY) -m ruff check disco mesh scheduler shuffle storage tests bench examples
+
+clean:
+	rm -rf build .pytest_cache $(VENV)
