@@ -29,7 +29,7 @@ from shuffle.sort import ExternalSorter
 from shuffle.transfer import open_disco
 
 BATCH = 1 << 16
-SORT_BUDGET = 256 << 20
+SORT_BUDGET = max(1, int(os.environ.get("DISCO_SORT_MB") or 256)) << 20  # per reduce task
 
 
 @dataclass
@@ -52,12 +52,13 @@ class JobContext:
     def load(cls, data_dir: Path, job: str, node: str, address: str) -> "JobContext":
         blob = (data_dir / "jobs" / job / "jobpack").read_bytes()
         header, code, files = load_jobpack(blob)
-        work = data_dir / "jobs" / job / "files"
-        if files:
-            work.mkdir(parents=True, exist_ok=True)
-            for name, content in files.items():
-                (work / os.path.basename(name)).write_bytes(content)
-            sys.path.insert(0, str(work))
+        # As in Disco, tasks run in the job's home dir, next to the job's required files.
+        work = data_dir / "jobs" / job / "home"
+        work.mkdir(parents=True, exist_ok=True)
+        for name, content in files.items():
+            (work / os.path.basename(name)).write_bytes(content)
+        sys.path.insert(0, str(work))
+        os.chdir(work)
         ctx = cls(job, header, code, node, address, data_dir)
         task_io.register_scheme("disco", ctx.open_disco)
         task_io.register_scheme("dir", ctx.open_disco)

@@ -1,0 +1,286 @@
+"""The classic API against one real node daemon (SPEC §4, §7, §9)."""
+from __future__ import annotations
+
+import collections
+import http.server
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from disco.core import Disco, Job, result_iterator
+from disco.error import JobError, UsageError
+from disco.util import kvgroup
+from disco.worker.classic.func import sum_combiner
+
+pytestmark = pytest.mark.cluster
+
+TEXT = "the quick brown fox\njumps over the lazy dog\nthe end\n"
+
+
+def wc_map(line, params):
+    for word in line.split():
+        yield word, 1
+
+
+def wc_reduce(iter, params):
+    for word, counts in kvgroup(sorted(iter)):
+        yield word, sum(counts)
+
+
+def expected_counts(*texts) -> dict:
+    return dict(collections.Counter(w for t in texts for w in t.split()))
+
+
+def write(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_word_count_exact_over_several_inputs_and_partitions(node, tmp_path):
+    texts = [TEXT * (i + 1) + f"extra{i} " * i for i in range(4)]
+    inputs = [write(tmp_path, f"in{i}.txt", t) for i, t in enumerate(texts)]
+    job = Job(master=node.address).run(input=inputs, map=wc_map, reduce=wc_reduce,
+                                        combiner=sum_combiner, partitions=3)
+    results = job.wait()
+    assert all(u.startswith(f"disco://{node.address}/") for u in results)
+    assert dict(result_iterator(results)) == expected_counts(*texts)
+    assert job.status() == "finished"
+    assert job.name.startswith("Job@")
+
+
+def test_reduce_with_out_arity_custom_partition_and_params(node, tmp_path):
+    def partition(key, n, params):
+        return len(key) % n
+
+    def reduce(iter, out, params):
+        for word, counts in kvgroup(sorted(iter)):
+            out.add(word, sum(counts) * params.factor)
+
+    from disco.core import Params
+    job = Job(master=node.address).run(input=[write(tmp_path, "a.txt", TEXT)], map=wc_map,
+                                        reduce=reduce, partition=partition, partitions=4,
+                                        params=Params(factor=10))
+    got = dict(result_iterator(job.wait()))
+    assert got == {w: c * 10 for w, c in expected_counts(TEXT).items()}
+
+
+class WordCount(Job):
+    partitions = 2
+    combiner = staticmethod(sum_combiner)
+
+    @staticmethod
+    def map(line, params):
+        for word in line.split():
+            yield word.upper(), 1
+
+    def reduce(self, iter, params):
+        for word, counts in kvgroup(sorted(iter)):
+            yield word, sum(counts)
+
+
+def test_job_subclass_with_staticmethods_and_methods(node, tmp_path):
+    job = WordCount(master=node.address).run(input=[write(tmp_path, "a.txt", TEXT)])
+    assert job.name.startswith("WordCount@")
+    got = dict(result_iterator(job.wait()))
+    assert got == {w.upper(): c for w, c in expected_counts(TEXT).items()}
+
+
+def test_map_only_raw_inputs_map_reader_and_init(node):
+    def map_init(iter, params):
+        params.seen = "init"
+
+    def map(entry, params):
+        yield entry.upper(), params.seen
+
+    job = Job(master=node.address).run(input=["raw://hello", "raw://world"], map=map,
+                                        map_init=map_init)
+    assert sorted(result_iterator(job.wait())) == [("HELLO", "init"), ("WORLD", "init")]
+
+
+def test_chaining_and_sort_true_with_spill(node_factory, tmp_path):
+    node = node_factory(DISCO_SORT_MB=1)
+    words = [f"k{i % 5000:05d}" for i in range(60000)]
+    text = "\n".join(" ".join(words[i:i + 10]) for i in range(0, len(words), 10)) + "\n"
+    first = Job(master=node.address).run(input=[write(tmp_path, "w.txt", text)], map=wc_map)
+
+    def passthrough(iter, params):
+        last = None
+        for key, value in iter:
+            assert last is None or last <= key, "reduce input is not sorted"
+            last = key
+            yield key, value
+
+    second = Job(master=node.address).run(input=first.wait(), reduce=passthrough, sort=True,
+                                           reduce_reader=None)
+    pairs = list(result_iterator(second.wait()))
+    assert len(pairs) == 60000
+    assert [k for k, _ in pairs] == sorted(words)
+
+
+def test_alternative_urls_are_tried_in_turn(node, tmp_path):
+    good = write(tmp_path, "good.txt", TEXT)
+    job = Job(master=node.address).run(input=[[str(tmp_path / "missing.txt"), good]],
+                                        map=wc_map, reduce=wc_reduce)
+    assert dict(result_iterator(job.wait())) == expected_counts(TEXT)
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(tmp_path), **kw)
+
+        def do_GET(self):
+            if self.path == "/moved":
+                self.send_response(302)
+                self.send_header("Location", "/served.txt")
+                self.end_headers()
+                return
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_input_follows_redirects_and_reports_404(node, tmp_path, http_server):
+    write(tmp_path, "served.txt", TEXT)
+    job = Job(master=node.address).run(input=[f"{http_server}/moved"], map=wc_map,
+                                        reduce=wc_reduce)
+    assert dict(result_iterator(job.wait())) == expected_counts(TEXT)
+
+    bad = Job(master=node.address).run(input=[f"{http_server}/nope.txt"], map=wc_map)
+    with pytest.raises(JobError) as err:
+        bad.wait(timeout=60)
+    assert "404" in str(err.value) and "nope.txt" in str(err.value)
+
+
+def flaky_map(line, params):
+    marker = Path(params.marker)
+    if not marker.exists():
+        marker.write_text("failed once")
+        raise RuntimeError("transient trouble")
+    yield line.strip(), 1
+
+
+def test_failing_task_is_retried_then_succeeds(node, tmp_path):
+    from disco.core import Params
+    job = Job(master=node.address).run(input=["raw://x"], map=flaky_map,
+                                        params=Params(marker=str(tmp_path / "m")))
+    assert list(result_iterator(job.wait())) == [("x", 1)]
+    types = [e["type"] for e in job.events()]
+    assert types.count("task_failed") == 1
+
+
+def always_raises(line, params):
+    raise ValueError("boom in user code")
+    yield
+
+
+def test_task_failing_max_failures_times_fails_job_with_traceback(node_factory):
+    node = node_factory(DISCO_MAX_FAILURES=3)
+    job = Job(master=node.address).run(input=["raw://payload"], map=always_raises)
+    with pytest.raises(JobError) as err:
+        job.wait(timeout=60)
+    exc = err.value
+    assert "boom in user code" in exc.traceback and "always_raises" in exc.traceback
+    assert exc.input and "raw://payload" in str(exc.input)
+    assert exc.node == node.address
+    assert [e["type"] for e in job.events()].count("task_failed") == 3
+    assert job.status() == "failed"
+
+
+def dies_once(line, params):
+    marker = Path(params.marker)
+    if not marker.exists():
+        marker.write_text("died")
+        os._exit(3)
+    yield "ok", 1
+
+
+def test_worker_death_fails_task_not_daemon(node, tmp_path):
+    from disco.core import Params
+    job = Job(master=node.address).run(input=["raw://x"], map=dies_once,
+                                        params=Params(marker=str(tmp_path / "m")))
+    assert list(result_iterator(job.wait(timeout=60))) == [("ok", 1)]
+    assert node.alive()
+    assert any(e["type"] == "task_failed" for e in job.events())
+
+
+def chatty_map(line, params):
+    for i in range(500):
+        print(f"progress {i}")
+    yield line, 1
+
+
+def test_prints_reach_events_rate_limited(node):
+    job = Job(master=node.address).run(input=["raw://x"], map=chatty_map)
+    job.wait(timeout=60)
+    messages = [e for e in job.events() if e["type"] == "task_message"]
+    assert any("progress 0" in e["msg"] for e in messages)
+    assert len(messages) < 500  # rate-limited: a burst is summarised, not relayed line by line
+
+
+def slow_map(line, params):
+    import time
+    time.sleep(60)
+    yield line, 1
+
+
+def test_concurrent_jobs_kill_and_purge(node, tmp_path):
+    slow = Job(master=node.address).run(input=["raw://a"], map=slow_map)
+    fast = [Job(master=node.address).run(input=[write(tmp_path, f"f{i}.txt", TEXT)],
+                                          map=wc_map, reduce=wc_reduce) for i in range(3)]
+    for job in fast:
+        assert dict(result_iterator(job.wait(timeout=60))) == expected_counts(TEXT)
+    assert slow.status() == "active"
+    slow.kill()
+    with pytest.raises(JobError):
+        slow.wait(timeout=10)
+    assert slow.status() == "killed"
+    fast[0].purge()
+    with pytest.raises(UsageError):
+        fast[0].status()
+
+
+def test_stalled_job_says_why_within_seconds(node):
+    disco = Disco(node.address)
+    disco.blacklist(node.address)
+    job = Job(master=node.address).run(input=["raw://x"], map=wc_map)
+    with pytest.raises(JobError) as err:
+        job.wait(timeout=30)
+    assert "node" in str(err.value).lower()
+    disco.whitelist(node.address)
+    again = Job(master=node.address).run(input=["raw://y"], map=wc_map)
+    assert list(result_iterator(again.wait(timeout=30))) == [("y", 1)]
+
+
+def test_required_files_and_profile(node, tmp_path):
+    extra = tmp_path / "lookup.txt"
+    extra.write_text("secret-value")
+
+    def map(line, params):
+        yield open("lookup.txt").read(), 1
+
+    job = Job(master=node.address).run(input=["raw://x"], map=map, required_files=[str(extra)],
+                                        profile=True)
+    assert list(result_iterator(job.wait(timeout=60))) == [("secret-value", 1)]
+    assert any("function calls" in e["msg"] for e in job.events())
+
+
+def test_bad_job_arguments_are_refused_in_the_client(node):
+    with pytest.raises(UsageError):
+        Job(master=node.address).run(input=["raw://x"])
+    with pytest.raises(UsageError):
+        Job(master=node.address).run(input=["raw://x"], map=wc_map, save_results=True)
+    with pytest.raises(UsageError):
+        Job(master=node.address).run(input=["raw://x"], map=wc_map, colour="blue")

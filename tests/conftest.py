@@ -1,0 +1,137 @@
+"""Shared fixtures: real node daemons as subprocesses on loopback, always stopped.
+
+``node_factory(**env)`` starts ``python -m disco.cli nodaemon`` on a free port pair with its own
+data dir, waits until it answers, and returns a ``RunningNode``. Teardown sends SIGTERM, waits,
+then SIGKILLs the whole process group (the daemon and its workers), and fails the test if
+anything of that group is still alive.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / "bin"
+
+
+def child_env(**extra) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    for key in ("DISCO_MASTER", "DISCO_PORT", "DISCO_DATA", "DISCO_HOST", "DISCO_JOIN"):
+        env.pop(key, None)
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+@dataclass
+class RunningNode:
+    proc: subprocess.Popen
+    port: int
+    data: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_text(self) -> str:
+        try:
+            return (self.data / "logs" / "node.jsonl").read_text()
+        except OSError:
+            return ""
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # zombies of an exited group still count as "alive" for killpg; look closer
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def stop_group(proc: subprocess.Popen, grace_s: float = 10.0) -> bool:
+    """SIGTERM the daemon, wait, then SIGKILL its group. True if it exited by itself."""
+    clean = True
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            clean = False
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+    deadline = time.monotonic() + 5
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return clean
+
+
+@pytest.fixture
+def node_factory(tmp_path_factory):
+    from disco.client import answers
+    from disco.embedded import free_port_pair
+
+    started: list[RunningNode] = []
+
+    def start(workers: int = 2, args: tuple = (), **env) -> RunningNode:
+        data = tmp_path_factory.mktemp("node")
+        port = free_port_pair()
+        err = open(data / "stderr.txt", "wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "disco.cli", "nodaemon", "--no-console", "--port", str(port),
+             "--data", str(data), "--workers", str(workers), *args],
+            env=child_env(**env), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=err, start_new_session=True)
+        err.close()
+        node = RunningNode(proc, port, data)
+        started.append(node)
+        deadline = time.monotonic() + 30
+        while not answers(node.address, 0.3):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"node did not start: {(data / 'stderr.txt').read_text()}")
+        return node
+
+    yield start
+    leaks = []
+    for node in started:
+        stop_group(node.proc)
+        if _group_alive(node.proc.pid):
+            leaks.append(node.proc.pid)
+    assert not leaks, f"processes left behind by nodes {leaks}"
+
+
+@pytest.fixture
+def node(node_factory) -> RunningNode:
+    return node_factory()
+
+
+def run_cli(*args, env=None, cwd=None, timeout=60, check=True, tool="disco"):
+    """Run ``bin/disco ARGS`` (or bin/ddfs) and return the CompletedProcess."""
+    proc = subprocess.run([str(BIN / tool), *map(str, args)], env=env or child_env(),
+                          cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{tool} {' '.join(map(str, args))} exited {proc.returncode}:\n"
+                             f"{proc.stdout}\n{proc.stderr}")
+    return proc
