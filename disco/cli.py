@@ -25,6 +25,7 @@ from disco.settings import DEFAULT_PORT, node_settings, parse_address
 VERSION = "0.1.0"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 60.0
+HELLO_TIMEOUT_S = 5.0
 
 
 def _fail(msg: str, code: int = 1):
@@ -270,6 +271,10 @@ def _disco(master):
               "start a node with `disco start` and point DISCO_MASTER at it")
     if not master:
         master = f"127.0.0.1:{os.environ.get('DISCO_PORT') or DEFAULT_PORT}"
+    from disco.client import Connection
+    from disco.settings import PYTHON
+    from mesh import message as m
+    Connection(master, HELLO_TIMEOUT_S).request(m.Hello, python=PYTHON)  # fail fast, clearly
     return Disco(master)
 
 

@@ -1,0 +1,135 @@
+"""The ``disco`` job commands and scripts run as users run them (SPEC §3, §5, §11)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import child_env, run_cli
+
+pytestmark = pytest.mark.cluster
+
+JOBMOD = '''
+from disco.core import Job
+from disco.util import kvgroup
+from helpers import split_words   # a module next to the job's module
+
+
+class WordCount(Job):
+    partitions = 2
+
+    @staticmethod
+    def map(line, params):
+        for word in split_words(line):
+            yield word, 1
+
+    @staticmethod
+    def reduce(iter, params):
+        for word, counts in kvgroup(sorted(iter)):
+            yield word, sum(counts)
+
+
+class Broken(Job):
+    @staticmethod
+    def map(line, params):
+        raise KeyError("no such thing")
+'''
+
+
+@pytest.fixture
+def project(tmp_path):
+    (tmp_path / "jobs.py").write_text(JOBMOD)
+    (tmp_path / "helpers.py").write_text("def split_words(line):\n    return line.split()\n")
+    (tmp_path / "in.txt").write_text("a b b c c c\n" + " ".join(f"w{i}" for i in range(50)) + "\n")
+    return tmp_path
+
+
+def test_run_wait_results_events_history_and_purge(node, project):
+    env = child_env(DISCO_MASTER=node.address)
+    cli = lambda *a, **kw: run_cli(*a, env=env, cwd=project, **kw)  # noqa: E731
+    name = cli("run", "jobs.WordCount", "in.txt").stdout.strip()
+    assert name.startswith("WordCount@")
+    urls = cli("wait", "@").stdout.split()
+    assert len(urls) == 2 and all(u.startswith(f"disco://{node.address}/") for u in urls)
+    assert cli("results", "@?WordCount").stdout.split() == urls
+
+    events = [json.loads(line) for line in cli("events", name, "--json").stdout.splitlines()]
+    assert all({"time", "job", "type", "msg"} <= set(e) for e in events)
+    starts = [e for e in events if e["type"] == "task_started"]
+    assert len(starts) == 3 and all(e["node"] == node.address for e in starts)
+    assert {e["stage"] for e in starts} == {"map", "reduce"}
+
+    listed = cli("jobs").stdout
+    assert name in listed and "finished" in listed
+    assert json.loads(cli("jobdict", "@").stdout)["partitions"] == 2
+    info = json.loads(cli("nodeinfo", "--json").stdout)
+    assert info["nodes"][0]["name"] == node.address
+
+    broken = cli("run", "jobs.Broken", "raw://x").stdout.strip()
+    assert cli("wait", "@?WordCount").stdout.split() == urls  # @?TEXT skips the newer job
+    failed = cli("wait", broken, check=False)
+    assert failed.returncode != 0 and "no such thing" in failed.stderr
+
+    cli("purge", name)
+    gone = cli("results", name, check=False)
+    assert gone.returncode == 1
+    assert gone.stderr.startswith("disco: error:") and "Traceback" not in gone.stderr
+    assert len(gone.stderr.strip().splitlines()) == 1
+
+
+def test_job_commands_give_one_line_errors(node, tmp_path):
+    env = child_env(DISCO_MASTER=node.address)
+    for args in (("wait", "NoSuch@1"), ("events", "@?nothing-matches"), ("kill", "x@y"),
+                 ("run", "nomodule.Job", "raw://x"), ("blacklist",)):
+        proc = run_cli(*args, env=env, cwd=tmp_path, check=False)
+        assert proc.returncode != 0, args
+        assert "Traceback" not in proc.stderr, args
+    dead = run_cli("jobs", env=child_env(DISCO_MASTER="127.0.0.1:1"), check=False, timeout=90)
+    assert dead.returncode == 1 and "no answer" in dead.stderr
+
+
+def test_blacklist_and_whitelist_commands(node):
+    env = child_env(DISCO_MASTER=node.address)
+    run_cli("blacklist", node.address, env=env)
+    info = json.loads(run_cli("nodeinfo", "--json", env=env).stdout)
+    assert info["nodes"][0]["blacklisted"] is True
+    run_cli("whitelist", node.address, env=env)
+    info = json.loads(run_cli("nodeinfo", "--json", env=env).stdout)
+    assert info["nodes"][0]["blacklisted"] is False
+
+
+SCRIPT = '''
+import sys
+from disco.core import Job, result_iterator
+from helpers import split_words
+
+
+def map(line, params):
+    for word in split_words(line):
+        yield word, 1
+
+
+def reduce(iter, params):
+    from disco.util import kvgroup
+    for word, counts in kvgroup(sorted(iter)):
+        yield word, sum(counts)
+
+
+job = Job().run(input=[sys.argv[1]], map=map, reduce=reduce)
+for word, count in sorted(result_iterator(job.wait(show=True))):
+    print(word, count)
+'''
+
+
+@pytest.mark.parametrize("master", ["node", "local:2"])
+def test_script_with_main_functions_and_a_module_next_to_it(node, project, master):
+    (project / "script.py").write_text(textwrap.dedent(SCRIPT))
+    env = child_env(DISCO_MASTER=node.address if master == "node" else master)
+    proc = subprocess.run([sys.executable, "script.py", "in.txt"], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:3] == ["a 1", "b 2", "c 3"] and "w49 1" in proc.stdout
+    assert "reduce 1/1 done" in proc.stderr  # show=True printed progress

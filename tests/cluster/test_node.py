@@ -1,0 +1,168 @@
+"""The node daemon itself: life cycle, bad input on both ports, refusals (SPEC §2, §10, §11)."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import msgpack
+import pytest
+import zmq
+
+from conftest import child_env, run_cli, stop_group
+from disco.client import Connection, answers
+from disco.embedded import free_port_pair
+from disco.error import ProtocolError, UsageError
+from mesh import message as m
+
+pytestmark = pytest.mark.cluster
+
+
+def _dealer(port: int) -> zmq.Socket:
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(f"tcp://127.0.0.1:{port}")
+    return sock
+
+
+def _recv(sock: zmq.Socket, timeout_ms: int = 5000):
+    assert sock.poll(timeout_ms), "no reply from the node"
+    return m.decode(sock.recv())
+
+
+def test_garbage_on_both_ports_never_stops_the_daemon(node):
+    rng = random.Random(7)
+    ctrl, data = _dealer(node.port), _dealer(node.port + 1)
+    samples = [b"", b"\x00", b"hello", msgpack.packb({"v": 1, "t": "NoSuchType"}),
+               msgpack.packb({"v": 99, "t": "Hello", "rid": 1, "python": "3.11"}),
+               msgpack.packb({"v": m.VERSION, "t": "Fetch", "rid": "x"}),
+               msgpack.packb([1, 2, 3]), b"\xc1" * 100]
+    samples += [rng.randbytes(rng.randint(1, 2000)) for _ in range(300)]
+    for sample in samples:
+        ctrl.send(sample)
+        data.send(sample)
+    ctrl.send_multipart([b"two", b"frames"])
+    data.send_multipart([b"a", b"b", b"c"])
+    # every garbage frame on the control port is answered with an Error, then the node still serves
+    errors = 0
+    while ctrl.poll(2000):
+        reply = m.decode(ctrl.recv())
+        assert isinstance(reply, m.Error) and reply.code == "protocol"
+        errors += 1
+    assert errors >= len(samples)
+    assert node.alive() and answers(node.address, 2)
+    assert "bad_message" in node.log_text()
+    # a well-formed Fetch still works on the data port after the garbage
+    while data.poll(200):
+        data.recv_multipart()
+    data.send(m.encode(m.Fetch(rid=5, path="vol0/../../etc/passwd", offset=0, length=10)))
+    reply = _recv(data)
+    assert isinstance(reply, m.Error) and reply.rid == 5
+
+
+def test_oversized_frame_is_dropped_and_node_survives(node):
+    ctrl = _dealer(node.port)
+    ctrl.send(b"x" * (m.MAX_FRAME_BYTES + 8192))
+    time.sleep(0.2)  # zmq drops the peer on MAXMSGSIZE; nothing to wait for but the node's health
+    assert node.alive() and answers(node.address, 2)
+
+
+def test_python_version_mismatch_is_refused_naming_both(node):
+    conn = Connection(node.address, 5)
+    with pytest.raises(UsageError) as err:
+        conn.request(m.SubmitJob, prefix="Job", jobpack=b"\x80", python="2.7")
+    text = str(err.value)
+    assert "2.7" in text and f"{sys.version_info.major}.{sys.version_info.minor}" in text
+
+
+def test_malformed_job_pack_gets_clear_error(node):
+    conn = Connection(node.address, 5)
+    with pytest.raises(ProtocolError):
+        conn.request(m.SubmitJob, prefix="Job", jobpack=b"not a jobpack",
+                     python=f"{sys.version_info.major}.{sys.version_info.minor}")
+    assert node.alive()
+
+
+def test_status_json_has_the_documented_shape(node):
+    out = run_cli("status", "--port", node.port, "--json").stdout
+    state = json.loads(out)
+    assert state["node"] == node.address and state["master"] == node.address
+    assert isinstance(state["term"], int)
+    (member,) = state["members"]
+    assert member["name"] == node.address and member["address"] == node.address
+    assert member["state"] == "alive" and member["master"] is True
+    assert member["slots"] == {"busy": 0, "total": 2}
+    assert member["disk"]["free"] > 0 and member["disk"]["used"] >= 0
+    table = run_cli("status", "--data", node.data).stdout
+    assert "alive" in table and "master" in table
+
+
+def test_sigterm_exits_zero_and_removes_pid_file(node):
+    pid_file = node.data / "disco.pid"
+    assert int(pid_file.read_text()) == node.proc.pid
+    node.proc.send_signal(signal.SIGTERM)
+    assert node.proc.wait(15) == 0
+    assert not pid_file.exists()
+    assert "node_stopped" in node.log_text()
+
+
+def test_start_status_stop_in_the_background(tmp_path):
+    port = free_port_pair()
+    data = tmp_path / "n"
+    env = child_env()
+    out = run_cli("start", "--port", port, "--data", data, "--workers", 1, env=env).stdout
+    pid = int((data / "disco.pid").read_text())
+    try:
+        assert f"127.0.0.1:{port}" in out and "--join" in out
+        assert answers(f"127.0.0.1:{port}", 2)
+        again = run_cli("start", "--port", port, "--data", data, env=env, check=False)
+        assert again.returncode != 0 and "already runs" in again.stderr
+        lines = (data / "logs" / "node.jsonl").read_text().splitlines()
+        first = json.loads(lines[0])
+        assert first["node"] == f"127.0.0.1:{port}" and "timestamp" in first
+        run_cli("stop", "--data", data, env=env)
+        assert not os.path.exists(f"/proc/{pid}") or _zombie(pid)
+        missing = run_cli("stop", "--data", data, env=env, check=False)
+        assert missing.returncode == 1 and missing.stderr.startswith("disco: error:")
+    finally:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_start_reports_why_a_node_cannot_start(tmp_path):
+    proc = run_cli("start", "--host", "10.1.2.3", "--port", free_port_pair(),
+                   "--data", tmp_path / "n", check=False)
+    assert proc.returncode != 0
+    assert "--insecure" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_secret_file_is_refused_until_curve_exists(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_bytes(os.urandom(32))
+    proc = subprocess.run(
+        [sys.executable, "-m", "disco.cli", "nodaemon", "--port", str(free_port_pair()),
+         "--data", str(tmp_path / "n"), "--secret-file", str(secret)],
+        env=child_env(), capture_output=True, text=True, timeout=30, start_new_session=True)
+    assert proc.returncode != 0 and "CurveZMQ" in proc.stderr
+
+
+def test_daemon_survives_task_and_control_load_with_no_leftover_workers(node_factory):
+    node = node_factory(workers=2)
+    conn = Connection(node.address, 5)
+    for _ in range(200):
+        conn.request(m.GetStatus)
+    assert stop_group(node.proc)
