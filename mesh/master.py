@@ -104,6 +104,9 @@ class Master:
         elif isinstance(action, core.JobEvent):
             record = self.jobs[action.job]
             self._event(record, action.type, action.msg, action.task, action.stage, action.node)
+            level = self.log.warning if action.type == "task_failed" else self.log.info
+            level(action.type, job=action.job, task=action.task, stage=action.stage,
+                  on=action.node, msg=action.msg)
         elif isinstance(action, core.JobFinished):
             self._end(action.job, core.FINISHED, results=action.results)
         elif isinstance(action, core.JobFailed):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import zmq
 
+from disco import log as disco_log
 from mesh import message as m
 
 POLL_MS = 1000
@@ -74,6 +75,9 @@ class Worker:
         self.sock.connect(endpoint)
         self.job = None  # a disco.worker.task.JobContext once bound
         self.events = EventStream(self.send)
+        disco_log.configure(self.data_dir / "logs" / "workers.jsonl", console=False, node=node,
+                            worker=wid)
+        self.log = disco_log.get()
 
     def send(self, msg) -> None:
         self.sock.send(m.encode(msg))
@@ -95,6 +99,9 @@ class Worker:
     def run(self, task: dict):
         from disco.worker import task as task_mod
         self.events.task = task["id"]
+        log = self.log.bind(job=task["job"], task=task["id"], stage=task.get("stage"))
+        log.info("task_started", inputs=len(task.get("inputs", ())))
+        started = time.monotonic()
         real = sys.stdout, sys.stderr
         sys.stdout = sys.stderr = self.events
         try:
@@ -102,10 +109,13 @@ class Worker:
                 self.job = task_mod.JobContext.load(self.data_dir, task["job"], self.node,
                                                     self.address)
             outputs, stats = task_mod.run_task(self.job, task)
+            log.info("task_done", seconds=round(time.monotonic() - started, 3),
+                     outputs=len(outputs))
             return m.TaskDone(task=task["id"], outputs=outputs, stats=stats)
         except BaseException as exc:  # the user's code may raise anything, SystemExit included
             if isinstance(exc, KeyboardInterrupt):
                 raise
+            log.warning("task_failed", error=_one_line(exc))
             return m.TaskFailed(task=task["id"], error=_one_line(exc),
                                 traceback=traceback.format_exc(),
                                 retryable=getattr(exc, "retryable", True))

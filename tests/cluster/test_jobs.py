@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import collections
 import http.server
+import json
 import os
 import threading
 from pathlib import Path
@@ -49,6 +50,10 @@ def test_word_count_exact_over_several_inputs_and_partitions(node, tmp_path):
     assert dict(result_iterator(results)) == expected_counts(*texts)
     assert job.status() == "finished"
     assert job.name.startswith("Job@")
+    for log in ("node.jsonl", "workers.jsonl"):
+        lines = [json.loads(x) for x in (node.data / "logs" / log).read_text().splitlines()]
+        mine = [x for x in lines if x.get("job") == job.name and x.get("task")]
+        assert mine and all(x["node"] == node.address and x["stage"] for x in mine), log
 
 
 def test_reduce_with_out_arity_custom_partition_and_params(node, tmp_path):
