@@ -289,3 +289,16 @@ def test_bad_job_arguments_are_refused_in_the_client(node):
         Job(master=node.address).run(input=["raw://x"], map=wc_map, save_results=True)
     with pytest.raises(UsageError):
         Job(master=node.address).run(input=["raw://x"], map=wc_map, colour="blue")
+
+
+def pid_map(line, params):
+    yield os.getpid(), 1
+
+
+def test_a_worker_runs_many_tasks_of_its_job(node):
+    job = Job(master=node.address).run(input=[f"raw://{i}" for i in range(12)], map=pid_map)
+    pids = {pid for pid, _ in result_iterator(job.wait(timeout=60))}
+    assert 1 <= len(pids) <= 2  # two slots: at most two worker processes served 12 tasks
+    again = Job(master=node.address).run(input=["raw://x"], map=pid_map)
+    (pid, _), = result_iterator(again.wait(timeout=60))
+    assert pid not in pids  # a worker serves one job only

@@ -124,6 +124,10 @@ def test_start_status_stop_in_the_background(tmp_path):
         lines = (data / "logs" / "node.jsonl").read_text().splitlines()
         first = json.loads(lines[0])
         assert first["node"] == f"127.0.0.1:{port}" and "timestamp" in first
+        run_cli("restart", "--port", port, "--data", data, "--workers", 1, env=env)
+        assert not os.path.exists(f"/proc/{pid}") or _zombie(pid)
+        old, pid = pid, int((data / "disco.pid").read_text())
+        assert pid != old and answers(f"127.0.0.1:{port}", 2)
         run_cli("stop", "--data", data, env=env)
         assert not os.path.exists(f"/proc/{pid}") or _zombie(pid)
         missing = run_cli("stop", "--data", data, env=env, check=False)
