@@ -232,7 +232,7 @@ def decode(frame: bytes, max_bytes: int = MAX_FRAME_BYTES):
         raise ProtocolError(f"frame is not valid msgpack: {type(exc).__name__}") from None
     if not isinstance(body, dict):
         raise ProtocolError("frame is not a msgpack map")
-    if body.get("v") != VERSION:
+    if type(body.get("v")) is not int or body["v"] != VERSION:  # True and 1.0 are not 1
         raise ProtocolError(f"protocol version {body.get('v')!r} is not supported (this node speaks {VERSION})")
     tag = body.pop("t", None)
     body.pop("v")
@@ -246,9 +246,10 @@ def _build(cls, tag: str, body: dict):
     types = _FIELD_TYPES[tag]
     unknown = set(body) - set(types)
     if unknown:
-        raise ProtocolError(f"{tag}: unexpected fields {sorted(unknown)}")
+        raise ProtocolError(f"{tag}: unexpected fields {sorted(unknown, key=repr)}")  # keys may mix types
     for name, value in body.items():
-        if not isinstance(value, types[name]) or (types[name] == (int,) and isinstance(value, bool)):
+        if not isinstance(value, types[name]) or (  # bool is an int subclass, not an int or float
+                isinstance(value, bool) and not {bool, object} & set(types[name])):
             raise ProtocolError(f"{tag}: field {name!r} has type {type(value).__name__}")
     try:
         return cls(**body)

@@ -244,7 +244,9 @@ class Scheduler:
         if node is None:
             return
         for job in self._active_jobs():
-            for task in job.tasks.values():
+            for task in list(job.tasks.values()):  # requeueing a map drops reduce tasks
+                if job.tasks.get(task.id) is not task:
+                    continue
                 if task.state == RUNNING and task.node == ev.node:
                     self._requeue(job, task, "node_lost")
                 elif task.state == DONE and task.node == ev.node and self._still_needed(job, task):
@@ -270,12 +272,11 @@ class Scheduler:
         task.attempts += 1
         task.failed_on.add(ev.node)
         self._fact(job, "task_failed", f"{task.id} failed (attempt {task.attempts}): {ev.error}", task)
+        task.state, task.node = PENDING, None  # before _fail, which cancels what is running
         limit = job.spec.max_failures
         if not ev.retryable or task.attempts >= limit:
             why = ev.error if not ev.retryable else f"{ev.error} (failed {task.attempts} times, limit {limit})"
-            self._fail(job, why, task=task, traceback=ev.traceback)
-        else:
-            task.state, task.node = PENDING, None
+            self._fail(job, why, task=task, traceback=ev.traceback, node=ev.node)
 
     @_on.register
     def _(self, ev: JobKilled):
@@ -342,28 +343,31 @@ class Scheduler:
             t.stage == "reduce" and t.state != DONE for t in job.tasks.values())
 
     def _stage_complete(self, job: Job, stage: str) -> None:
-        if stage == "map" and job.spec.has_reduce and not job.stage_tasks("reduce"):
+        if stage == "map" and job.spec.has_reduce:
             by_label: dict[int, list] = {}
             for task in job.stage_tasks("map"):
                 for out in task.outputs:
                     by_label.setdefault(int(out["label"]), []).append(out["url"])
-            for label in sorted(by_label):
+            # reduces dropped because a map re-ran are made again; finished ones are kept
+            missing = [label for label in sorted(by_label)
+                       if f"{job.name}:reduce:{label}" not in job.tasks]
+            for label in missing:
                 self._add_task(job, "reduce", label, by_label[label], label)
-            self._fact(job, "stage_done", f"map done; {len(by_label)} reduce tasks", stage="map")
-            if by_label:
+            self._fact(job, "stage_done", f"map done; {len(missing)} reduce tasks", stage="map")
+            if missing:
                 return
         self._finish(job)
 
     def _finish(self, job: Job) -> None:
         final = "reduce" if job.stage_tasks("reduce") else "map"
-        results = [o["url"] for t in job.stage_tasks(final)
+        results = [o["url"] for t in sorted(job.stage_tasks(final), key=lambda t: t.index)
                    for o in sorted(t.outputs, key=lambda o: o["label"])]
         job.state = FINISHED
         self._fact(job, "job_done", f"{len(results)} results")
         self._out.append(JobFinished(job.name, results))
 
     def _fail(self, job: Job, error: str, *, task: Task | None = None, traceback: str = "",
-              status: str = FAILED) -> None:
+              status: str = FAILED, node: str | None = None) -> None:
         for other in job.tasks.values():
             if other.state == RUNNING:
                 self._release(other)
@@ -374,7 +378,7 @@ class Scheduler:
         self._out.append(JobFailed(
             job.name, error, task=task.id if task else None,
             input=(task.inputs[0] if task and len(task.inputs) == 1 else task.inputs if task else None),
-            node=next(iter(task.failed_on), None) if task and task.failed_on else None,
+            node=node,
             traceback=traceback, status=status))
 
     def _check_stall(self, job: Job) -> None:
@@ -387,7 +391,9 @@ class Scheduler:
             job.stalled_since = self._now
         elif self._now - job.stalled_since >= self.settings.stall_timeout_s:
             why = "no node can run its tasks: " + (
-                "every node is blacklisted" if self.nodes else "no node has task slots")
+                "every node is blacklisted"
+                if self.nodes and all(n.blacklisted for n in self.nodes.values())
+                else "no node has task slots")
             self._fail(job, why)
 
     def _active_jobs(self) -> list:
