@@ -44,6 +44,8 @@ class Connection:
             if getattr(reply, "rid", None) not in (rid, 0):
                 continue  # a late answer to an earlier, abandoned request
             if isinstance(reply, m.Error):
+                if reply.code == "NotMaster":
+                    raise NotMaster(reply.msg)
                 raise _ERRORS.get(reply.code, error.DiscoError)(reply.msg)
             return reply.body
 
@@ -59,6 +61,14 @@ class Connection:
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
+
+
+class NotMaster(error.CommError):
+    """The node asked is not the master; ``master`` is the one it follows ("" if none yet)."""
+
+    def __init__(self, master: str):
+        super().__init__(f"not the master; the master is {master or 'not elected yet'}")
+        self.master = master
 
 
 def answers(address: str, timeout_s: float = 0.5) -> bool:

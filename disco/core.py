@@ -11,13 +11,14 @@ import sys
 import time
 
 from disco import jobpack
-from disco.client import Connection, resolve_master
-from disco.error import JobError, UsageError
+from disco.client import Connection, NotMaster, resolve_master
+from disco.error import CommError, JobError, UsageError
 from disco.worker.classic.worker import Params
 from mesh import message as m
 
 __all__ = ["Disco", "Job", "JobError", "Params", "result_iterator"]
 
+FIND_MASTER_S = 15.0
 JOB_ARGS = ("input", "map", "reduce", "combiner", "partition", "partitions", "sort", "params",
             "map_reader", "reduce_reader", "map_init", "reduce_init", "required_modules",
             "required_files", "save_results", "profile", "name", "prefix")
@@ -27,11 +28,23 @@ class Disco:
     """A handle on the cluster through one node: ``Disco("host:port")`` or ``Disco()``."""
 
     def __init__(self, master: str | None = None):
-        self.master = resolve_master(master)
+        self.master = resolve_master(master)  # the node we were told about
         self.conn = Connection(self.master)
 
-    def request(self, cls, **fields):
-        return self.conn.request(cls, **fields)
+    def request(self, cls, wait_s: float | None = None, **fields):
+        """Send a request to the master, following it from whichever node answers."""
+        deadline = time.monotonic() + FIND_MASTER_S
+        while True:
+            try:
+                return self.conn.request(cls, wait_s=wait_s, **fields)
+            except NotMaster as exc:
+                if time.monotonic() > deadline:
+                    raise CommError(f"no master found through {self.master} within "
+                                    f"{FIND_MASTER_S:g} s") from None
+                self.conn.close()
+                if not exc.master:
+                    time.sleep(0.2)
+                self.conn = Connection(exc.master or self.master)
 
     def submit(self, jobpack_bytes: bytes, prefix: str) -> str:
         return self.request(m.SubmitJob, prefix=prefix, jobpack=jobpack_bytes,
@@ -97,7 +110,7 @@ class Disco:
     def _long_poll(self, jobname: str, deadline: float | None) -> dict:
         while True:
             left = 30.0 if deadline is None else max(0.0, min(30.0, deadline - time.monotonic()))
-            status = self.conn.request(m.WaitJob, wait_s=left + 30, job=jobname, timeout_s=left)
+            status = self.request(m.WaitJob, wait_s=left + 30, job=jobname, timeout_s=left)
             if status["status"] != "active" or (deadline and time.monotonic() >= deadline):
                 return status
 

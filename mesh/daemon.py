@@ -1,20 +1,27 @@
 """The node daemon: the one place that owns sockets and the clock (ARCHITECTURE "Processes").
 
 Sockets:
-- control ROUTER on ``port``: client requests (and, later, gossip and master commands);
+- control ROUTER on ``port``: client requests, gossip, master commands and task reports;
 - data ROUTER on ``port + 1``: ``Fetch`` of stored files (map outputs, results) by offset;
 - worker ROUTER on an abstract ``ipc://`` name: the node's own worker processes.
 
+- one DEALER per peer (``mesh.peers``) for one-way gossip, commands and reports.
+
 Each loop turn reads the clock once, drains a bounded batch from each socket, decodes and
 validates every frame (a bad one is answered with ``Error`` and logged, never raised), steps the
-master and executor, then fires due timers. Client requests that wait for a job (``WaitJob``)
-are parked and answered when the job ends or their deadline passes.
+cores, then fires due timers. Every node runs the membership and election cores; the node that
+the election makes master also runs the job table and scheduler (``mesh.master``) and sends
+``Assign``/``Cancel`` to nodes (itself directly), which answer with ``Report``s. Job requests
+sent to a node that is not master are answered ``not_master`` with the master's address, which
+the client follows. Client requests that wait for a job (``WaitJob``) are parked and answered
+when the job ends or their deadline passes.
 """
 from __future__ import annotations
 
 import errno
 import json
 import os
+import random
 import shutil
 import signal
 import time
@@ -25,9 +32,12 @@ import zmq
 from disco import log as disco_log
 from disco.error import DiscoError, ProtocolError, UsageError
 from disco.settings import PYTHON, NodeSettings, is_loopback
+from mesh import election as el
+from mesh import membership as mb
 from mesh import message as m
 from mesh.executor import Executor
 from mesh.master import Master
+from mesh.peers import Peers
 from scheduler import core
 
 BATCH = 256
@@ -99,13 +109,58 @@ class NodeDaemon:
         return sock
 
     def _init_roles(self) -> None:
+        now = time.monotonic()
+        self.peers = Peers(self.ctx)
+        self._check_seeds()
+        self.incarnation = self._bump_incarnation()
+        self.members = mb.Membership(self.s.name, self.s.address, self.incarnation, self.s.join,
+                                     rng=random.Random(), config=mb.Config.loopback(),
+                                     meta=self._meta(now))
+        self.election = el.Election(self.s.name, founder=not self.s.join)
         self.executor = Executor(self.worker_endpoint, self.s.data_dir, self.s.name,
                                  self.s.address, self._send_worker, self._worker_lost,
                                  self.log, spare=self.s.spare_workers)
         self.master = Master(self.s.data_dir, self._assign, self._cancel, self.log,
                              self.s.max_failures)
         self.master.on_job_end = self._job_ended
-        self.master.step(time.monotonic(), core.NodeSlots(self.s.name, self.s.workers))
+        self._node_inc: dict[str, int] = {}  # scheduler node -> incarnation it was added with
+
+    def _check_seeds(self) -> None:
+        """Refuse to join a cluster of another protocol version or Python minor version."""
+        from disco.client import Connection
+        for seed in self.s.join:
+            conn = Connection(seed, 2.0)
+            try:
+                hello = conn.request(m.Hello, python=PYTHON, client="node")
+            except DiscoError as exc:
+                self.log.warning("seed_unreachable", seed=seed, error=str(exc))
+                continue
+            finally:
+                conn.close()
+            if hello.get("version") != m.VERSION or hello.get("python") != PYTHON:
+                raise UsageError(
+                    f"cannot join {seed}: it runs protocol {hello.get('version')} on Python "
+                    f"{hello.get('python')}, this node runs protocol {m.VERSION} on Python {PYTHON}")
+
+    def _bump_incarnation(self) -> int:
+        """One more than the last start's, persisted (fsynced) before the node announces it."""
+        path = self.s.data_dir / "incarnation"
+        try:
+            last = int(path.read_text().strip())
+        except (OSError, ValueError):
+            last = 0
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            f.write(f"{last + 1}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return last + 1
+
+    def _meta(self, now: float) -> dict:
+        used, free = self._disk_usage(now)
+        busy = self.executor.busy() if hasattr(self, "executor") else 0
+        return {"slots": self.s.workers, "busy": busy, "disk_used": used, "disk_free": free}
 
     def _write_pid(self) -> None:
         """``disco.pid`` holds the pid; ``node.json`` tells ``disco stop/status --data`` the port."""
@@ -120,8 +175,12 @@ class NodeDaemon:
         self.running = False
 
     def _shutdown(self) -> None:
+        if hasattr(self, "members"):
+            self._step_members(time.monotonic(), mb.Leave())  # seen as left, never dead
         if hasattr(self, "executor"):
-            self.executor.stop()
+            self.executor.stop()  # running tasks are handed back: the master sees us leave
+        if hasattr(self, "peers"):
+            self.peers.close(linger_ms=500)
         if hasattr(self, "log"):
             self.log.info("node_stopped")
         try:
@@ -168,7 +227,13 @@ class NodeDaemon:
 
     def _tick(self, now: float) -> None:
         self.executor.tick(now)
-        self.master.step(now, core.Tick())
+        self._step_members(now, mb.SetMeta(self._meta(now)))
+        self._step_members(now, mb.Tick())
+        self._step_election(el.View(tuple(x.name for x in self.members.alive()),
+                                    self.members.heard_from_peer))
+        if self.election.is_master:
+            self._sync_nodes(now)
+            self.master.step(now, core.Tick())
         if self.waiters:
             due = [w for w in self.waiters if w[0] <= now]
             self.waiters = [w for w in self.waiters if w[0] > now]
@@ -210,8 +275,8 @@ class NodeDaemon:
         self.ctrl.send_multipart([ident, m.encode(m.Error(rid=rid, code=code, msg=msg))])
 
     def _hello(self, msg, now, ident):
-        return {"node": self.s.name, "address": self.s.address, "master": self.s.address,
-                "version": m.VERSION, "python": PYTHON}
+        return {"node": self.s.name, "address": self.s.address, "master": self._master_address(),
+                "term": self.election.term, "version": m.VERSION, "python": PYTHON}
 
     def _submit(self, msg, now, ident):
         if msg.python != PYTHON:
@@ -227,19 +292,28 @@ class NodeDaemon:
         return _PARKED
 
     def _status(self, msg, now, ident):
-        used, free = self._disk_usage(now)
-        slots = {"busy": self.executor.busy(), "total": self.s.workers}
-        member = {"name": self.s.name, "address": self.s.address, "state": "alive",
-                  "master": True, "slots": slots, "disk": {"used": used, "free": free}}
-        return {"node": self.s.name, "master": self.s.name, "term": 1, "members": [member]}
+        rows = []
+        for member in sorted(self.members.members.values(), key=lambda x: x.name):
+            meta = self._meta(now) if member.name == self.s.name else member.meta
+            rows.append({"name": member.name, "address": member.address, "state": member.state,
+                         "master": member.name == self.election.master,
+                         "incarnation": member.incarnation,
+                         "slots": {"busy": meta.get("busy", 0), "total": meta.get("slots", 0)},
+                         "disk": {"used": meta.get("disk_used", 0),
+                                  "free": meta.get("disk_free", 0)}})
+        return {"node": self.s.name, "master": self.election.master, "term": self.election.term,
+                "members": rows}
 
     def _nodeinfo(self, msg, now, ident):
-        node = self.master.scheduler.nodes.get(self.s.name)
-        return {"master": self.s.name, "nodes": [{
-            "name": self.s.name, "address": self.s.address, "slots": self.s.workers,
-            "busy": node.busy if node else 0,
-            "blacklisted": self.s.name in self.master.scheduler.blacklist,
-            "workers": len(self.executor.workers), "uptime_s": round(time.time() - self.started, 1)}]}
+        sched = self.master.scheduler
+        nodes = []
+        for member in self.members.alive():
+            node = sched.nodes.get(member.address)
+            nodes.append({"name": member.name, "address": member.address,
+                          "slots": member.meta.get("slots", 0), "busy": node.busy if node else 0,
+                          "blacklisted": member.address in sched.blacklist
+                          or member.name in sched.blacklist, "state": member.state})
+        return {"master": self.s.name, "term": self.election.term, "nodes": nodes}
 
     def _disk_usage(self, now: float) -> tuple[int, int]:
         stamp, used, free = self._disk
@@ -249,32 +323,178 @@ class NodeDaemon:
             self._disk = (now, used, free)
         return used, free
 
+    def _master_only(handler):
+        def wrapped(self, msg, now, ident):
+            if not self.election.is_master:
+                raise NotMaster(self._master_address() or "")
+            return handler(self, msg, now, ident)
+        return wrapped
+
+    def _blacklist(self, msg, now, ident):
+        self.master.step(now, core.NodeBlacklisted(self._node_key(msg.node)))
+
+    def _whitelist(self, msg, now, ident):
+        self.master.step(now, core.NodeWhitelisted(self._node_key(msg.node)))
+
+    def _purge(self, msg, now, ident):
+        self.master.purge(now, msg.job)
+        self._broadcast(m.JobEnded(term=self.election.term, job=msg.job, purge=True))
+
     _CONTROL = {
         m.Hello: _hello,
-        m.SubmitJob: _submit,
-        m.WaitJob: _wait_job,
-        m.GetJobStatus: lambda self, msg, now, i: self.master.status(msg.job),
-        m.GetEvents: lambda self, msg, now, i: self.master.events(msg.job, msg.offset),
-        m.ListJobs: lambda self, msg, now, i: self.master.list_jobs(),
-        m.KillJob: lambda self, msg, now, i: self.master.kill(now, msg.job),
-        m.PurgeJob: lambda self, msg, now, i: self.master.purge(now, msg.job),
-        m.GetJobDict: lambda self, msg, now, i: self.master.record(msg.job).header,
-        m.GetNodeInfo: _nodeinfo,
-        m.Blacklist: lambda self, msg, now, i: self.master.step(now, core.NodeBlacklisted(msg.node)),
-        m.Whitelist: lambda self, msg, now, i: self.master.step(now, core.NodeWhitelisted(msg.node)),
+        m.SubmitJob: _master_only(_submit),
+        m.WaitJob: _master_only(_wait_job),
+        m.GetJobStatus: _master_only(lambda self, msg, now, i: self.master.status(msg.job)),
+        m.GetEvents: _master_only(lambda self, msg, now, i: self.master.events(msg.job, msg.offset)),
+        m.ListJobs: _master_only(lambda self, msg, now, i: self.master.list_jobs()),
+        m.KillJob: _master_only(lambda self, msg, now, i: self.master.kill(now, msg.job)),
+        m.PurgeJob: _master_only(_purge),
+        m.GetJobDict: _master_only(lambda self, msg, now, i: self.master.record(msg.job).header),
+        m.GetNodeInfo: _master_only(_nodeinfo),
+        m.Blacklist: _master_only(_blacklist),
+        m.Whitelist: _master_only(_whitelist),
         m.GetStatus: _status,
+        m.Gossip: lambda self, msg, now, i: self._on_gossip(msg, now),
+        m.Assign: lambda self, msg, now, i: self._on_assign(msg, now),
+        m.Cancel: lambda self, msg, now, i: self._on_cancel(msg, now),
+        m.Report: lambda self, msg, now, i: self._on_report(msg, now),
+        m.JobEnded: lambda self, msg, now, i: self._on_job_ended(msg, now),
     }
+
+    # -- the mesh: membership and election --
+
+    def _step_members(self, now: float, event) -> None:
+        for action in self.members.step(now, event):
+            if isinstance(action, mb.SendGossip):
+                self.peers.send(action.address, m.Gossip(
+                    sender=self.s.name, term=self.election.term,
+                    master=self.election.master or "", python=PYTHON, entries=action.entries))
+            elif isinstance(action, mb.MemberChanged):
+                member = self.members.members.get(action.name)
+                self.log.info("member_" + action.new, member=action.name, was=action.old,
+                              incarnation=member.incarnation if member else None)
+                if action.new in (mb.DEAD, mb.LEFT) and member is not None:
+                    self.peers.forget(member.address)
+
+    def _step_election(self, event) -> None:
+        for action in self.election.step(event):
+            self.log.info("master_changed", term=action.term, master=action.master,
+                          previous=action.previous)
+            if action.master == self.s.name:
+                self.log.info("became_master", term=action.term)
+                self._node_inc.clear()
+
+    def _sync_nodes(self, now: float) -> None:
+        """Feed the scheduler the alive members' slots; lost or restarted members are lost."""
+        sched = self.master.scheduler
+        live = {x.address: x for x in self.members.alive()}
+        for address in list(sched.nodes):
+            member = live.get(address)
+            if member is None or member.incarnation != self._node_inc.get(address):
+                self.master.step(now, core.NodeLost(address))
+                self._node_inc.pop(address, None)
+        for address, member in live.items():
+            slots = int(member.meta.get("slots", 0))
+            node = sched.nodes.get(address)
+            if node is None or node.slots != slots:
+                self._node_inc[address] = member.incarnation
+                self.master.step(now, core.NodeSlots(address, slots))
+
+    def _master_address(self) -> str | None:
+        member = self.members.members.get(self.election.master or "")
+        return member.address if member else None
+
+    def _node_key(self, node: str) -> str:
+        """Scheduler nodes are keyed by address; accept a member's name too."""
+        member = self.members.members.get(node)
+        return member.address if member else node
+
+    def _broadcast(self, msg) -> None:
+        for member in self.members.peers():
+            self.peers.send(member.address, msg)
+
+    def _on_gossip(self, msg: m.Gossip, now: float):
+        if msg.python != PYTHON:
+            self.log.warning("peer_refused", peer=msg.sender, python=msg.python, ours=PYTHON)
+            return _PARKED
+        self._step_members(now, mb.GossipIn(msg.sender, msg.entries))
+        if msg.master:
+            self._step_election(el.Claim(msg.term, msg.master))
+        return _PARKED
+
+    def _fresh(self, term: int, master: str, what: str) -> bool:
+        if not self.election.accepts(term):
+            self.log.warning("stale_term_refused", what=what, term=term, current=self.election.term,
+                             sender=master)
+            return False
+        return True
+
+    def _on_assign(self, msg: m.Assign, now: float):
+        if self._fresh(msg.term, msg.master, "assign"):
+            self.executor.assign({**msg.task, "master": msg.master})
+        return _PARKED
+
+    def _on_cancel(self, msg: m.Cancel, now: float):
+        if self._fresh(msg.term, msg.master, "cancel"):
+            self.executor.cancel(msg.task)
+        return _PARKED
+
+    def _on_job_ended(self, msg: m.JobEnded, now: float):
+        if self._fresh(msg.term, "", "job_ended"):
+            self.executor.job_ended(msg.job)
+            if msg.purge:
+                shutil.rmtree(self.s.data_dir / "vol0" / "jobs" / msg.job, ignore_errors=True)
+                shutil.rmtree(self.s.data_dir / "jobs" / msg.job, ignore_errors=True)
+        return _PARKED
+
+    def _on_report(self, msg: m.Report, now: float):
+        if not self.election.is_master:
+            self.log.warning("report_ignored", task=msg.task, node=msg.node, why="not master")
+            return _PARKED
+        if msg.kind == "message":
+            self.master.task_message(msg.job, msg.task, msg.node, msg.msg)
+        elif msg.kind == "done":
+            self.master.step(now, core.TaskFinished(msg.task, msg.node, list(msg.outputs)))
+        elif msg.lost:
+            self.master.step(now, core.InputLost(msg.task, msg.node, msg.lost))
+        else:
+            self.master.step(now, core.TaskFailed(msg.task, msg.node, msg.error, msg.traceback,
+                                                  msg.retryable))
+        return _PARKED
+
+    def _report(self, task: dict, kind: str, **fields) -> None:
+        """Tell the master about one of our tasks: directly when we are it, else by message."""
+        report = m.Report(term=self.election.term, node=self.s.address, job=task["job"],
+                          task=task["id"], kind=kind, **fields)
+        if self.election.is_master:
+            self._on_report(report, time.monotonic())
+            return
+        address = self._master_address()
+        if address is None or not self.peers.send(address, report):
+            self.log.warning("report_undeliverable", task=task["id"], kind=kind)
 
     # -- master -> this node --
 
     def _assign(self, node: str, task: dict) -> None:
-        self.executor.assign(task)
+        task = {**task, "master": self.s.address,
+                "jobpack": f"disco://{self.s.address}/jobs/{task['job']}/jobpack"}
+        if node == self.s.address:
+            self.executor.assign(task)
+        elif not self.peers.send(node, m.Assign(term=self.election.term, master=self.s.address,
+                                                task=task)):
+            self.master.step(time.monotonic(), core.TaskFailed(task["id"], node,
+                                                               f"cannot reach {node}"))
 
     def _cancel(self, node: str, task_id: str) -> None:
-        self.executor.cancel(task_id)
+        if node == self.s.address:
+            self.executor.cancel(task_id)
+        else:
+            self.peers.send(node, m.Cancel(term=self.election.term, master=self.s.address,
+                                           task=task_id))
 
     def _job_ended(self, job: str) -> None:
         self.executor.job_ended(job)
+        self._broadcast(m.JobEnded(term=self.election.term, job=job))
         done = [w for w in self.waiters if w[3] == job]
         self.waiters = [w for w in self.waiters if w[3] != job]
         for _, ident, rid, name in done:
@@ -286,7 +506,7 @@ class NodeDaemon:
         self.wsock.send_multipart([wid, m.encode(msg)])
 
     def _worker_lost(self, task: dict, why: str) -> None:
-        self.master.step(time.monotonic(), core.TaskFailed(task["id"], self.s.name, why))
+        self._report(task, "failed", error=why)
 
     def _on_worker_frames(self, frames: list, now: float) -> None:
         if len(frames) != 2:
@@ -302,7 +522,7 @@ class NodeDaemon:
         elif isinstance(msg, m.TaskMessage):
             task = self.executor.task_of(wid)
             if task is not None:
-                self.master.task_message(task["job"], task["id"], self.s.name, msg.msg)
+                self._report(task, "message", msg=msg.msg)
         elif isinstance(msg, (m.TaskDone, m.TaskFailed)):
             self._task_end(wid, msg, now)
 
@@ -310,15 +530,15 @@ class NodeDaemon:
         task = self.executor.on_task_end(wid, now)
         if task is None or task["id"] != msg.task:
             return
+        log = self.log.bind(job=task["job"], task=msg.task, stage=task["stage"])
         if isinstance(msg, m.TaskDone):
-            event = core.TaskFinished(msg.task, self.s.name, list(msg.outputs))
-            self.log.info("task_done", job=task["job"], task=msg.task, stage=task["stage"],
-                          **{k: v for k, v in msg.stats.items() if isinstance(v, (int, float))})
+            log.info("task_done", **{k: v for k, v in msg.stats.items()
+                                     if isinstance(v, (int, float))})
+            self._report(task, "done", outputs=list(msg.outputs))
         else:
-            event = core.TaskFailed(msg.task, self.s.name, msg.error, msg.traceback, msg.retryable)
-            self.log.warning("task_failed", job=task["job"], task=msg.task,
-                             stage=task["stage"], error=msg.error)
-        self.master.step(now, event)
+            log.warning("task_failed", error=msg.error, lost=msg.lost or None)
+            self._report(task, "failed", error=msg.error, traceback=msg.traceback,
+                         retryable=msg.retryable, lost=msg.lost)
 
     # -- data socket --
 
@@ -357,9 +577,15 @@ class NodeDaemon:
     def _data_path(self, rel: str) -> Path:
         root = self.s.data_dir.resolve()
         path = (root / rel.lstrip("/")).resolve()
-        if root not in path.parents or not rel.startswith("vol"):
+        parts = Path(rel.lstrip("/")).parts
+        jobpack = len(parts) == 3 and parts[0] == "jobs" and parts[2] == "jobpack"
+        if root not in path.parents or not (rel.startswith("vol") or jobpack):
             raise ProtocolError(f"path {rel!r} is outside this node's volumes")
         return path
+
+
+class NotMaster(DiscoError):
+    """A job request reached a node that is not the master; the message is the master's address."""
 
 
 class DataNotFound(DiscoError):

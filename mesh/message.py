@@ -11,6 +11,8 @@ Message kinds:
 - client -> node (control port), answered by ``Reply`` or ``Error`` carrying the same ``rid``;
 - worker <-> node (the worker socket, ``ipc://``): ``WorkerReady``, ``RunTask``, ``TaskDone``,
   ``TaskFailed``, ``TaskMessage``, ``Shutdown``;
+- node -> node (control port, one-way): ``Gossip``, ``Assign``, ``Cancel``, ``Report``,
+  ``JobEnded``; every master command carries the master's term;
 - any -> node (data port): ``Fetch`` answered by ``Chunk`` (+ one raw data frame) or ``Error``.
 """
 from __future__ import annotations
@@ -181,6 +183,7 @@ class TaskFailed:
     error: str
     traceback: str = ""
     retryable: bool = True
+    lost: str = ""  # an input made by an earlier task that could not be read
 
 
 @message("task_message")
@@ -192,6 +195,57 @@ class TaskMessage:
 @message("shutdown")
 class Shutdown:
     reason: str = ""
+
+
+# ---- node <-> node (control port; one-way, never answered) ---------------------------------
+
+@message("gossip")
+class Gossip:
+    """Heartbeat + membership table + the sender's view of master and term."""
+    sender: str
+    term: int
+    master: str  # "" while there is none
+    python: str
+    entries: list
+
+
+@message("assign")
+class Assign:
+    """Master -> node: run this task. Refused when ``term`` is older than the node knows."""
+    term: int
+    master: str
+    task: dict
+
+
+@message("cancel")
+class Cancel:
+    term: int
+    master: str
+    task: str
+
+
+@message("report")
+class Report:
+    """Node -> master: a task of ``job`` is done, failed, or printed something (``kind``)."""
+    term: int
+    node: str
+    job: str
+    task: str
+    kind: str
+    outputs: list = field(default_factory=list)
+    error: str = ""
+    traceback: str = ""
+    retryable: bool = True
+    lost: str = ""
+    msg: str = ""
+
+
+@message("job_ended")
+class JobEnded:
+    """Master -> nodes: retire the job's workers; with ``purge``, delete its data too."""
+    term: int
+    job: str
+    purge: bool = False
 
 
 # ---- data port ------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ a node that holds its input (locality), then a node it has not failed on, then t
 Jobs share slots fairly: each free slot goes to the job with the fewest running tasks.
 
 Events in (``step(now, event)``): ``JobSubmitted``, ``NodeSlots``, ``NodeLost``,
-``TaskFinished``, ``TaskFailed``, ``JobKilled``, ``NodeBlacklisted``, ``NodeWhitelisted``,
+``TaskFinished``, ``TaskFailed``, ``InputLost``, ``JobKilled``, ``NodeBlacklisted``, ``NodeWhitelisted``,
 ``Tick``. Actions out: ``AssignTask``, ``CancelTask``, ``JobFinished``, ``JobFailed``,
 ``JobEvent`` (a fact for the job's event log). The core has no sockets, clock or logging.
 
@@ -71,6 +71,14 @@ class TaskFailed:
     error: str
     traceback: str = ""
     retryable: bool = True
+
+
+@dataclass(frozen=True)
+class InputLost:
+    """A running task could not read ``url``; if a task of the job made it, re-make it (SPEC §9)."""
+    task: str
+    node: str
+    url: str
 
 
 @dataclass(frozen=True)
@@ -277,6 +285,19 @@ class Scheduler:
         if not ev.retryable or task.attempts >= limit:
             why = ev.error if not ev.retryable else f"{ev.error} (failed {task.attempts} times, limit {limit})"
             self._fail(job, why, task=task, traceback=ev.traceback, node=ev.node)
+
+    @_on.register
+    def _(self, ev: InputLost):
+        job, task = self._running_task(ev.task, ev.node)
+        if task is None:
+            return
+        producer = next((t for t in job.tasks.values() if t.state == DONE
+                         and any(o["url"] == ev.url for o in t.outputs)), None)
+        if producer is None:  # the user's own input: an ordinary failure
+            self._on(TaskFailed(ev.task, ev.node, f"input {ev.url} cannot be read"))
+            return
+        self._requeue(job, task, "input_lost")  # not the task's fault: no attempt counted
+        self._requeue(job, producer, "output_lost")
 
     @_on.register
     def _(self, ev: JobKilled):

@@ -35,8 +35,8 @@ def split_disco_url(url: str) -> tuple[str, str]:
 
 
 def data_endpoint(address: str) -> str:
-    host, _, port = address.rpartition(":")
-    return f"tcp://{host}:{int(port) + 1}"
+    from mesh.transport import connect_endpoint
+    return connect_endpoint(address, data=True)
 
 
 class RemoteFile(io.RawIOBase):

@@ -107,7 +107,7 @@ class Worker:
         try:
             if self.job is None:
                 self.job = task_mod.JobContext.load(self.data_dir, task["job"], self.node,
-                                                    self.address)
+                                                    self.address, task.get("jobpack"))
             outputs, stats = task_mod.run_task(self.job, task)
             log.info("task_done", seconds=round(time.monotonic() - started, 3),
                      outputs=len(outputs))
@@ -118,7 +118,8 @@ class Worker:
             log.warning("task_failed", error=_one_line(exc))
             return m.TaskFailed(task=task["id"], error=_one_line(exc),
                                 traceback=traceback.format_exc(),
-                                retryable=getattr(exc, "retryable", True))
+                                retryable=getattr(exc, "retryable", True),
+                                lost=getattr(exc, "lost_url", ""))
         finally:
             self.events.finish()
             sys.stdout, sys.stderr = real

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from disco.error import CommError, DataError
 from disco.jobpack import load as load_jobpack
 from disco.worker import task_io
 from disco.worker.classic.func import sum_combiner
@@ -49,8 +50,9 @@ class JobContext:
         self.out_dir.mkdir(parents=True, exist_ok=True)
 
     @classmethod
-    def load(cls, data_dir: Path, job: str, node: str, address: str) -> "JobContext":
-        blob = (data_dir / "jobs" / job / "jobpack").read_bytes()
+    def load(cls, data_dir: Path, job: str, node: str, address: str,
+             jobpack_url: str | None = None) -> "JobContext":
+        blob = _jobpack(data_dir, job, address, jobpack_url)
         header, code, files = load_jobpack(blob)
         # As in Disco, tasks run in the job's home dir, next to the job's required files.
         work = data_dir / "jobs" / job / "home"
@@ -69,6 +71,29 @@ class JobContext:
 
     def url(self, path: Path) -> str:
         return f"disco://{self.address}/{path.relative_to(self.data_dir).as_posix()}"
+
+
+def _jobpack(data_dir: Path, job: str, address: str, url: str | None) -> bytes:
+    """The job pack: on disk when this node is the master, else fetched from it once."""
+    path = data_dir / "jobs" / job / "jobpack"
+    if path.exists() or url is None:
+        return path.read_bytes()
+    fd, _, _ = open_disco(url, address, data_dir)
+    with fd:
+        blob = fd.read()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"jobpack.{os.getpid()}.tmp")
+    tmp.write_bytes(blob)
+    os.replace(tmp, path)
+    return blob
+
+
+class InputLostError(DataError):
+    """An input made by an earlier task cannot be read: the master re-runs its producer."""
+
+    def __init__(self, url: str, why: Exception):
+        super().__init__(f"cannot read {url}: {why}")
+        self.lost_url = url
 
 
 class Output:
@@ -227,16 +252,17 @@ def _reduce_input(ctx: JobContext, task: dict):
     if reader is None and not ctx.header.get("has_map"):
         reader = task_io.default_map_reader
     for inp in task["inputs"]:
-        fd, size, url = task_io.open_input(inp)
         try:
-            if reader is None:
-                for frame in record.iter_frames(fd):
-                    yield frame
-            else:
-                batch = list(reader(fd, size, url, params))
-                yield batch
-        finally:
-            fd.close()
+            fd, size, url = task_io.open_input(inp)
+            with fd:
+                if reader is None:
+                    yield from record.iter_frames(fd)
+                else:
+                    yield list(reader(fd, size, url, params))
+        except (CommError, DataError) as exc:
+            if isinstance(inp, str) and inp.startswith(("disco://", "dir://")):
+                raise InputLostError(inp, exc) from exc
+            raise
 
 
 def _sorted_input(ctx: JobContext, task: dict):
