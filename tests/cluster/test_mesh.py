@@ -1,0 +1,167 @@
+"""Several real daemons on loopback: join, master, scheduling across nodes, node loss (SPEC §2, §9)."""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from conftest import run_cli
+from disco.client import Connection
+from disco.core import Disco, Job, result_iterator
+from disco.util import kvgroup
+from disco.worker.classic.func import sum_combiner
+from mesh import message as m
+
+pytestmark = pytest.mark.cluster
+
+
+def status_of(node) -> dict:
+    return Connection(node.address, 5).request(m.GetStatus)
+
+
+def wait_for(predicate, timeout_s: float = 15.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def states(node) -> dict:
+    return {x["name"]: x["state"] for x in status_of(node)["members"]}
+
+
+@pytest.fixture
+def trio(node_factory):
+    first = node_factory(workers=1)
+    others = [node_factory(workers=1, args=("--join", first.address)) for _ in range(2)]
+    nodes = [first, *others]
+    names = {n.address for n in nodes}
+    for n in nodes:
+        wait_for(lambda n=n: {k for k, v in states(n).items() if v == "alive"} == names,
+                 what=f"{n.address} to see all three alive")
+    return nodes
+
+
+def test_three_nodes_join_and_agree_on_one_master(trio, node_factory):
+    views = [status_of(n) for n in trio]
+    assert {v["master"] for v in views} == {trio[0].address}
+    assert len({v["term"] for v in views}) == 1 and views[0]["term"] >= 1
+    for view in views:
+        assert sum(x["master"] for x in view["members"]) == 1
+        assert all(x["slots"]["total"] == 1 for x in view["members"])
+    # a late node joins through a non-master and learns everybody
+    late = node_factory(workers=1, args=("--join", trio[2].address))
+    wait_for(lambda: len([s for s in states(late).values() if s == "alive"]) == 4,
+             what="the late node to see four members")
+    assert status_of(late)["master"] == trio[0].address
+    out = json.loads(run_cli("status", "--port", late.port, "--json").stdout)
+    assert len(out["members"]) == 4
+
+
+def words_map(line, params):
+    for word in line.split():
+        yield word, 1
+
+
+def words_reduce(iter, params):
+    for word, counts in kvgroup(sorted(iter)):
+        yield word, sum(counts)
+
+
+def slow_words_map(line, params):
+    import time
+    time.sleep(0.05)
+    for word in line.split():
+        yield word, 1
+
+
+def make_inputs(tmp_path, n: int, lines: int = 20) -> tuple[list[str], dict]:
+    paths, counter = [], collections.Counter()
+    for i in range(n):
+        text = "\n".join(f"w{(i * 7 + j) % 23} common x{j % 5}" for j in range(lines)) + "\n"
+        counter.update(text.split())
+        path = tmp_path / f"in{i}.txt"
+        path.write_text(text)
+        paths.append(str(path))
+    return paths, dict(counter)
+
+
+def test_job_through_a_non_master_runs_on_all_nodes(trio, tmp_path):
+    inputs, expected = make_inputs(tmp_path, 9)
+    job = Job(master=trio[2].address).run(input=inputs, map=slow_words_map, reduce=words_reduce,
+                                          combiner=sum_combiner, partitions=3)
+    results = job.wait(timeout=60)
+    assert dict(result_iterator(results)) == expected
+    started = [e for e in job.events() if e["type"] == "task_started"]
+    assert {e["node"] for e in started} == {n.address for n in trio}
+    assert {u.split("/")[2] for u in results} <= {n.address for n in trio}
+
+
+def test_kill_9_of_a_node_mid_map_gives_exact_counts(trio, tmp_path):
+    inputs, expected = make_inputs(tmp_path, 12, lines=40)
+    job = Job(master=trio[0].address).run(input=inputs, map=slow_words_map, reduce=words_reduce,
+                                          partitions=2)
+    victim = trio[2]
+    wait_for(lambda: any(e["type"] == "task_done" and e.get("node") == victim.address
+                         for e in job.events()), what="a map to finish on the victim")
+    os.killpg(victim.proc.pid, signal.SIGKILL)
+    results = job.wait(timeout=90)
+    pairs = list(result_iterator(results))
+    assert len(pairs) == len({k for k, _ in pairs})  # no duplicate records
+    assert dict(pairs) == expected
+    assert all(victim.address not in u for u in results)
+    wait_for(lambda: states(trio[0]).get(victim.address) == "dead", 10, "the victim to be dead")
+    assert any(e["type"] == "task_requeued" for e in job.events())
+
+
+def test_stopped_node_is_left_and_its_tasks_are_not_failures(trio, tmp_path):
+    inputs, expected = make_inputs(tmp_path, 12, lines=40)
+    job = Job(master=trio[0].address).run(input=inputs, map=slow_words_map, reduce=words_reduce)
+    leaver = trio[1]
+    wait_for(lambda: any(e["type"] == "task_started" and e.get("node") == leaver.address
+                         for e in job.events()), what="a task to start on the leaver")
+    leaver.proc.send_signal(signal.SIGTERM)
+    assert leaver.proc.wait(20) == 0
+    assert dict(result_iterator(job.wait(timeout=90))) == expected
+    assert not any(e["type"] == "task_failed" for e in job.events())
+    for node in (trio[0], trio[2]):
+        wait_for(lambda node=node: states(node).get(leaver.address) == "left", 5, "left")
+    time.sleep(4)  # longer than the dead timeout: left must stay left
+    assert states(trio[0])[leaver.address] == "left"
+
+
+def test_master_loss_elects_a_new_master_with_a_higher_term(trio):
+    old_term = status_of(trio[1])["term"]
+    os.killpg(trio[0].proc.pid, signal.SIGKILL)
+    survivors = trio[1:]
+    alive = {n.address for n in survivors}
+
+    def agreed():
+        views = [status_of(n) for n in survivors]
+        masters = {v["master"] for v in views}
+        return len(masters) == 1 and masters <= alive and views[0]
+
+    new = wait_for(agreed, 10, "one new master on both survivors")
+    assert new["term"] > old_term
+    job = Job(master=trio[2].address).run(input=["raw://a b a"], map=words_map,
+                                          reduce=words_reduce)
+    assert dict(result_iterator(job.wait(timeout=30))) == {"a": 2, "b": 1}
+
+
+def test_blacklisted_node_gets_no_tasks(trio, tmp_path):
+    disco = Disco(trio[1].address)
+    disco.blacklist(trio[2].address)
+    inputs, expected = make_inputs(tmp_path, 6)
+    job = Job(master=trio[1].address).run(input=inputs, map=words_map, reduce=words_reduce)
+    assert dict(result_iterator(job.wait(timeout=60))) == expected
+    nodes = {e["node"] for e in job.events() if e["type"] == "task_started"}
+    assert trio[2].address not in nodes
+    info = disco.nodeinfo()
+    assert [n["blacklisted"] for n in info["nodes"] if n["address"] == trio[2].address] == [True]
