@@ -32,7 +32,6 @@ an entry's incarnation never decreases.
 """
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from functools import singledispatchmethod
 
@@ -111,10 +110,11 @@ class MemberChanged:
 class Membership:
     """One member's view of the cluster."""
 
-    def __init__(self, name: str, address: str, incarnation: int, seeds=(),
-                 rng: random.Random | None = None, config: Config | None = None, meta=None):
+    def __init__(self, name: str, address: str, incarnation: int, seeds=(), rng=None,
+                 config: Config | None = None, meta=None):
+        """``rng`` is a ``random.Random`` (seeded in tests); without one, peers go in order."""
         self.name, self.config = name, config or Config()
-        self.rng = rng or random.Random(0)
+        self.rng = rng
         self.seeds = [s for s in seeds if s != address]
         self.members = {name: Member(name, address, incarnation, meta=dict(meta or {}))}
         self.heard_from_peer = False
@@ -231,7 +231,8 @@ class Membership:
 
     def _targets(self) -> list[str]:
         peers = [m.address for m in self.peers()]
-        chosen = self.rng.sample(peers, min(self.config.fanout, len(peers)))
+        k = min(self.config.fanout, len(peers))
+        chosen = self.rng.sample(peers, k) if self.rng else peers[:k]
         if not self.heard_from_peer:
             chosen += [s for s in self.seeds if s not in chosen]
         return chosen
