@@ -287,7 +287,8 @@ def decode(frame: bytes, max_bytes: int = MAX_FRAME_BYTES):
     if not isinstance(body, dict):
         raise ProtocolError("frame is not a msgpack map")
     if type(body.get("v")) is not int or body["v"] != VERSION:  # True and 1.0 are not 1
-        raise ProtocolError(f"protocol version {body.get('v')!r} is not supported (this node speaks {VERSION})")
+        raise ProtocolError(f"protocol version {body.get('v')!r} is not supported "
+                            f"(this node speaks {VERSION})")
     tag = body.pop("t", None)
     body.pop("v")
     cls = _REGISTRY.get(tag) if isinstance(tag, str) else None

@@ -283,7 +283,8 @@ class Scheduler:
         task.state, task.node = PENDING, None  # before _fail, which cancels what is running
         limit = job.spec.max_failures
         if not ev.retryable or task.attempts >= limit:
-            why = ev.error if not ev.retryable else f"{ev.error} (failed {task.attempts} times, limit {limit})"
+            why = ev.error if not ev.retryable else \
+                f"{ev.error} (failed {task.attempts} times, limit {limit})"
             self._fail(job, why, task=task, traceback=ev.traceback, node=ev.node)
 
     @_on.register

@@ -5,11 +5,15 @@ import collections
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
+import zmq
 
-from conftest import run_cli
+from conftest import child_env, run_cli
+from disco.embedded import free_port_pair
 from disco.client import Connection
 from disco.core import Disco, Job, result_iterator
 from disco.util import kvgroup
@@ -165,3 +169,71 @@ def test_blacklisted_node_gets_no_tasks(trio, tmp_path):
     assert trio[2].address not in nodes
     info = disco.nodeinfo()
     assert [n["blacklisted"] for n in info["nodes"] if n["address"] == trio[2].address] == [True]
+
+
+def slow_reduce(iter, params):
+    import time
+    for word, counts in kvgroup(sorted(iter)):
+        time.sleep(0.02)
+        yield word, sum(counts)
+
+
+def test_kill_9_of_a_node_mid_reduce_gives_exact_counts(trio, tmp_path):
+    inputs, expected = make_inputs(tmp_path, 6, lines=200)
+    job = Job(master=trio[0].address).run(input=inputs, map=words_map, reduce=slow_reduce,
+                                          partitions=3)
+    victims = [n for n in trio[1:]]
+
+    def reduce_running_on_victim():
+        for e in job.events():
+            if e["type"] == "task_started" and e.get("stage") == "reduce":
+                for v in victims:
+                    if e.get("node") == v.address:
+                        return v
+        return None
+
+    victim = wait_for(reduce_running_on_victim, 30, "a reduce on a non-master node")
+    os.killpg(victim.proc.pid, signal.SIGKILL)
+    results = job.wait(timeout=90)
+    pairs = list(result_iterator(results))
+    assert len(pairs) == len({k for k, _ in pairs})
+    assert dict(pairs) == expected
+
+
+def test_restarted_node_rejoins_with_a_higher_incarnation(trio, node_factory):
+    node = trio[1]
+    before = {x["name"]: x for x in status_of(trio[0])["members"]}[node.address]["incarnation"]
+    node.proc.send_signal(signal.SIGTERM)
+    node.proc.wait(20)
+    wait_for(lambda: states(trio[0]).get(node.address) == "left", 5, "left")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "disco.cli", "nodaemon", "--no-console", "--port", str(node.port),
+         "--data", str(node.data), "--workers", "1", "--join", trio[0].address],
+        env=child_env(), start_new_session=True, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    node.proc = proc  # the fixture stops it
+    wait_for(lambda: states(trio[0]).get(node.address) == "alive", 10, "the node to rejoin")
+    after = {x["name"]: x for x in status_of(trio[0])["members"]}[node.address]["incarnation"]
+    assert after == before + 1
+
+
+def test_joining_a_cluster_of_another_python_is_refused(tmp_path):
+    port = free_port_pair()
+    fake = zmq.Context.instance().socket(zmq.ROUTER)
+    fake.setsockopt(zmq.LINGER, 0)
+    fake.bind(f"tcp://127.0.0.1:{port}")
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "disco.cli", "nodaemon", "--no-console", "--port",
+             str(free_port_pair()), "--data", str(tmp_path / "n"), "--join", f"127.0.0.1:{port}"],
+            env=child_env(), stderr=subprocess.PIPE, text=True, start_new_session=True)
+        assert fake.poll(10000)
+        ident, frame = fake.recv_multipart()
+        hello = m.decode(frame)
+        fake.send_multipart([ident, m.encode(m.Reply(rid=hello.rid, body={
+            "version": m.VERSION, "python": "2.7", "node": "old", "master": None}))])
+        _, err = child.communicate(timeout=20)
+        assert child.returncode != 0
+        assert "2.7" in err and f"{sys.version_info.major}.{sys.version_info.minor}" in err
+    finally:
+        fake.close()

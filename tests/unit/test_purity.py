@@ -1,4 +1,5 @@
-"""The pure cores (scheduler, membership, election) are pure: no sockets, clocks, threads, global randomness or logging.
+"""The cores (scheduler, membership, election) are pure: no sockets, clocks, threads, global
+randomness or logging.
 
 Checked twice: by importing it in a fresh interpreter and looking at what got loaded, and by
 reading its import statements with ``ast`` (which also catches ``time`` and ``os``, modules the
@@ -31,7 +32,8 @@ print(json.dumps({"new": sorted(set(sys.modules) - before), "all": sorted(sys.mo
 
 @pytest.mark.parametrize("module", CORES)
 def test_importing_the_core_loads_no_io_clock_or_logging_module(module):
-    proc = subprocess.run([sys.executable, "-c", PROBE.replace("{module}", module)], cwd=ROOT, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", PROBE.replace("{module}", module)], cwd=ROOT,
+                          capture_output=True, text=True,
                           timeout=60, check=True)
     loaded = json.loads(proc.stdout)
     top = {name.split(".")[0] for name in loaded["all"]}

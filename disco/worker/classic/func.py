@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Iterable, Iterator
 
 from disco.worker.task_io import chain_reader, gzip_line_reader, gzip_reader, map_line_reader
+from shuffle.partition import default_partition
 
 __all__ = ["chain_reader", "default_partition", "gzip_line_reader", "gzip_reader",
            "map_line_reader", "nop_map", "nop_reduce", "sum_combiner", "sum_reduce"]
