@@ -61,6 +61,7 @@ class Executor:
         for worker in self.workers.values():
             if worker.task and worker.task["id"] == task_id:
                 worker.task = None  # its death is not a task failure now
+                worker.ready = False  # and it must not be handed the next task
                 self._kill(worker)
 
     def job_ended(self, job: str) -> None:
@@ -86,8 +87,8 @@ class Executor:
     def on_task_end(self, wid: bytes, now: float) -> dict | None:
         """The worker finished its task; returns that task (None if it was cancelled)."""
         worker = self.workers.get(wid)
-        if worker is None:
-            return None
+        if worker is None or worker.task is None:
+            return None  # unknown, or cancelled and being killed: never reuse it
         task, worker.task, worker.idle_since = worker.task, None, now
         self.on_ready(wid, now)
         return task

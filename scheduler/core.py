@@ -252,13 +252,14 @@ class Scheduler:
         if node is None:
             return
         for job in self._active_jobs():
-            for task in list(job.tasks.values()):  # requeueing a map drops reduce tasks
-                if job.tasks.get(task.id) is not task:
-                    continue
-                if task.state == RUNNING and task.node == ev.node:
-                    self._requeue(job, task, "node_lost")
-                elif task.state == DONE and task.node == ev.node and self._still_needed(job, task):
-                    self._requeue(job, task, "output_lost")
+            # decide what is lost before acting: requeueing one map drops unfinished reduces,
+            # after which the other maps' outputs would no longer look needed
+            lost = [(t, "node_lost" if t.state == RUNNING else "output_lost")
+                    for t in job.tasks.values() if t.node == ev.node and (
+                        t.state == RUNNING or (t.state == DONE and self._still_needed(job, t)))]
+            for task, why in lost:
+                if job.tasks.get(task.id) is task:  # not dropped by an earlier requeue
+                    self._requeue(job, task, why)
 
     @_on.register
     def _(self, ev: TaskFinished):

@@ -22,7 +22,7 @@ from mesh import message as m
 
 CHUNK_BYTES = 1 << 20
 WINDOW = 4
-TIMEOUT_S = 30.0
+TIMEOUT_S = 10.0
 
 
 def split_disco_url(url: str) -> tuple[str, str]:

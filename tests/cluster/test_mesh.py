@@ -194,7 +194,12 @@ def test_kill_9_of_a_node_mid_reduce_gives_exact_counts(trio, tmp_path):
 
     victim = wait_for(reduce_running_on_victim, 30, "a reduce on a non-master node")
     os.killpg(victim.proc.pid, signal.SIGKILL)
-    results = job.wait(timeout=90)
+    try:
+        results = job.wait(timeout=40)
+    except Exception:
+        for e in job.events():
+            print(round(e["time"] % 1000, 2), e["type"], e.get("node"), e["msg"])
+        raise
     pairs = list(result_iterator(results))
     assert len(pairs) == len({k for k, _ in pairs})
     assert dict(pairs) == expected

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import random
 
+from scheduler import core
+
 import pytest
 
 from scheduler.core import (
@@ -588,3 +590,24 @@ def test_random_operations_keep_invariants(seed):
         else:
             model.step(model.random_event())
     model.drain()
+
+
+def test_node_lost_requeues_every_needed_map_even_after_one_reduce_finished():
+    s = core.Scheduler()
+    s.step(0, core.NodeSlots("a", 4))
+    s.step(0, core.NodeSlots("b", 4))
+    s.step(0, core.JobSubmitted("j", ["raw://1", "raw://2", "raw://3"], True, True, 2))
+    running = {t.id: t.node for t in s.jobs["j"].tasks.values()}
+    for tid, node in running.items():
+        idx = tid.rsplit(":", 1)[1]
+        s.step(0, core.TaskFinished(tid, node, [{"label": 0, "url": f"disco://{node}/m{idx}-0", "size": 1},
+                                               {"label": 1, "url": f"disco://{node}/m{idx}-1", "size": 1}]))
+    reduces = [t for t in s.jobs["j"].tasks.values() if t.stage == "reduce"]
+    first = reduces[0]
+    s.step(0, core.TaskFinished(first.id, first.node, [{"label": 0, "url": "disco://x/r0", "size": 1}]))
+    lost = "a"
+    on_lost = {t.id for t in s.jobs["j"].tasks.values() if t.stage == "map" and t.node == lost}
+    actions = s.step(1, core.NodeLost(lost))
+    requeued = {a.task for a in actions if isinstance(a, core.JobEvent) and a.type == "task_requeued"}
+    assert on_lost and on_lost <= requeued
+    s.check_invariants()
