@@ -187,7 +187,18 @@ def _find_data(port, data) -> Path:
         return Path(data).expanduser().absolute()
     if port is None and os.environ.get("DISCO_DATA"):
         return Path(os.environ["DISCO_DATA"]).expanduser().absolute()
-    return node_settings(port=port).data_dir
+    default = node_settings(port=port).data_dir
+    if _running_pid(default) is None:  # started with --data elsewhere: ask the node itself
+        from disco.client import Connection
+        from disco.settings import PYTHON
+        from mesh import message as m
+        s = node_settings(port=port)
+        try:
+            hello = Connection(f"{_dial(s.host)}:{s.port}", 2.0).request(m.Hello, python=PYTHON)
+            return Path(hello["data"])
+        except (error.DiscoError, KeyError):
+            pass
+    return default
 
 
 def _node_address(port, data, host) -> str:
@@ -429,10 +440,11 @@ def nodeinfo(master, as_json):
     if as_json:
         click.echo(json.dumps(info))
         return
-    rows = [("NAME", "ADDRESS", "SLOTS", "BUSY", "WORKERS", "BLACKLISTED")]
+    click.echo(f"master {info['master']}   term {info['term']}")
+    rows = [("NAME", "ADDRESS", "STATE", "SLOTS", "BUSY", "BLACKLISTED")]
     for n in info["nodes"]:
-        rows.append((n["name"], n["address"], str(n["slots"]), str(n["busy"]),
-                     str(n["workers"]), "yes" if n["blacklisted"] else "no"))
+        rows.append((n["name"], n["address"], n["state"], str(n["slots"]), str(n["busy"]),
+                     "yes" if n["blacklisted"] else "no"))
     _table(rows)
 
 

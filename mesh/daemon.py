@@ -265,6 +265,10 @@ class NodeDaemon:
         except DiscoError as exc:
             self._error(ident, rid, type(exc).__name__, str(exc))
             return
+        except Exception as exc:  # a bug of ours: the sender still gets an answer
+            self.log.exception("request_failed", request=msg.TYPE)
+            self._error(ident, rid, "internal", f"{msg.TYPE} failed on {self.s.name}: {exc!r}")
+            return
         if body is not _PARKED:
             self._reply(ident, rid, body)
 
@@ -276,7 +280,8 @@ class NodeDaemon:
 
     def _hello(self, msg, now, ident):
         return {"node": self.s.name, "address": self.s.address, "master": self._master_address(),
-                "term": self.election.term, "version": m.VERSION, "python": PYTHON}
+                "term": self.election.term, "version": m.VERSION, "python": PYTHON,
+                "pid": os.getpid(), "data": str(self.s.data_dir)}
 
     def _submit(self, msg, now, ident):
         if msg.python != PYTHON:

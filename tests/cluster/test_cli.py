@@ -68,6 +68,7 @@ def test_run_wait_results_events_history_and_purge(node, project):
     assert json.loads(cli("jobdict", "@").stdout)["partitions"] == 2
     info = json.loads(cli("nodeinfo", "--json").stdout)
     assert info["nodes"][0]["name"] == node.address
+    assert node.address in cli("nodeinfo").stdout
 
     broken = cli("run", "jobs.Broken", "raw://x").stdout.strip()
     assert cli("wait", "@?WordCount").stdout.split() == urls  # @?TEXT skips the newer job

@@ -128,7 +128,7 @@ def test_start_status_stop_in_the_background(tmp_path):
         assert not os.path.exists(f"/proc/{pid}") or _zombie(pid)
         old, pid = pid, int((data / "disco.pid").read_text())
         assert pid != old and answers(f"127.0.0.1:{port}", 2)
-        run_cli("stop", "--data", data, env=env)
+        run_cli("stop", "--port", port, env=env)  # found by asking the node for its data dir
         assert not os.path.exists(f"/proc/{pid}") or _zombie(pid)
         missing = run_cli("stop", "--data", data, env=env, check=False)
         assert missing.returncode == 1 and missing.stderr.startswith("disco: error:")
