@@ -43,6 +43,7 @@ from scheduler import core
 BATCH = 256
 TICK_S = 0.1
 CHUNK_LIMIT = 8 << 20
+LOST_REPORT_S = 3.0  # a running task missing from its node's gossip this long has failed
 
 
 class NodeDaemon:
@@ -124,6 +125,7 @@ class NodeDaemon:
                              self.s.max_failures)
         self.master.on_job_end = self._job_ended
         self._node_inc: dict[str, int] = {}  # scheduler node -> incarnation it was added with
+        self._missing: dict[str, float] = {}  # running task -> when its node stopped listing it
 
     def _check_seeds(self) -> None:
         """Refuse to join a cluster of another protocol version or Python minor version."""
@@ -159,8 +161,9 @@ class NodeDaemon:
 
     def _meta(self, now: float) -> dict:
         used, free = self._disk_usage(now)
-        busy = self.executor.busy() if hasattr(self, "executor") else 0
-        return {"slots": self.s.workers, "busy": busy, "disk_used": used, "disk_free": free}
+        tasks = self.executor.task_ids() if hasattr(self, "executor") else []
+        return {"slots": self.s.workers, "busy": len(tasks), "tasks": tasks,
+                "disk_used": used, "disk_free": free}
 
     def _write_pid(self) -> None:
         """``disco.pid`` holds the pid; ``node.json`` tells ``disco stop/status --data`` the port."""
@@ -404,6 +407,23 @@ class NodeDaemon:
             if node is None or node.slots != slots:
                 self._node_inc[address] = member.incarnation
                 self.master.step(now, core.NodeSlots(address, slots))
+        self._reconcile(now, live)
+
+    def _reconcile(self, now: float, live: dict) -> None:
+        """A task the master thinks runs on a node that no longer lists it lost its report."""
+        held = {address: set(member.meta.get("tasks", ())) for address, member in live.items()}
+        held[self.s.address] = set(self.executor.task_ids())
+        missing = {}
+        for task_id, node in self.master.running_tasks():
+            if node in held and task_id not in held[node]:
+                since = self._missing.get(task_id, now)
+                missing[task_id] = since
+                if now - since > LOST_REPORT_S:
+                    self.log.warning("task_vanished", task=task_id, on=node)
+                    self.master.step(now, core.TaskFailed(
+                        task_id, node, f"task vanished from {node} (its report was lost)"))
+                    missing.pop(task_id)
+        self._missing = missing
 
     def _master_address(self) -> str | None:
         member = self.members.members.get(self.election.master or "")

@@ -114,6 +114,11 @@ class Executor:
     def busy(self) -> int:
         return sum(1 for w in self.workers.values() if w.task is not None) + len(self.backlog)
 
+    def task_ids(self) -> list[str]:
+        """Every task this node holds, running or waiting for a worker."""
+        return [w.task["id"] for w in self.workers.values() if w.task is not None] + \
+            [t["id"] for t in self.backlog]
+
     def stop(self, grace_s: float = 5.0) -> None:
         self.stopping = True
         for worker in self.workers.values():

@@ -134,6 +134,11 @@ class Master:
 
     # -- queries --
 
+    def running_tasks(self) -> list[tuple[str, str]]:
+        """(task id, node) of every running task of every active job."""
+        return [(t.id, t.node) for j in self.scheduler.jobs.values() if j.state == core.ACTIVE
+                for t in j.tasks.values() if t.state == core.RUNNING]
+
     def record(self, name: str) -> JobRecord:
         record = self.jobs.get(name)
         if record is None:
