@@ -1,0 +1,180 @@
+"""Three daemons in three network namespaces joined by veth pairs and a bridge (SPEC §9).
+
+Everything here lives in namespaces this test creates (a hub namespace holding the bridge, one
+namespace per node); nothing touches the host's own interfaces. One node is cut off (its link
+set down) in the middle of a job, and the job must still give exactly the right counts.
+Skips with a reason unless running as root with ``ip netns``.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, child_env, stop_group
+
+pytestmark = [pytest.mark.netns, pytest.mark.cluster]
+
+SUBNET = "10.199.{n}.{host}"
+PORT = 8989
+
+
+def _ip(*args, check=True):
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+def _can_make_namespaces() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root for network namespaces"
+    if shutil.which("ip") is None:
+        return "needs the ip command (iproute2)"
+    probe = f"disco-probe-{os.getpid()}"
+    if _ip("netns", "add", probe, check=False).returncode != 0:
+        return "ip netns add does not work here"
+    _ip("netns", "del", probe, check=False)
+    return None
+
+
+class Lab:
+    """A hub namespace with a bridge, and one namespace per node on it."""
+
+    def __init__(self, names: list[str]):
+        tag = os.getpid() % 10000
+        self.net = tag % 200 + 20
+        self.hub = f"dh{tag}"
+        self.ns = {name: f"d{name}{tag}" for name in names}
+        self.procs: list[subprocess.Popen] = []
+        _ip("netns", "add", self.hub)
+        _ip("-n", self.hub, "link", "add", "br0", "type", "bridge")
+        _ip("-n", self.hub, "link", "set", "br0", "up")
+        for i, (name, ns) in enumerate(self.ns.items(), start=1):
+            _ip("netns", "add", ns)
+            _ip("-n", ns, "link", "set", "lo", "up")
+            _ip("link", "add", f"v{name}{tag}", "netns", ns, "type", "veth",
+                "peer", "name", f"b{name}{tag}", "netns", self.hub)
+            _ip("-n", ns, "link", "set", f"v{name}{tag}", "name", "eth0")
+            _ip("-n", ns, "addr", "add", f"{self.addr(i)}/24", "dev", "eth0")
+            _ip("-n", ns, "link", "set", "eth0", "up")
+            _ip("-n", self.hub, "link", "set", f"b{name}{tag}", "master", "br0")
+            _ip("-n", self.hub, "link", "set", f"b{name}{tag}", "up")
+        self.tag = tag
+
+    def addr(self, i: int) -> str:
+        return SUBNET.format(n=self.net, host=i)
+
+    def cut(self, name: str) -> None:
+        _ip("-n", self.hub, "link", "set", f"b{name}{self.tag}", "down")
+
+    def run(self, name: str, argv: list[str], **kw) -> subprocess.Popen:
+        proc = subprocess.Popen(["ip", "netns", "exec", self.ns[name], *argv],
+                                env=child_env(), start_new_session=True, **kw)
+        self.procs.append(proc)
+        return proc
+
+    def call(self, name: str, argv: list[str], timeout: float = 30) -> subprocess.CompletedProcess:
+        return subprocess.run(["ip", "netns", "exec", self.ns[name], *argv], env=child_env(),
+                              capture_output=True, text=True, timeout=timeout)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            stop_group(proc, grace_s=5)
+        for ns in [*self.ns.values(), self.hub]:
+            _ip("netns", "del", ns, check=False)
+
+
+@pytest.fixture
+def lab():
+    why = _can_make_namespaces()
+    if why:
+        pytest.skip(why)
+    lab = Lab(["a", "b", "c"])
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+JOB = '''
+import json, sys, time
+from disco.core import Job, result_iterator
+from disco.util import kvgroup
+
+def map(line, params):
+    import time
+    time.sleep(0.1)
+    for word in line.split():
+        yield word, 1
+
+def reduce(iter, params):
+    for word, counts in kvgroup(sorted(iter)):
+        yield word, sum(counts)
+
+job = Job(master=sys.argv[1]).run(input=sys.argv[2:], map=map, reduce=reduce, partitions=2)
+print(job.name, flush=True)
+print(json.dumps(dict(result_iterator(job.wait(timeout=120)))), flush=True)
+'''
+
+
+def test_node_cut_off_mid_job_gives_exact_counts(lab, tmp_path):
+    python = sys.executable
+    names = ["a", "b", "c"]
+    seed = f"{lab.addr(1)}:{PORT}"
+    for i, name in enumerate(names, start=1):
+        argv = [python, "-m", "disco.cli", "nodaemon", "--no-console", "--insecure",
+                "--host", lab.addr(i), "--port", str(PORT), "--data", str(tmp_path / name),
+                "--workers", "1"]
+        if name != "a":
+            argv += ["--join", seed]
+        lab.run(name, argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    disco = [str(BIN / "disco")]
+
+    def alive_seen_by_a() -> int:
+        out = lab.call("a", [*disco, "status", "--host", lab.addr(1), "--port", str(PORT), "--json"])
+        if out.returncode != 0:
+            return 0
+        return sum(m["state"] == "alive" for m in json.loads(out.stdout)["members"])
+
+    deadline = time.monotonic() + 30
+    while alive_seen_by_a() != 3:
+        assert time.monotonic() < deadline, "three nodes never saw each other"
+        time.sleep(0.3)
+
+    inputs, expected = [], collections.Counter()
+    for i in range(12):
+        text = "\n".join(f"w{(i * 5 + j) % 17} all" for j in range(30)) + "\n"
+        expected.update(text.split())
+        path = tmp_path / f"in{i}.txt"
+        path.write_text(text)
+        inputs.append(str(path))
+    script = tmp_path / "job.py"
+    script.write_text(JOB)
+    client = lab.run("a", [python, str(script), seed, *inputs], stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE, text=True)
+    job = client.stdout.readline().strip()
+    assert "@" in job, client.stderr.read()
+
+    victim = f"{lab.addr(3)}:{PORT}"
+    deadline = time.monotonic() + 30
+    while True:
+        out = lab.call("a", [*disco, "events", job, "--json", "--master", seed])
+        events = [json.loads(line) for line in out.stdout.splitlines()]
+        if any(e["type"] == "task_done" and e.get("node") == victim for e in events):
+            break
+        assert time.monotonic() < deadline, "no task finished on the victim"
+        time.sleep(0.2)
+    lab.cut("c")
+    counts = json.loads(client.stdout.readline())
+    client.wait(30)
+    assert counts == dict(expected)
+    out = lab.call("a", [*disco, "status", "--host", lab.addr(1), "--port", str(PORT), "--json"])
+    states = {m["address"]: m["state"] for m in json.loads(out.stdout)["members"]}
+    assert states[victim] == "dead"
+    assert Path(tmp_path / "c").exists()
