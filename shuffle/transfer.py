@@ -22,7 +22,8 @@ from mesh import message as m
 
 CHUNK_BYTES = 1 << 20
 WINDOW = 4
-TIMEOUT_S = 10.0
+TIMEOUT_S = 4.0  # per attempt
+RESUMES = 2
 
 
 def split_disco_url(url: str) -> tuple[str, str]:
@@ -47,9 +48,9 @@ class RemoteFile(io.RawIOBase):
         super().__init__()
         self.address, self.path = address, path
         self.chunk_bytes, self.window, self.timeout_ms = chunk_bytes, window, int(timeout_s * 1000)
-        self.sock = (ctx or zmq.Context.instance()).socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.connect(data_endpoint(address))
+        self._ctx = ctx or zmq.Context.instance()
+        self.sock = self._connect()
+        self.resumes_left = RESUMES
         self._rids = itertools.count(1)
         self._next_offset = 0      # offset of the next request to send
         self._inflight: list[tuple[int, int]] = []  # (rid, offset), oldest first
@@ -76,6 +77,21 @@ class RemoteFile(io.RawIOBase):
             self.sock.close(linger=0)
         super().close()
 
+    def _connect(self) -> zmq.Socket:
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(data_endpoint(self.address))
+        return sock
+
+    def _resume(self) -> None:
+        """Start over from the oldest unanswered offset on a fresh connection."""
+        self.sock.close(linger=0)
+        self.sock = self._connect()
+        self.resumes_left -= 1
+        self._next_offset = self._inflight[0][1]
+        self._inflight.clear()
+        self._grant()
+
     def _grant(self) -> None:
         while not self._eof_seen and len(self._inflight) < self.window:
             rid = next(self._rids)
@@ -85,11 +101,15 @@ class RemoteFile(io.RawIOBase):
             self._next_offset += self.chunk_bytes
 
     def _receive(self) -> None:
-        if not self.sock.poll(self.timeout_ms):
-            raise CommError(f"no answer from {self.address} for {self.path} "
-                            f"in {self.timeout_ms // 1000} s")
+        while not self.sock.poll(self.timeout_ms):
+            if self.resumes_left <= 0:
+                raise CommError(f"no answer from {self.address} for {self.path} "
+                                f"in {self.timeout_ms / 1000:g} s, {RESUMES} resumes tried")
+            self._resume()
         frames = self.sock.recv_multipart(copy=False)
         reply = m.decode(frames[0].bytes)
+        if not self._inflight or getattr(reply, "rid", None) != self._inflight[0][0]:
+            return  # an answer to a request abandoned by a resume
         rid, offset = self._inflight.pop(0)
         if isinstance(reply, m.Error):
             raise InputError(f"disco://{self.address}/{self.path}: {reply.msg}",
