@@ -28,6 +28,7 @@ test-all: install
 bench: install
 	$(PY) bench/compression.py
 	$(PY) bench/wordcount.py --mb $(BENCH_MB)
+	$(PY) bench/shuffle.py --mb $(BENCH_MB)
 
 lint: install
 	$(PY) -m ruff check disco mesh scheduler shuffle storage tests bench examples
