@@ -52,12 +52,16 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(VERSION, prog_name="disco")
-def cli():
+@click.option("--secret-file", "client_secret", type=click.Path(dir_okay=False),
+              help="Cluster secret for talking to nodes [env DISCO_SECRET_FILE].")
+def cli(client_secret):
     """Disco MapReduce over a ZeroMQ peer mesh.
 
     Start a node with `disco start`, run a job with Python (`from disco.core import Job`) or
     `disco run MODULE.JOBCLASS INPUT...`, and follow it with `disco events @`.
     """
+    if client_secret:
+        os.environ["DISCO_SECRET_FILE"] = os.path.abspath(client_secret)
 
 
 # -- node daemons --------------------------------------------------------------------------
@@ -118,7 +122,9 @@ def start(**opts):
     for seed in s.join:
         argv += ["--join", seed]
     if s.secret_file:
-        argv += ["--secret-file", s.secret_file]
+        secret = os.path.abspath(s.secret_file)
+        argv += ["--secret-file", secret]
+        os.environ["DISCO_SECRET_FILE"] = secret  # so that we can ask the node if it is up
     if s.insecure:
         argv.append("--insecure")
     with open(err_path, "ab") as err:

@@ -15,6 +15,7 @@ import zmq
 from disco import error
 from disco.settings import DEFAULT_PORT, PYTHON, client_master, parse_address
 from mesh import message as m
+from mesh import security
 
 _ERRORS = {"UsageError": error.UsageError, "ProtocolError": error.ProtocolError,
            "protocol": error.ProtocolError, "DataNotFound": error.DataError}
@@ -53,6 +54,7 @@ class Connection:
         if self._sock is None:
             self._sock = zmq.Context.instance().socket(zmq.DEALER)
             self._sock.setsockopt(zmq.LINGER, 0)
+            security.dial(self._sock, security.process_keys())
             host, port = parse_address(self.address)
             self._sock.connect(f"tcp://{host}:{port}")
         return self._sock

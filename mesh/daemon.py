@@ -35,6 +35,7 @@ from disco.settings import PYTHON, NodeSettings, is_loopback
 from mesh import election as el
 from mesh import membership as mb
 from mesh import message as m
+from mesh import security
 from mesh.executor import Executor
 from mesh.master import Master
 from mesh.peers import Peers
@@ -74,10 +75,12 @@ class NodeDaemon:
         return 0
 
     def _prepare(self) -> None:
+        self.keys = None
         if self.s.secret_file:
-            raise UsageError("--secret-file: CurveZMQ authentication is not in this release yet; "
-                             "refusing to start rather than run without it")
-        if not is_loopback(self.s.host) and not self.s.insecure:
+            path = str(Path(self.s.secret_file).expanduser().absolute())
+            self.keys = security.keys_from_file(path)
+            os.environ["DISCO_SECRET_FILE"] = path  # our clients, peers and workers use it too
+        elif not is_loopback(self.s.host) and not self.s.insecure:
             raise UsageError(f"refusing to bind {self.s.host}: without a cluster secret a node "
                              "binds loopback only; pass --insecure to override")
         for sub in ("logs", "jobs", "vol0"):
@@ -87,8 +90,11 @@ class NodeDaemon:
         signal.signal(signal.SIGINT, self._on_signal)
 
     def _bind(self) -> None:
-        if self.s.insecure and not is_loopback(self.s.host):
+        if self.keys is None and not is_loopback(self.s.host):
             self.log.warning("insecure_bind", host=self.s.host)
+        self.zap = None
+        if self.keys is not None:  # before any bind, so no connection is ever unchecked
+            self.zap = security.ZapHandler(self.ctx, self.keys, self._refused)
         self.ctrl = self._router(f"tcp://{self.s.host}:{self.s.port}")
         self.data = self._router(f"tcp://{self.s.host}:{self.s.port + 1}")
         self.worker_endpoint = f"ipc://@disco-{os.getpid()}-{self.s.port}"
@@ -96,9 +102,16 @@ class NodeDaemon:
         self.poller = zmq.Poller()
         for sock in (self.ctrl, self.data, self.wsock):
             self.poller.register(sock, zmq.POLLIN)
+        if self.zap is not None:
+            self.poller.register(self.zap.sock, zmq.POLLIN)
+
+    def _refused(self, address: str, mechanism: str) -> None:
+        self.log.warning("connection_refused", peer=address, mechanism=mechanism,
+                         why="no cluster secret", refused=self.zap.refused)
 
     def _router(self, endpoint: str) -> zmq.Socket:
         sock = self.ctx.socket(zmq.ROUTER)
+        security.serve(sock, self.keys)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, m.MAX_FRAME_BYTES + 4096)
@@ -207,6 +220,11 @@ class NodeDaemon:
                     continue
                 raise
             now = time.monotonic()
+            if self.zap is not None and self.zap.sock in ready:
+                for _ in range(BATCH):
+                    self.zap.handle()
+                    if not self.zap.sock.poll(0):
+                        break
             if self.wsock in ready:
                 self._drain(self.wsock, self._on_worker_frames, now)
             if self.ctrl in ready:

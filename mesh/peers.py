@@ -9,6 +9,7 @@ from __future__ import annotations
 import zmq
 
 from mesh import message as m
+from mesh import security
 from mesh.transport import connect_endpoint
 
 SNDHWM = 2000
@@ -26,6 +27,7 @@ class Peers:
             sock = self.ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.SNDHWM, SNDHWM)
+            security.dial(sock, security.process_keys())
             sock.connect(connect_endpoint(address))
             self.socks[address] = sock
         try:

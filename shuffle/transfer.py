@@ -19,6 +19,7 @@ import zmq
 
 from disco.error import CommError, InputError, ProtocolError
 from mesh import message as m
+from mesh import security
 
 CHUNK_BYTES = 1 << 20
 WINDOW = 4
@@ -80,6 +81,7 @@ class RemoteFile(io.RawIOBase):
     def _connect(self) -> zmq.Socket:
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        security.dial(sock, security.process_keys())
         sock.connect(data_endpoint(self.address))
         return sock
 

@@ -19,6 +19,7 @@ import zmq
 
 from disco import log as disco_log
 from mesh import message as m
+from mesh import security
 
 POLL_MS = 1000
 MESSAGES_PER_S = 20
@@ -72,6 +73,7 @@ class Worker:
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.IDENTITY, wid.encode())
         self.sock.setsockopt(zmq.LINGER, 2000)
+        security.dial(self.sock, security.process_keys())
         self.sock.connect(endpoint)
         self.job = None  # a disco.worker.task.JobContext once bound
         self.events = EventStream(self.send)

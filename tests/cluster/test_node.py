@@ -5,7 +5,6 @@ import json
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
 
@@ -152,16 +151,6 @@ def test_start_reports_why_a_node_cannot_start(tmp_path):
                    "--data", tmp_path / "n", check=False)
     assert proc.returncode != 0
     assert "--insecure" in proc.stderr and "Traceback" not in proc.stderr
-
-
-def test_secret_file_is_refused_until_curve_exists(tmp_path):
-    secret = tmp_path / "secret"
-    secret.write_bytes(os.urandom(32))
-    proc = subprocess.run(
-        [sys.executable, "-m", "disco.cli", "nodaemon", "--port", str(free_port_pair()),
-         "--data", str(tmp_path / "n"), "--secret-file", str(secret)],
-        env=child_env(), capture_output=True, text=True, timeout=30, start_new_session=True)
-    assert proc.returncode != 0 and "CurveZMQ" in proc.stderr
 
 
 def test_daemon_survives_task_and_control_load_with_no_leftover_workers(node_factory):
