@@ -19,6 +19,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / "bin"
+sys.path.insert(0, str(ROOT / "tests" / "sim"))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--seed", type=int, default=None,
+                     help="replay only this simulator seed (printed by a failing sim test)")
 
 
 def child_env(**extra) -> dict:

@@ -1,0 +1,149 @@
+"""Seeded simulations of the Raft core under faults (issue 4 item 5).
+
+Run one seed again with ``pytest tests/sim --seed N``; ``SIM_SEEDS`` sets how many seeds the
+randomised tests try (the nightly-size run uses the ``slow`` marker).
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from raftsim import Sim
+
+pytestmark = pytest.mark.sim
+
+SEEDS = int(os.environ.get("SIM_SEEDS", "60"))
+
+
+def seeds(request, default: int):
+    chosen = request.config.getoption("--seed")
+    return [chosen] if chosen is not None else range(default)
+
+
+def test_a_leader_is_elected_and_entries_commit_everywhere():
+    sim = Sim(5, seed=1)
+    sim.run(3)
+    leader = sim.leader()
+    assert leader is not None
+    for i in range(20):
+        assert sim.propose({"type": "job", "n": i})
+    sim.run(1)
+    for name in sim.names:
+        assert [e.get("n") for e in sim.applied[name] if e.get("type") == "job"] == list(range(20))
+
+
+def test_leader_crash_elects_a_new_one_and_keeps_committed_entries():
+    sim = Sim(5, seed=2)
+    sim.run(3)
+    old = sim.leader()
+    for i in range(5):
+        sim.propose({"type": "job", "n": i})
+    sim.run(0.5)
+    sim.crash(old)
+    sim.run(4)
+    new = sim.leader()
+    assert new not in (None, old) and sim.nodes[new].term > sim.nodes[old].term
+    sim.propose({"type": "job", "n": 5})
+    sim.run(1)
+    jobs = [e["n"] for e in sim.applied[new] if e.get("type") == "job"]
+    assert jobs == list(range(6))
+
+
+def test_minority_side_of_a_partition_never_elects_or_commits():
+    sim = Sim(5, seed=3)
+    sim.run(3)
+    leader = sim.leader()
+    minority = {leader, next(n for n in sim.names if n != leader)}
+    majority = set(sim.names) - minority
+    sim.partition(minority, majority)
+    sim.propose({"type": "job", "n": "lost"})  # the old leader cannot commit this
+    sim.run(5)
+    new = sim.leader()
+    assert new in majority
+    assert not sim.nodes[leader].is_leader  # it lost its lease and stepped down
+    assert all(e.get("n") != "lost" for e in sim.history)
+    sim.propose({"type": "job", "n": "kept"})
+    sim.heal()
+    sim.run(3)
+    for name in sim.names:
+        jobs = [e.get("n") for e in sim.applied[name] if e.get("type") == "job"]
+        assert jobs == ["kept"], (name, jobs)
+
+
+def test_paused_leader_steps_down_and_its_term_is_refused_later():
+    sim = Sim(3, seed=4)
+    sim.run(3)
+    old = sim.leader()
+    old_term = sim.nodes[old].term
+    sim.pause(old, 4)
+    sim.run(3)
+    new = sim.leader()
+    assert new != old and sim.nodes[new].term > old_term
+    sim.run(2)  # the old leader wakes up, hears the new term and follows
+    assert not sim.nodes[old].is_leader
+    assert not sim.nodes[new].accepts(old_term)
+
+
+def test_restarted_node_recovers_from_its_disk():
+    sim = Sim(3, seed=5)
+    sim.run(3)
+    follower = next(n for n in sim.names if n != sim.leader())
+    for i in range(3):
+        sim.propose({"type": "job", "n": i})
+    sim.run(0.5)
+    sim.crash(follower)
+    sim.propose({"type": "job", "n": 3})
+    sim.run(1)
+    sim.restart(follower)
+    sim.run(2)
+    assert [e["n"] for e in sim.applied[follower] if e.get("type") == "job"] == [0, 1, 2, 3]
+
+
+def _chaos(seed: int) -> Sim:
+    sim = Sim(5, seed=seed, loss=0.1, dup=0.05, delay=(0.001, 0.05))
+    rng = sim.rng
+    n = 0
+    for _ in range(12):
+        fault = rng.choice(["crash", "restart", "partition", "heal", "pause", "none"])
+        victim = rng.choice(sim.names)
+        if fault == "crash" and len(sim.down) < 2:
+            sim.crash(victim)
+        elif fault == "restart" and sim.down:
+            sim.restart(sorted(sim.down)[0])
+        elif fault == "partition":
+            k = rng.randint(1, 2)
+            side = set(rng.sample(sim.names, k))
+            sim.partition(side, set(sim.names) - side)
+        elif fault == "heal":
+            sim.heal()
+        elif fault == "pause":
+            sim.pause(victim, rng.uniform(0.5, 3))
+        for _ in range(3):
+            n += 1
+            sim.propose({"type": "job", "n": n})
+        sim.run(rng.uniform(0.3, 1.5))
+    sim.heal()
+    for name in sorted(sim.down):
+        sim.restart(name)
+    sim.run(15)
+    return sim
+
+
+def test_chaos_seeds_keep_one_leader_per_term_and_one_history(request):
+    for seed in seeds(request, SEEDS):
+        sim = _chaos(seed)  # invariants are asserted inside, after every delivery
+        leader = sim.leader()
+        assert leader is not None, f"seed {seed}: no leader after healing"
+        sim.propose({"type": "job", "n": "final"})
+        sim.run(2)
+        for name in sim.names:  # everyone caught up with the one history, final entry included
+            assert sim.applied[name] == sim.history, f"seed {seed}: {name} is behind"
+        assert sim.history[-1] == {"type": "job", "n": "final"}, f"seed {seed}"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(7200)
+def test_chaos_many_seeds(request):
+    for seed in range(int(os.environ.get("SIM_SEEDS_SLOW", "2000"))):
+        _chaos(seed)
