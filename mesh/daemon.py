@@ -9,8 +9,9 @@ Sockets:
 
 Each loop turn reads the clock once, drains a bounded batch from each socket, decodes and
 validates every frame (a bad one is answered with ``Error`` and logged, never raised), steps the
-cores, then fires due timers. Every node runs the membership and election cores; the node that
-the election makes master also runs the job table and scheduler (``mesh.master``) and sends
+cores, then fires due timers. Every node runs the membership core (gossip, failure detection)
+and the Raft core (quorum election, the replicated job journal in ``<data>/journal``); the
+Raft leader is the master: it also runs the job table and scheduler (``mesh.master``) and sends
 ``Assign``/``Cancel`` to nodes (itself directly), which answer with ``Report``s. Job requests
 sent to a node that is not master are answered ``not_master`` with the master's address, which
 the client follows. Client requests that wait for a job (``WaitJob``) are parked and answered
@@ -32,8 +33,9 @@ import zmq
 from disco import log as disco_log
 from disco.error import DiscoError, ProtocolError, UsageError
 from disco.settings import PYTHON, NodeSettings, is_loopback
-from mesh import election as el
 from mesh import membership as mb
+from mesh import raft as rf
+from mesh.journal import Journal
 from mesh import message as m
 from mesh import security
 from mesh.executor import Executor
@@ -130,15 +132,23 @@ class NodeDaemon:
         self.members = mb.Membership(self.s.name, self.s.address, self.incarnation, self.s.join,
                                      rng=random.Random(), config=mb.Config.loopback(),
                                      meta=self._meta(now))
-        self.election = el.Election(self.s.name, founder=not self.s.join)
+        self.journal = Journal(self.s.data_dir)
+        self.raft = rf.Raft(self.s.name, self.journal.load(), random.Random(),
+                            founder=not self.s.join)
+        self._entries: list = []  # proposals of this loop turn, one Raft batch (one fsync)
+        self._submits: dict[str, tuple] = {}  # job -> (ident, rid) of the parked SubmitJob
         self.executor = Executor(self.worker_endpoint, self.s.data_dir, self.s.name,
                                  self.s.address, self._send_worker, self._worker_lost,
                                  self.log, spare=self.s.spare_workers)
-        self.master = Master(self.s.data_dir, self._assign, self._cancel, self.log,
-                             self.s.max_failures)
-        self.master.on_job_end = self._job_ended
+        self.master = self._new_master()
         self._node_inc: dict[str, int] = {}  # scheduler node -> incarnation it was added with
         self._missing: dict[str, float] = {}  # running task -> when its node stopped listing it
+
+    def _new_master(self) -> Master:
+        master = Master(self.s.data_dir, self._assign, self._cancel, self._propose, self.log,
+                        self.s.max_failures)
+        master.on_job_end = self._job_ended
+        return master
 
     def _check_seeds(self) -> None:
         """Refuse to join a cluster of another protocol version or Python minor version."""
@@ -234,6 +244,9 @@ class NodeDaemon:
             if now >= next_tick:
                 self._tick(now)
                 next_tick = now + TICK_S
+            if self._entries:
+                entries, self._entries = tuple(self._entries), []
+                self._step_raft(now, rf.Propose(entries))
 
     def _drain(self, sock: zmq.Socket, handler, now: float) -> None:
         for _ in range(BATCH):
@@ -250,9 +263,9 @@ class NodeDaemon:
         self.executor.tick(now)
         self._step_members(now, mb.SetMeta(self._meta(now)))
         self._step_members(now, mb.Tick())
-        self._step_election(el.View(tuple(x.name for x in self.members.alive()),
-                                    self.members.heard_from_peer))
-        if self.election.is_master:
+        self._step_raft(now, rf.Tick())
+        if self.raft.is_leader:
+            self._manage_voters()
             self._sync_nodes(now)
             self.master.step(now, core.Tick())
         if self.waiters:
@@ -301,14 +314,17 @@ class NodeDaemon:
 
     def _hello(self, msg, now, ident):
         return {"node": self.s.name, "address": self.s.address, "master": self._master_address(),
-                "term": self.election.term, "version": m.VERSION, "python": PYTHON,
+                "term": self.raft.term, "version": m.VERSION, "python": PYTHON,
                 "pid": os.getpid(), "data": str(self.s.data_dir)}
 
     def _submit(self, msg, now, ident):
         if msg.python != PYTHON:
             raise UsageError(f"the client runs Python {msg.python} but this cluster runs Python "
                              f"{PYTHON}; job functions cannot move between minor versions")
-        return {"job": self.master.submit(now, msg.prefix, msg.jobpack)}
+        entry = self.master.submission(msg.prefix, msg.jobpack)
+        self._propose(entry)
+        self._submits[entry["job"]] = (ident, msg.rid)
+        return _PARKED  # answered once the job is in the journal of a majority
 
     def _wait_job(self, msg, now, ident):
         record = self.master.record(msg.job)
@@ -322,12 +338,12 @@ class NodeDaemon:
         for member in sorted(self.members.members.values(), key=lambda x: x.name):
             meta = self._meta(now) if member.name == self.s.name else member.meta
             rows.append({"name": member.name, "address": member.address, "state": member.state,
-                         "master": member.name == self.election.master,
+                         "master": member.name == self.raft.leader,
                          "incarnation": member.incarnation,
                          "slots": {"busy": meta.get("busy", 0), "total": meta.get("slots", 0)},
                          "disk": {"used": meta.get("disk_used", 0),
                                   "free": meta.get("disk_free", 0)}})
-        return {"node": self.s.name, "master": self.election.master, "term": self.election.term,
+        return {"node": self.s.name, "master": self.raft.leader, "term": self.raft.term,
                 "members": rows}
 
     def _nodeinfo(self, msg, now, ident):
@@ -339,7 +355,7 @@ class NodeDaemon:
                           "slots": member.meta.get("slots", 0), "busy": node.busy if node else 0,
                           "blacklisted": member.address in sched.blacklist
                           or member.name in sched.blacklist, "state": member.state})
-        return {"master": self.s.name, "term": self.election.term, "nodes": nodes}
+        return {"master": self.s.name, "term": self.raft.term, "nodes": nodes}
 
     def _disk_usage(self, now: float) -> tuple[int, int]:
         stamp, used, free = self._disk
@@ -351,7 +367,7 @@ class NodeDaemon:
 
     def _master_only(handler):
         def wrapped(self, msg, now, ident):
-            if not self.election.is_master:
+            if not self.raft.is_leader:
                 raise NotMaster(self._master_address() or "")
             return handler(self, msg, now, ident)
         return wrapped
@@ -363,8 +379,7 @@ class NodeDaemon:
         self.master.step(now, core.NodeWhitelisted(self._node_key(msg.node)))
 
     def _purge(self, msg, now, ident):
-        self.master.purge(now, msg.job)
-        self._broadcast(m.JobEnded(term=self.election.term, job=msg.job, purge=True))
+        self.master.purge(now, msg.job)  # every node deletes the job's data when committed
 
     _CONTROL = {
         m.Hello: _hello,
@@ -385,7 +400,12 @@ class NodeDaemon:
         m.Cancel: lambda self, msg, now, i: self._on_cancel(msg, now),
         m.Report: lambda self, msg, now, i: self._on_report(msg, now),
         m.JobEnded: lambda self, msg, now, i: self._on_job_ended(msg, now),
+        m.Raft: lambda self, msg, now, i: self._on_raft(msg, now),
     }
+
+    def _on_raft(self, msg: m.Raft, now: float):
+        self._step_raft(now, rf.Message(msg.kind, msg.sender, msg.body))
+        return _PARKED
 
     # -- the mesh: membership and election --
 
@@ -393,8 +413,8 @@ class NodeDaemon:
         for action in self.members.step(now, event):
             if isinstance(action, mb.SendGossip):
                 self.peers.send(action.address, m.Gossip(
-                    sender=self.s.name, term=self.election.term,
-                    master=self.election.master or "", python=PYTHON, entries=action.entries))
+                    sender=self.s.name, term=self.raft.term,
+                    master=self.raft.leader or "", python=PYTHON, entries=action.entries))
             elif isinstance(action, mb.MemberChanged):
                 member = self.members.members.get(action.name)
                 self.log.info("member_" + action.new, member=action.name, was=action.old,
@@ -402,13 +422,96 @@ class NodeDaemon:
                 if action.new in (mb.DEAD, mb.LEFT) and member is not None:
                     self.peers.forget(member.address)
 
-    def _step_election(self, event) -> None:
-        for action in self.election.step(event):
-            self.log.info("master_changed", term=action.term, master=action.master,
-                          previous=action.previous)
-            if action.master == self.s.name:
-                self.log.info("became_master", term=action.term)
-                self._node_inc.clear()
+    def _step_raft(self, now: float, event) -> None:
+        for action in self.raft.step(now, event):
+            if isinstance(action, rf.Persist):
+                self.journal.persist(action)  # fsynced before any send that follows it
+            elif isinstance(action, rf.Send):
+                member = self.members.members.get(action.to)
+                if member is not None:
+                    self.peers.send(member.address, m.Raft(kind=action.kind, sender=self.s.name,
+                                                           body=action.body))
+            elif isinstance(action, rf.Apply):
+                self._apply(now, action.entry)
+            elif isinstance(action, rf.RoleChanged):
+                self._role_changed(now, action)
+
+    def _role_changed(self, now: float, action: rf.RoleChanged) -> None:
+        self.log.info("raft_" + action.role, term=action.term, leader=action.leader)
+        if action.role == rf.LEADER:
+            self._take_over(now)
+        elif self.master.jobs or self._submits or self.waiters:
+            self._step_down()
+
+    def _take_over(self, now: float) -> None:
+        """Become master: rebuild the job table from the committed journal, then schedule."""
+        self.log.info("became_master", term=self.raft.term)
+        self.master = self._new_master()
+        self._node_inc.clear()
+        for _, entry in self.raft.log[:self.raft.applied]:
+            self.master.apply(now, entry, restore=True)
+        self._sync_nodes(now)
+        self.master.lost_nodes_after_restore(now, {x.address for x in self.members.alive()})
+        for record in self.master.jobs.values():
+            if record.status == core.ACTIVE:
+                self.master._event(record, "master_changed",
+                                   f"{self.s.name} is master in term {self.raft.term}; job resumed")
+
+    def _step_down(self) -> None:
+        """We are no longer master: tell parked clients where to go; forget the job table."""
+        leader = self._master_address() or ""
+        for ident, rid in self._submits.values():
+            self._error(ident, rid, "NotMaster", leader)
+        for _, ident, rid, _ in self.waiters:
+            self._error(ident, rid, "NotMaster", leader)
+        self._submits.clear()
+        self.waiters.clear()
+        self.master = self._new_master()
+        self.log.warning("stepped_down", term=self.raft.term, leader=self.raft.leader)
+
+    def _propose(self, entry: dict) -> None:
+        self._entries.append(entry)
+
+    def _apply(self, now: float, entry: dict) -> None:
+        """A committed journal entry: every node keeps job packs; the master acts on the rest."""
+        kind, job = entry.get("type"), entry.get("job")
+        if kind == "submit":
+            self._store_jobpack(job, entry["jobpack"])
+        elif kind == "purge":
+            self.executor.job_ended(job)
+            shutil.rmtree(self.s.data_dir / "vol0" / "jobs" / job, ignore_errors=True)
+            shutil.rmtree(self.s.data_dir / "jobs" / job, ignore_errors=True)
+        if not self.raft.is_leader:
+            return
+        self.master.apply(now, entry)
+        waiting = self._submits.pop(job, None) if kind == "submit" else None
+        if waiting is not None:
+            self._reply(waiting[0], waiting[1], {"job": job})
+
+    def _store_jobpack(self, job: str, jobpack: bytes) -> None:
+        path = self.s.data_dir / "jobs" / job / "jobpack"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(jobpack)
+        os.replace(tmp, path)
+
+    def _manage_voters(self) -> None:
+        """Voters follow membership, one change at a time: alive members join, leavers go."""
+        if any(e.get("type") == "voters" for e in self._entries) or \
+                any(e.get("type") == "voters" for _, e in self.raft.log[self.raft.commit:]):
+            return  # one configuration change in flight at a time
+        voters = list(self.raft.voters)
+        states = {x.name: x.state for x in self.members.members.values()}
+        joiner = next((x.name for x in self.members.alive() if x.name not in voters
+                       and x.state == mb.ALIVE), None)
+        leaver = next((v for v in voters if states.get(v) == mb.LEFT and v != self.s.name), None)
+        if joiner:
+            voters.append(joiner)
+        elif leaver:
+            voters.remove(leaver)
+        elif any(e.get("type") == "voters" for _, e in self.raft.log):
+            return
+        self._propose({"type": "voters", "voters": sorted(voters)})
 
     def _sync_nodes(self, now: float) -> None:
         """Feed the scheduler the alive members' slots; lost or restarted members are lost."""
@@ -444,7 +547,7 @@ class NodeDaemon:
         self._missing = missing
 
     def _master_address(self) -> str | None:
-        member = self.members.members.get(self.election.master or "")
+        member = self.members.members.get(self.raft.leader or "")
         return member.address if member else None
 
     def _node_key(self, node: str) -> str:
@@ -461,13 +564,11 @@ class NodeDaemon:
             self.log.warning("peer_refused", peer=msg.sender, python=msg.python, ours=PYTHON)
             return _PARKED
         self._step_members(now, mb.GossipIn(msg.sender, msg.entries))
-        if msg.master:
-            self._step_election(el.Claim(msg.term, msg.master))
         return _PARKED
 
     def _fresh(self, term: int, master: str, what: str) -> bool:
-        if not self.election.accepts(term):
-            self.log.warning("stale_term_refused", what=what, term=term, current=self.election.term,
+        if not self.raft.accepts(term):
+            self.log.warning("stale_term_refused", what=what, term=term, current=self.raft.term,
                              sender=master)
             return False
         return True
@@ -491,13 +592,13 @@ class NodeDaemon:
         return _PARKED
 
     def _on_report(self, msg: m.Report, now: float):
-        if not self.election.is_master:
+        if not self.raft.is_leader:
             self.log.warning("report_ignored", task=msg.task, node=msg.node, why="not master")
             return _PARKED
         if msg.kind == "message":
             self.master.task_message(msg.job, msg.task, msg.node, msg.msg)
         elif msg.kind == "done":
-            self.master.step(now, core.TaskFinished(msg.task, msg.node, list(msg.outputs)))
+            self.master.finished(msg.task, msg.node, list(msg.outputs))
         elif msg.lost:
             self.master.step(now, core.InputLost(msg.task, msg.node, msg.lost))
         else:
@@ -507,9 +608,9 @@ class NodeDaemon:
 
     def _report(self, task: dict, kind: str, **fields) -> None:
         """Tell the master about one of our tasks: directly when we are it, else by message."""
-        report = m.Report(term=self.election.term, node=self.s.address, job=task["job"],
+        report = m.Report(term=self.raft.term, node=self.s.address, job=task["job"],
                           task=task["id"], kind=kind, **fields)
-        if self.election.is_master:
+        if self.raft.is_leader:
             self._on_report(report, time.monotonic())
             return
         address = self._master_address()
@@ -523,7 +624,7 @@ class NodeDaemon:
                 "jobpack": f"disco://{self.s.address}/jobs/{task['job']}/jobpack"}
         if node == self.s.address:
             self.executor.assign(task)
-        elif not self.peers.send(node, m.Assign(term=self.election.term, master=self.s.address,
+        elif not self.peers.send(node, m.Assign(term=self.raft.term, master=self.s.address,
                                                 task=task)):
             self.master.step(time.monotonic(), core.TaskFailed(task["id"], node,
                                                                f"cannot reach {node}"))
@@ -532,12 +633,12 @@ class NodeDaemon:
         if node == self.s.address:
             self.executor.cancel(task_id)
         else:
-            self.peers.send(node, m.Cancel(term=self.election.term, master=self.s.address,
+            self.peers.send(node, m.Cancel(term=self.raft.term, master=self.s.address,
                                            task=task_id))
 
     def _job_ended(self, job: str) -> None:
         self.executor.job_ended(job)
-        self._broadcast(m.JobEnded(term=self.election.term, job=job))
+        self._broadcast(m.JobEnded(term=self.raft.term, job=job))
         done = [w for w in self.waiters if w[3] == job]
         self.waiters = [w for w in self.waiters if w[3] != job]
         for _, ident, rid, name in done:

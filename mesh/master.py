@@ -4,12 +4,17 @@ The master names and records jobs, keeps each job's events, feeds the scheduler 
 events and carries out what it returns: task assignments go to the node that should run them
 (through ``assign``), finished and failed jobs wake the clients waiting on them. It never
 unpickles user code: it reads only the job pack's msgpack header.
+
+What must survive a change of master goes through the replicated journal (``mesh.raft``):
+submissions, finished tasks, job ends and purges are *proposed* as entries and acted on only
+once committed (``apply``). A new master is a fresh ``Master`` that replays the committed
+journal with ``restore=True``: jobs come back with their finished tasks kept, and everything
+else is scheduled again. Task failures and events are not journaled (a failover resets them).
 """
 from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,31 +63,62 @@ def read_jobpack_header(jobpack: bytes) -> dict:
 class Master:
     """Job table + scheduler; ``assign(node, task)`` sends work, ``now()`` reads the clock."""
 
-    def __init__(self, data_dir: Path, assign, cancel, log, max_failures: int = 10):
+    def __init__(self, data_dir: Path, assign, cancel, propose, log, max_failures: int = 10):
         self.scheduler = core.Scheduler()
         self.jobs: dict[str, JobRecord] = {}
         self.data_dir = data_dir
-        self._assign, self._cancel, self.log = assign, cancel, log
+        self._assign, self._cancel, self._propose, self.log = assign, cancel, propose, log
         self.max_failures = max_failures
         self._seq = itertools.count(1)
         self.on_job_end = lambda name: None
 
     # -- inputs --
 
-    def submit(self, now: float, prefix: str, jobpack: bytes) -> str:
+    def submission(self, prefix: str, jobpack: bytes) -> dict:
+        """The journal entry for a new job (validated and named; nothing changes yet)."""
         header = read_jobpack_header(jobpack)
-        name = self._new_name(prefix or "Job")
-        job_dir = self.data_dir / "jobs" / name
-        job_dir.mkdir(parents=True, exist_ok=True)
-        tmp = job_dir / "jobpack.tmp"
-        tmp.write_bytes(jobpack)
-        os.replace(tmp, job_dir / "jobpack")
-        self.jobs[name] = JobRecord(name, header, time.time())
-        self.log.info("job_submitted", job=name, inputs=len(header["inputs"]))
-        self.step(now, core.JobSubmitted(
-            name, list(header["inputs"]), bool(header.get("has_map")),
-            bool(header.get("has_reduce")), header["partitions"], self.max_failures))
-        return name
+        return {"type": "submit", "job": self._new_name(prefix or "Job"), "header": header,
+                "jobpack": jobpack, "submitted": time.time()}
+
+    def apply(self, now: float, entry: dict, restore: bool = False) -> None:
+        """Act on a committed journal entry (``restore``: replayed by a new master)."""
+        kind, name = entry.get("type"), entry.get("job")
+        if kind == "submit" and name not in self.jobs:
+            header = entry["header"]
+            self.jobs[name] = JobRecord(name, header, entry["submitted"])
+            self.log.info("job_submitted", job=name, inputs=len(header["inputs"]),
+                          restored=restore or None)
+            self.step(now, core.JobSubmitted(
+                name, list(header["inputs"]), bool(header.get("has_map")),
+                bool(header.get("has_reduce")), header["partitions"], self.max_failures))
+        elif kind == "done":
+            self.step(now, self._finished(entry, restore))
+        elif kind == "end" and name in self.jobs and self.jobs[name].status == core.ACTIVE:
+            record = self.jobs[name]
+            record.status, record.finished = entry["status"], entry["finished"]
+            record.results, record.error = list(entry["results"]), entry["error"]
+            self.scheduler.jobs.pop(name, None)
+        elif kind == "purge" and name in self.jobs:
+            self._forget(now, name)
+
+    def _finished(self, entry: dict, restore: bool):
+        job = self.scheduler.jobs.get(entry["task"].rsplit(":", 2)[0])
+        task = job.tasks.get(entry["task"]) if job else None
+        live = task is not None and task.state == core.RUNNING and task.node == entry["node"]
+        if live and not restore:
+            return core.TaskFinished(entry["task"], entry["node"], list(entry["outputs"]))
+        return core.TaskRestored(entry["task"], entry["node"], list(entry["outputs"]))
+
+    def finished(self, task: str, node: str, outputs: list) -> None:
+        """A node reports a finished task: journal it; the scheduler hears it once committed."""
+        self._propose({"type": "done", "task": task, "node": node, "outputs": outputs})
+
+    def lost_nodes_after_restore(self, now: float, alive: set) -> None:
+        """Finished tasks restored on nodes that are gone: their outputs are lost."""
+        gone = {t.node for j in self.scheduler.jobs.values() if j.state == core.ACTIVE
+                for t in j.tasks.values() if t.state == core.DONE and t.node not in alive}
+        for node in sorted(gone):
+            self.step(now, core.NodeLost(node))
 
     def step(self, now: float, event) -> None:
         for action in self.scheduler.step(now, event):
@@ -118,6 +154,8 @@ class Master:
         record = self.jobs[name]
         record.status, record.finished = status, time.time()
         record.results, record.error = list(results), error
+        self._propose({"type": "end", "job": name, "status": status, "finished": record.finished,
+                       "results": record.results, "error": error})
         self.log.info("job_" + status, job=name, results=len(record.results),
                       error=error["msg"] if error else None)
         self.on_job_end(name)
@@ -167,10 +205,12 @@ class Master:
         record = self.record(name)
         if record.status == core.ACTIVE:
             self.kill(now, name)
-        del self.jobs[name]
+        self._propose({"type": "purge", "job": name})
+        self._forget(now, name)
+
+    def _forget(self, now: float, name: str) -> None:
+        self.jobs.pop(name, None)
         self.scheduler.jobs.pop(name, None)
-        shutil.rmtree(self.data_dir / "jobs" / name, ignore_errors=True)
-        shutil.rmtree(self.data_dir / "vol0" / "jobs" / name, ignore_errors=True)
         self.log.info("job_purged", job=name)
 
     def _new_name(self, prefix: str) -> str:

@@ -240,6 +240,14 @@ class Report:
     msg: str = ""
 
 
+@message("raft")
+class Raft:
+    """Node <-> node: one Raft message (``kind``: vote, vote_reply, append, append_reply)."""
+    kind: str
+    sender: str
+    body: dict
+
+
 @message("job_ended")
 class JobEnded:
     """Master -> nodes: retire the job's workers; with ``purge``, delete its data too."""

@@ -131,6 +131,8 @@ class Raft:
         self._now, self._out = now, []
         if self._deadline is None:
             self._reset_timer()
+            if self.voters == (self.name,):
+                self._deadline = now  # the only voter: no one to wait for
         self._on(event)
         self._apply_committed()
         return self._out

@@ -17,9 +17,10 @@ a node that holds its input (locality), then a node it has not failed on, then t
 Jobs share slots fairly: each free slot goes to the job with the fewest running tasks.
 
 Events in (``step(now, event)``): ``JobSubmitted``, ``NodeSlots``, ``NodeLost``,
-``TaskFinished``, ``TaskFailed``, ``InputLost``, ``JobKilled``, ``NodeBlacklisted``, ``NodeWhitelisted``,
-``Tick``. Actions out: ``AssignTask``, ``CancelTask``, ``JobFinished``, ``JobFailed``,
-``JobEvent`` (a fact for the job's event log). The core has no sockets, clock or logging.
+``TaskFinished``, ``TaskRestored``, ``TaskFailed``, ``InputLost``, ``JobKilled``,
+``NodeBlacklisted``, ``NodeWhitelisted``, ``Tick``. Actions out: ``AssignTask``,
+``CancelTask``, ``JobFinished``, ``JobFailed``, ``JobEvent`` (a fact for the job's event
+log). The core has no sockets, clock or logging.
 
 Invariants (``check_invariants``): each task is in exactly one state; a node's busy count
 equals the number of tasks running on it and never exceeds its slots; a finished job has
@@ -71,6 +72,14 @@ class TaskFailed:
     error: str
     traceback: str = ""
     retryable: bool = True
+
+
+@dataclass(frozen=True)
+class TaskRestored:
+    """A new master replays the journal: this task finished on ``node`` with ``outputs``."""
+    task: str
+    node: str
+    outputs: list
 
 
 @dataclass(frozen=True)
@@ -248,9 +257,7 @@ class Scheduler:
 
     @_on.register
     def _(self, ev: NodeLost):
-        node = self.nodes.pop(ev.node, None)
-        if node is None:
-            return
+        self.nodes.pop(ev.node, None)  # unknown nodes too: a journal replay names dead nodes
         for job in self._active_jobs():
             # decide what is lost before acting: requeueing one map drops unfinished reduces,
             # after which the other maps' outputs would no longer look needed
@@ -287,6 +294,19 @@ class Scheduler:
             why = ev.error if not ev.retryable else \
                 f"{ev.error} (failed {task.attempts} times, limit {limit})"
             self._fail(job, why, task=task, traceback=ev.traceback, node=ev.node)
+
+    @_on.register
+    def _(self, ev: TaskRestored):
+        job = self.jobs.get(ev.task.rsplit(":", 2)[0])
+        task = job.tasks.get(ev.task) if job else None
+        if task is None or job.state != ACTIVE or task.state == DONE:
+            return
+        if task.state == RUNNING:
+            self._release(task)
+        task.state, task.node, task.outputs = DONE, ev.node, list(ev.outputs)
+        self._fact(job, "task_restored", f"{task.id} done on {ev.node} (from the journal)", task)
+        if all(t.state == DONE for t in job.tasks.values()):
+            self._stage_complete(job, task.stage)
 
     @_on.register
     def _(self, ev: InputLost):

@@ -1,4 +1,4 @@
-"""The cores (scheduler, membership, election) are pure: no sockets, clocks, threads, global
+"""The cores (scheduler, membership, Raft) are pure: no sockets, clocks, threads, global
 randomness or logging.
 
 Checked twice: by importing it in a fresh interpreter and looking at what got loaded, and by
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CORES = ["scheduler.core", "mesh.membership", "mesh.election"]
+CORES = ["scheduler.core", "mesh.membership", "mesh.raft"]
 
 NEVER_LOADED = {"zmq", "structlog", "socket", "logging", "threading", "random", "asyncio",
                 "selectors", "msgpack"}
