@@ -18,7 +18,9 @@ from mesh import message as m
 
 __all__ = ["Disco", "Job", "JobError", "Params", "result_iterator"]
 
-FIND_MASTER_S = 15.0
+FIND_MASTER_S = 30.0  # how long a client looks for a (new) master before giving up
+REQUEST_TIMEOUT_S = 10.0
+LONG_POLL_S = 5.0  # a wait re-asks this often, so a new master is found quickly
 JOB_ARGS = ("input", "map", "reduce", "combiner", "partition", "partitions", "sort", "params",
             "map_reader", "reduce_reader", "map_init", "reduce_init", "required_modules",
             "required_files", "save_results", "profile", "name", "prefix")
@@ -29,22 +31,57 @@ class Disco:
 
     def __init__(self, master: str | None = None):
         self.master = resolve_master(master)  # the node we were told about
-        self.conn = Connection(self.master)
+        self.conn = Connection(self.master, REQUEST_TIMEOUT_S)
+        self._known: list[str] | None = None  # every member's address, learned once
 
     def request(self, cls, wait_s: float | None = None, **fields):
-        """Send a request to the master, following it from whichever node answers."""
+        """Send a request to the master, following it from whichever node answers.
+
+        A node that is not the master names it (``NotMaster``); a master that stops answering
+        is looked for again through every member we know, until ``FIND_MASTER_S`` passes.
+        """
         deadline = time.monotonic() + FIND_MASTER_S
         while True:
             try:
-                return self.conn.request(cls, wait_s=wait_s, **fields)
+                reply = self.conn.request(cls, wait_s=wait_s, **fields)
+                if self._known is None:
+                    self._learn_members()
+                return reply
             except NotMaster as exc:
-                if time.monotonic() > deadline:
-                    raise CommError(f"no master found through {self.master} within "
-                                    f"{FIND_MASTER_S:g} s") from None
-                self.conn.close()
-                if not exc.master:
-                    time.sleep(0.2)
-                self.conn = Connection(exc.master or self.master)
+                target = exc.master
+            except CommError:
+                if not self._known or time.monotonic() > deadline:
+                    raise
+                target = None
+            if time.monotonic() > deadline:
+                raise CommError(f"no master found through {self.master} within "
+                                f"{FIND_MASTER_S:g} s")
+            self.conn.close()
+            if not target:
+                time.sleep(0.2)
+                target = self._find_master()
+            self.conn = Connection(target or self.master, REQUEST_TIMEOUT_S)
+
+    def _learn_members(self) -> None:
+        try:
+            status = self.conn.request(m.GetStatus)
+            self._known = [x["address"] for x in status["members"]]
+        except CommError:
+            self._known = []
+
+    def _find_master(self) -> str | None:
+        """Ask each member we know who the master is."""
+        for address in self._known or [self.master]:
+            conn = Connection(address, 1.0)
+            try:
+                hello = conn.request(m.Hello, python=jobpack.PYTHON)
+            except CommError:
+                continue
+            finally:
+                conn.close()
+            if hello.get("master"):
+                return hello["master"]
+        return None
 
     def submit(self, jobpack_bytes: bytes, prefix: str) -> str:
         return self.request(m.SubmitJob, prefix=prefix, jobpack=jobpack_bytes,
@@ -109,8 +146,10 @@ class Disco:
 
     def _long_poll(self, jobname: str, deadline: float | None) -> dict:
         while True:
-            left = 30.0 if deadline is None else max(0.0, min(30.0, deadline - time.monotonic()))
-            status = self.request(m.WaitJob, wait_s=left + 30, job=jobname, timeout_s=left)
+            left = LONG_POLL_S if deadline is None else \
+                max(0.0, min(LONG_POLL_S, deadline - time.monotonic()))
+            status = self.request(m.WaitJob, wait_s=left + REQUEST_TIMEOUT_S, job=jobname,
+                                  timeout_s=left)
             if status["status"] != "active" or (deadline and time.monotonic() >= deadline):
                 return status
 

@@ -242,3 +242,25 @@ def test_joining_a_cluster_of_another_python_is_refused(tmp_path):
         assert "2.7" in err and f"{sys.version_info.major}.{sys.version_info.minor}" in err
     finally:
         fake.close()
+
+
+def test_kill_9_of_the_master_mid_job_gives_identical_output(trio, tmp_path):
+    inputs, expected = make_inputs(tmp_path, 12, lines=40)
+    reference = Job(master=trio[1].address).run(input=inputs, map=slow_words_map,
+                                                reduce=words_reduce, partitions=3)
+    baseline = list(result_iterator(reference.wait(timeout=60)))
+    master = next(n for n in trio if status_of(n)["master"] == n.address)
+    client_via = next(n for n in trio if n is not master)
+    job = Job(master=client_via.address).run(input=inputs, map=slow_words_map,
+                                             reduce=words_reduce, partitions=3)
+    wait_for(lambda: sum(e["type"] == "task_done" for e in job.events()) >= 3, 20,
+             "three maps to finish")
+    os.killpg(master.proc.pid, signal.SIGKILL)
+    results = job.wait(timeout=90)  # the client finds the new master by itself
+    assert list(result_iterator(results)) == baseline  # same records, same order
+    assert dict(baseline) == expected
+    assert master.address not in {u.split("/")[2] for u in results}
+    survivors = [n for n in trio if n is not master]
+    assert {status_of(n)["master"] for n in survivors} <= {n.address for n in survivors}
+    history = {j["job"] for j in Disco(client_via.address).jobs()}
+    assert {reference.name, job.name} <= history  # job history survived the failover
