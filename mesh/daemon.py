@@ -129,7 +129,8 @@ class NodeDaemon:
         self.peers = Peers(self.ctx)
         self._check_seeds()
         self.incarnation = self._bump_incarnation()
-        self.members = mb.Membership(self.s.name, self.s.address, self.incarnation, self.s.join,
+        self.members = mb.Membership(self.s.name, self.s.address, self.incarnation,
+                                     self.s.join + self._known_peers(),
                                      rng=random.Random(), config=mb.Config.loopback(),
                                      meta=self._meta(now))
         self.journal = Journal(self.s.data_dir)
@@ -149,6 +150,22 @@ class NodeDaemon:
                         self.s.max_failures)
         master.on_job_end = self._job_ended
         return master
+
+    def _known_peers(self) -> tuple:
+        """Members seen alive before a restart: asked again, so a restarted node finds its
+        cluster even without --join."""
+        try:
+            peers = json.loads((self.s.data_dir / "members.json").read_text())
+        except (OSError, ValueError):
+            return ()
+        return tuple(p for p in peers if isinstance(p, str) and p != self.s.address
+                     and p not in self.s.join)
+
+    def _remember_members(self) -> None:
+        path = self.s.data_dir / "members.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(sorted(x.address for x in self.members.alive())))
+        os.replace(tmp, path)
 
     def _check_seeds(self) -> None:
         """Refuse to join a cluster of another protocol version or Python minor version."""
@@ -265,6 +282,7 @@ class NodeDaemon:
         self._step_members(now, mb.Tick())
         self._step_raft(now, rf.Tick())
         if self.raft.is_leader:
+            self.raft.learners = {x.name for x in self.members.alive()} - {self.s.name}
             self._manage_voters()
             self._sync_nodes(now)
             self.master.step(now, core.Tick())
@@ -412,15 +430,16 @@ class NodeDaemon:
     def _step_members(self, now: float, event) -> None:
         for action in self.members.step(now, event):
             if isinstance(action, mb.SendGossip):
-                self.peers.send(action.address, m.Gossip(
-                    sender=self.s.name, term=self.raft.term,
-                    master=self.raft.leader or "", python=PYTHON, entries=action.entries))
+                self.peers.send(action.address, m.Gossip(sender=self.s.name, python=PYTHON,
+                                                          body=action.entries))
             elif isinstance(action, mb.MemberChanged):
                 member = self.members.members.get(action.name)
                 self.log.info("member_" + action.new, member=action.name, was=action.old,
                               incarnation=member.incarnation if member else None)
                 if action.new in (mb.DEAD, mb.LEFT) and member is not None:
                     self.peers.forget(member.address)
+                if action.new == mb.ALIVE and action.old is None:
+                    self._remember_members()
 
     def _step_raft(self, now: float, event) -> None:
         for action in self.raft.step(now, event):
@@ -450,6 +469,7 @@ class NodeDaemon:
         self._node_inc.clear()
         for _, entry in self.raft.log[:self.raft.applied]:
             self.master.apply(now, entry, restore=True)
+        self.master.finish_restore()
         self._sync_nodes(now)
         self.master.lost_nodes_after_restore(now, {x.address for x in self.members.alive()})
         for record in self.master.jobs.values():
@@ -563,7 +583,7 @@ class NodeDaemon:
         if msg.python != PYTHON:
             self.log.warning("peer_refused", peer=msg.sender, python=msg.python, ours=PYTHON)
             return _PARKED
-        self._step_members(now, mb.GossipIn(msg.sender, msg.entries))
+        self._step_members(now, mb.GossipIn(msg.sender, msg.body))
         return _PARKED
 
     def _fresh(self, term: int, master: str, what: str) -> bool:

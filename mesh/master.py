@@ -71,6 +71,8 @@ class Master:
         self.max_failures = max_failures
         self._seq = itertools.count(1)
         self.on_job_end = lambda name: None
+        self._restoring = False
+        self._ends_seen_in_replay: dict[str, tuple] = {}
 
     # -- inputs --
 
@@ -82,6 +84,20 @@ class Master:
 
     def apply(self, now: float, entry: dict, restore: bool = False) -> None:
         """Act on a committed journal entry (``restore``: replayed by a new master)."""
+        self._restoring = restore
+        try:
+            self._apply(now, entry, restore)
+        finally:
+            self._restoring = False
+
+    def finish_restore(self) -> None:
+        """After a replay: jobs the replay found complete but the journal did not end yet."""
+        for name, (status, results, error) in self._ends_seen_in_replay.items():
+            if name in self.jobs and self.jobs[name].status == core.ACTIVE:
+                self._end(name, status, results, error)
+        self._ends_seen_in_replay.clear()
+
+    def _apply(self, now: float, entry: dict, restore: bool) -> None:
         kind, name = entry.get("type"), entry.get("job")
         if kind == "submit" and name not in self.jobs:
             header = entry["header"]
@@ -151,6 +167,9 @@ class Master:
                 "node": action.node, "traceback": action.traceback})
 
     def _end(self, name: str, status: str, results=(), error=None) -> None:
+        if self._restoring:  # the journal's own end entry (if any) follows in the replay
+            self._ends_seen_in_replay[name] = (status, list(results), error)
+            return
         record = self.jobs[name]
         record.status, record.finished = status, time.time()
         record.results, record.error = list(results), error

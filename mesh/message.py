@@ -201,12 +201,10 @@ class Shutdown:
 
 @message("gossip")
 class Gossip:
-    """Heartbeat + membership table + the sender's view of master and term."""
+    """One membership (SWIM) message: ``body`` is the membership core's, validated there."""
     sender: str
-    term: int
-    master: str  # "" while there is none
     python: str
-    entries: list
+    body: dict
 
 
 @message("assign")

@@ -23,8 +23,12 @@ conflicting suffix. An entry is committed once stored on a majority *and* from t
 current term [5.4.2]; committed entries are handed out in order (``Apply``) exactly once per
 process. Votes go only to candidates whose log is at least as up to date as ours [5.4.1].
 
-Events in: ``Tick``, ``Propose``, and the four messages ``Vote``, ``VoteReply``, ``Append``,
-``AppendReply`` (dicts, as decoded from the wire). Actions out: ``Send(to, kind, body)``,
+A follower first runs a *pre-vote* (Raft thesis 9.6): it raises its term and stands only if a
+majority would vote for it, so a node cut off from the cluster does not inflate its term and
+disrupt the leader when it comes back.
+
+Events in: ``Tick``, ``Propose``, and ``Message``s of kind pre_vote, pre_vote_reply, vote,
+vote_reply, append, append_reply (dicts, as decoded from the wire). Actions out: ``Send(to, kind, body)``,
 ``Persist(term, voted_for, truncate_from, entries)`` (to be fsynced *before* the sends that
 follow it in the same batch go out), ``Apply(index, entry)``, ``RoleChanged``.
 
@@ -44,8 +48,9 @@ class Config:
     heartbeat_s: float = 0.1
     election_min_s: float = 1.0
     election_max_s: float = 2.0
-    lease_s: float = 1.5
+    lease_s: float = 0.8  # below election_min_s: a deposed leader stops before a new one starts
     max_batch: int = 256
+    max_batch_bytes: int = 8 << 20
 
 
 # ---- events ------------------------------------------------------------------------------
@@ -114,7 +119,9 @@ class Raft:
         self.commit = 0
         self.applied = 0
         self.voters: tuple = self._voters_in_log() or ((name,) if founder else ())
+        self.learners: set = set()  # non-voting members that still get the log (set by the loop)
         self._votes: set = set()
+        self._pre_votes: set = set()
         self._match: dict[str, int] = {}
         self._next: dict[str, int] = {}
         self._acked: dict[str, float] = {}
@@ -155,7 +162,7 @@ class Raft:
         if self.role == LEADER:
             self._lead_tick()
         elif self._now >= self._deadline and self.name in self.voters:
-            self._stand()
+            self._pre_stand()
 
     @_on.register
     def _(self, ev: Propose):
@@ -177,11 +184,12 @@ class Raft:
         term = body.get("term", 0)
         if not isinstance(term, int):
             return
-        if term > self.term:
+        if term > self.term and ev.kind not in ("pre_vote", "pre_vote_reply"):
             if ev.kind == "vote" and self._leader_recently_heard():
                 return  # stickiness: a healthy leader is not deposed by a rejoining node
             self._become_follower(term, None)
-        handler = {"vote": self._on_vote, "vote_reply": self._on_vote_reply,
+        handler = {"pre_vote": self._on_pre_vote, "pre_vote_reply": self._on_pre_vote_reply,
+                   "vote": self._on_vote, "vote_reply": self._on_vote_reply,
                    "append": self._on_append, "append_reply": self._on_append_reply}.get(ev.kind)
         if handler is not None:
             try:
@@ -190,6 +198,35 @@ class Raft:
                 pass  # a malformed body from a peer: ignore it
 
     # -- elections [5.2] --
+
+    def _pre_stand(self) -> None:
+        """Pre-vote (Raft thesis 9.6): ask before raising our term, so that a node cut off
+        from the cluster cannot inflate its term and disrupt the leader when it returns."""
+        self._reset_timer()
+        self._pre_votes = {self.name}
+        last_index, last_term = self._last()
+        for voter in self.voters:
+            if voter != self.name:
+                self._out.append(Send(voter, "pre_vote", {
+                    "term": self.term + 1, "last_index": last_index, "last_term": last_term}))
+        self._check_pre_votes()
+
+    def _on_pre_vote(self, sender: str, body: dict) -> None:
+        last_index, last_term = self._last()
+        up_to_date = (body["last_term"], body["last_index"]) >= (last_term, last_index)
+        grant = (body["term"] > self.term and up_to_date and sender in self.voters
+                 and not self._leader_recently_heard())
+        self._out.append(Send(sender, "pre_vote_reply", {"term": body["term"], "granted": grant}))
+
+    def _on_pre_vote_reply(self, sender: str, body: dict) -> None:
+        if self.role != LEADER and body["term"] == self.term + 1 and body["granted"]:
+            self._pre_votes.add(sender)
+            self._check_pre_votes()
+
+    def _check_pre_votes(self) -> None:
+        if self._majority(self._pre_votes):
+            self._pre_votes = set()
+            self._stand()
 
     def _stand(self) -> None:
         self.term += 1
@@ -245,14 +282,19 @@ class Raft:
 
     def _broadcast_append(self) -> None:
         self._next_beat = self._now + self.cfg.heartbeat_s
-        for voter in self.voters:
-            if voter != self.name:
-                self._append_to(voter)
+        for member in sorted(set(self.voters) | self.learners):
+            if member != self.name:
+                self._append_to(member)
 
     def _append_to(self, voter: str) -> None:
         nxt = self._next.setdefault(voter, len(self.log) + 1)
         prev = nxt - 1
-        entries = self.log[prev:prev + self.cfg.max_batch]
+        entries, size = [], 0
+        for term, entry in self.log[prev:prev + self.cfg.max_batch]:
+            size += 256 + len(entry.get("jobpack") or b"")
+            if entries and size > self.cfg.max_batch_bytes:
+                break  # big job packs travel a few per message
+            entries.append((term, entry))
         self._send(voter, "append", prev_index=prev, prev_term=self._term_at(prev),
                    entries=[[t, e] for t, e in entries], commit=self.commit)
 

@@ -44,8 +44,8 @@ SAMPLES = [
     m.Chunk(19, 0, 1 << 20, False),
     m.Chunk(20, 1 << 20, 7, True),
     m.TaskFailed("j:reduce:0", "CommError: gone", lost="disco://h:1/vol0/x"),
-    m.Gossip("h1:8989", 3, "h1:8989", "3.11", [["h1:8989", "h1:8989", 1, 7, "alive", {}]]),
-    m.Gossip("h2:8989", 0, "", "3.11", []),
+    m.Gossip("h1:8989", "3.11", {"kind": "ping", "seq": 3, "updates": [
+        ["h1:8989", "h1:8989", 1, "alive", {"slots": 2}, ""]]}),
     m.Assign(3, "h1:8989", {"id": "j:map:0", "job": "j", "inputs": ["raw://x"]}),
     m.Cancel(3, "h1:8989", "j:map:0"),
     m.Report(3, "h2:8989", "j", "j:map:0", "done", outputs=[{"label": 0, "url": "u", "size": 1}]),
