@@ -57,6 +57,8 @@ class NodeDaemon:
         self.running = True
         self.started = time.time()
         self.waiters: list[tuple] = []  # (deadline, ident, rid, job)
+        self.refused = {"bad_frames": 0, "bad_messages": 0, "bad_data_requests": 0,
+                        "unauthenticated": 0}  # shown by `disco status --json`
         self._disk = (0.0, 0, 0)
 
     # -- life cycle --
@@ -108,6 +110,7 @@ class NodeDaemon:
             self.poller.register(self.zap.sock, zmq.POLLIN)
 
     def _refused(self, address: str, mechanism: str) -> None:
+        self.refused["unauthenticated"] += 1
         self.log.warning("connection_refused", peer=address, mechanism=mechanism,
                          why="no cluster secret", refused=self.zap.refused)
 
@@ -296,6 +299,7 @@ class NodeDaemon:
 
     def _on_control_frames(self, frames: list, now: float) -> None:
         if len(frames) != 2:
+            self.refused["bad_frames"] += 1
             self.log.warning("bad_frame_count", count=len(frames))
             if len(frames) > 2 or len(frames) == 1:
                 self._error(frames[0], 0, "protocol", "expected exactly one message frame")
@@ -304,6 +308,7 @@ class NodeDaemon:
         try:
             msg = m.decode(frame)
         except ProtocolError as exc:
+            self.refused["bad_messages"] += 1
             self.log.warning("bad_message", error=str(exc), bytes=len(frame))
             self._error(ident, 0, "protocol", str(exc))
             return
@@ -362,7 +367,7 @@ class NodeDaemon:
                          "disk": {"used": meta.get("disk_used", 0),
                                   "free": meta.get("disk_free", 0)}})
         return {"node": self.s.name, "master": self.raft.leader, "term": self.raft.term,
-                "members": rows}
+                "members": rows, "refused": dict(self.refused)}
 
     def _nodeinfo(self, msg, now, ident):
         sched = self.master.scheduler
@@ -716,6 +721,7 @@ class NodeDaemon:
                 raise ProtocolError(f"{msg.TYPE} is not served on the data port")
             header, data = self._read(msg)
         except DiscoError as exc:
+            self.refused["bad_data_requests"] += 1
             self.log.warning("bad_data_request", error=str(exc))
             rid = getattr(locals().get("msg"), "rid", 0)
             self.data.send_multipart([ident, m.encode(m.Error(rid=rid, code=type(exc).__name__,

@@ -55,6 +55,9 @@ def test_garbage_on_both_ports_never_stops_the_daemon(node):
     assert errors >= len(samples)
     assert node.alive() and answers(node.address, 2)
     assert "bad_message" in node.log_text()
+    refused = Connection(node.address, 5).request(m.GetStatus)["refused"]
+    assert refused["bad_messages"] >= len(samples) and refused["bad_frames"] >= 1
+    assert refused["bad_data_requests"] >= len(samples)
     # a well-formed Fetch still works on the data port after the garbage
     while data.poll(200):
         data.recv_multipart()
@@ -159,3 +162,25 @@ def test_daemon_survives_task_and_control_load_with_no_leftover_workers(node_fac
     for _ in range(200):
         conn.request(m.GetStatus)
     assert stop_group(node.proc)
+
+
+def test_fuzzed_frames_to_both_ports_never_crash_the_daemon(node):
+    """Mutations of valid messages (the hardest kind to reject); FUZZ_FRAMES sets how many."""
+    rng = random.Random(11)
+    valid = [m.encode(x) for x in (
+        m.Hello(rid=1, python="3.11"), m.GetStatus(rid=2), m.WaitJob(rid=3, job="j@1"),
+        m.Fetch(rid=4, path="vol0/x", offset=0, length=10), m.Gossip("x", "3.11", {"kind": "ping"}),
+        m.Raft("append", "x", {"term": 1}), m.Assign(1, "x", {"id": "j:map:0"}))]
+    ctrl, data = _dealer(node.port), _dealer(node.port + 1)
+    total = int(os.environ.get("FUZZ_FRAMES", "4000"))
+    for i in range(total):
+        frame = bytearray(rng.choice(valid))
+        for _ in range(rng.randint(1, 4)):
+            frame[rng.randrange(len(frame))] = rng.randrange(256)
+        (ctrl if i % 2 else data).send(bytes(frame))
+        if i % 500 == 0:
+            while ctrl.poll(0):
+                ctrl.recv()
+            while data.poll(0):
+                data.recv_multipart()
+    assert answers(node.address, 10) and node.alive()
