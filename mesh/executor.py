@@ -32,6 +32,7 @@ class WorkerProc:
     task: dict | None = None
     ready: bool = False
     idle_since: float = 0.0
+    dying: bool = False  # cancelled or retired: never handed a task again
 
 
 class Executor:
@@ -52,16 +53,22 @@ class Executor:
         worker = self._idle_worker(task["job"]) or self._idle_worker("")
         if worker is None:
             self.backlog.append(task)
-            self._spawn(job=task["job"])
+            if self._starting(task["job"]) < sum(t["job"] == task["job"] for t in self.backlog):
+                self._spawn(job=task["job"])  # only as many as there are tasks to take
             return
         self._start(worker, task)
+
+    def _starting(self, job: str) -> int:
+        """Workers on their way up that will take one of ``job``'s waiting tasks."""
+        return sum(1 for w in self.workers.values()
+                   if not w.ready and not w.dying and w.task is None and w.job in (job, ""))
 
     def cancel(self, task_id: str) -> None:
         self.backlog = [t for t in self.backlog if t["id"] != task_id]
         for worker in self.workers.values():
             if worker.task and worker.task["id"] == task_id:
                 worker.task = None  # its death is not a task failure now
-                worker.ready = False  # and it must not be handed the next task
+                worker.ready, worker.dying = False, True  # and it gets no next task
                 self._kill(worker)
 
     def job_ended(self, job: str) -> None:
@@ -107,7 +114,10 @@ class Executor:
             elif (worker.ready and worker.task is None and worker.job
                   and now - worker.idle_since > self.idle_timeout_s):
                 self._retire(worker)
-        generic = sum(1 for w in self.workers.values() if not w.job)
+        self._top_up_spares()
+
+    def _top_up_spares(self) -> None:
+        generic = sum(1 for w in self.workers.values() if not w.job and not w.dying)
         if not self.stopping and generic < self.spare:
             self._spawn(job="")
 
@@ -140,8 +150,11 @@ class Executor:
 
     def _start(self, worker: WorkerProc, task: dict) -> None:
         from mesh import message as m
+        spare = not worker.job
         worker.job, worker.task = task["job"], task
         self._send(worker.wid, m.RunTask(task=task))
+        if spare:
+            self._top_up_spares()  # the next job finds a warm spare too
 
     def _spawn(self, job: str) -> WorkerProc:
         wid = uuid.uuid4().hex[:12].encode()
@@ -173,7 +186,7 @@ class Executor:
     def _retire(self, worker: WorkerProc) -> None:
         from mesh import message as m
         self._send(worker.wid, m.Shutdown(reason="idle"))
-        worker.ready = False  # it will exit; tick() buries it
+        worker.ready, worker.dying = False, True  # it will exit; tick() buries it
 
     def _kill(self, worker: WorkerProc, sig: int = signal.SIGKILL) -> None:
         try:

@@ -18,6 +18,7 @@ from pathlib import Path
 import zmq
 
 from disco import log as disco_log
+from disco.worker import task as task_mod  # imported before the first task: spares are warm
 from mesh import message as m
 from mesh import security
 
@@ -99,7 +100,6 @@ class Worker:
                 self.send(self.run(msg.task))
 
     def run(self, task: dict):
-        from disco.worker import task as task_mod
         self.events.task = task["id"]
         log = self.log.bind(job=task["job"], task=task["id"], stage=task.get("stage"))
         log.info("task_started", inputs=len(task.get("inputs", ())))
