@@ -423,12 +423,12 @@ class Membership:
         self._updates[member.name] = [member.entry(by), 0]
 
     def _piggyback(self) -> list:
-        """Fewest-sent first; among equals our own entry (a refutation, a leave), then news
-        of members gone, then the rest."""
+        """Our own entry first (a refutation, a leave), then news of members gone, then the
+        rest; fewest-sent first within each."""
         limit = self.cfg.retransmit_mult * max(1, math.ceil(math.log10(len(self.members) + 1)))
         rank = {LEFT: 1, DEAD: 1, ALIVE: 2, SUSPECT: 3}
         chosen = sorted(self._updates.items(), key=lambda kv: (
-            kv[1][1], 0 if kv[0] == self.name else rank[kv[1][0][3]]))[:self.cfg.max_piggyback]
+            0 if kv[0] == self.name else rank[kv[1][0][3]], kv[1][1]))[:self.cfg.max_piggyback]
         out = []
         for name, item in chosen:
             item[1] += 1

@@ -264,3 +264,31 @@ def test_kill_9_of_the_master_mid_job_gives_identical_output(trio, tmp_path):
     assert {status_of(n)["master"] for n in survivors} <= {n.address for n in survivors}
     history = {j["job"] for j in Disco(client_via.address).jobs()}
     assert {reference.name, job.name} <= history  # job history survived the failover
+
+
+def test_paused_master_steps_down_and_its_stale_term_is_refused(trio, tmp_path):
+    master = next(n for n in trio if status_of(n)["master"] == n.address)
+    others = [n for n in trio if n is not master]
+    old_term = status_of(others[0])["term"]
+    os.kill(master.proc.pid, signal.SIGSTOP)
+    try:
+        new = wait_for(lambda: (lambda v: v["master"] not in (None, master.address) and v)(
+            status_of(others[0])), 10, "a new master while the old one is paused")
+        assert new["term"] > old_term
+    finally:
+        os.kill(master.proc.pid, signal.SIGCONT)
+    # the old master wakes up, hears the new term and follows; there is one master
+    wait_for(lambda: status_of(master)["master"] == new["master"], 10, "the old master to follow")
+    masters = {status_of(n)["master"] for n in trio}
+    assert masters == {new["master"]}
+    # a command in the old term is refused (commands are one-way: the refusal is logged)
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect(f"tcp://127.0.0.1:{others[0].port}")
+    sock.send(m.encode(m.Assign(term=old_term, master=master.address,
+                                task={"id": "x:map:0", "job": "x", "stage": "map"})))
+    wait_for(lambda: "stale_term_refused" in others[0].log_text(), 5, "the refusal to be logged")
+    sock.close()
+    inputs, expected = make_inputs(tmp_path, 3)
+    job = Job(master=master.address).run(input=inputs, map=words_map, reduce=words_reduce)
+    assert dict(result_iterator(job.wait(timeout=60))) == expected

@@ -84,7 +84,7 @@ class Sim:
                 return True
         return False
 
-    def run(self, seconds: float, tick: float = 0.01) -> None:
+    def run(self, seconds: float, tick: float = 0.02) -> None:
         end = self.now + seconds
         next_tick = self.now
         while self.now < end:
