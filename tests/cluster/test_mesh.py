@@ -292,3 +292,19 @@ def test_paused_master_steps_down_and_its_stale_term_is_refused(trio, tmp_path):
     inputs, expected = make_inputs(tmp_path, 3)
     job = Job(master=master.address).run(input=inputs, map=words_map, reduce=words_reduce)
     assert dict(result_iterator(job.wait(timeout=60))) == expected
+
+
+def test_five_nodes_converge_and_share_a_job(node_factory, tmp_path):
+    first = node_factory(workers=1)
+    nodes = [first] + [node_factory(workers=1, args=("--join", first.address)) for _ in range(4)]
+    names = {n.address for n in nodes}
+    for n in nodes:
+        wait_for(lambda n=n: {k for k, v in states(n).items() if v == "alive"} == names, 20,
+                 f"{n.address} to see all five alive")
+    wait_for(lambda: len({status_of(n)["master"] for n in nodes}) == 1, 10, "one master")
+    inputs, expected = make_inputs(tmp_path, 15)
+    job = Job(master=nodes[4].address).run(input=inputs, map=slow_words_map, reduce=words_reduce,
+                                           partitions=5)
+    assert dict(result_iterator(job.wait(timeout=90))) == expected
+    ran_on = {e["node"] for e in job.events() if e["type"] == "task_started"}
+    assert len(ran_on) >= 4  # spread over the cluster (one node may stay busy elsewhere)
