@@ -52,8 +52,9 @@ class Lab:
         self.ns = {name: f"d{name}{tag}" for name in names}
         self.procs: list[subprocess.Popen] = []
         _ip("netns", "add", self.hub)
-        _ip("-n", self.hub, "link", "add", "br0", "type", "bridge")
-        _ip("-n", self.hub, "link", "set", "br0", "up")
+        for bridge in ("br0", "br1"):  # br1 is the far side of a partition
+            _ip("-n", self.hub, "link", "add", bridge, "type", "bridge")
+            _ip("-n", self.hub, "link", "set", bridge, "up")
         for i, (name, ns) in enumerate(self.ns.items(), start=1):
             _ip("netns", "add", ns)
             _ip("-n", ns, "link", "set", "lo", "up")
@@ -71,6 +72,15 @@ class Lab:
 
     def cut(self, name: str) -> None:
         _ip("-n", self.hub, "link", "set", f"b{name}{self.tag}", "down")
+
+    def move(self, name: str, bridge: str) -> None:
+        """Put a node on another bridge: nodes on different bridges cannot talk."""
+        _ip("-n", self.hub, "link", "set", f"b{name}{self.tag}", "master", bridge)
+
+    def status(self, name: str, i: int) -> dict | None:
+        out = self.call(name, [str(BIN / "disco"), "status", "--host", self.addr(i), "--port",
+                               str(PORT), "--json"])
+        return json.loads(out.stdout) if out.returncode == 0 else None
 
     def run(self, name: str, argv: list[str], **kw) -> subprocess.Popen:
         proc = subprocess.Popen(["ip", "netns", "exec", self.ns[name], *argv],
@@ -90,15 +100,43 @@ class Lab:
 
 
 @pytest.fixture
-def lab():
+def lab_factory():
     why = _can_make_namespaces()
     if why:
         pytest.skip(why)
-    lab = Lab(["a", "b", "c"])
-    try:
-        yield lab
-    finally:
+    labs = []
+
+    def make(names):
+        labs.append(Lab(names))
+        return labs[-1]
+
+    yield make
+    for lab in labs:
         lab.close()
+
+
+@pytest.fixture
+def lab(lab_factory):
+    return lab_factory(["a", "b", "c"])
+
+
+def start_nodes(lab: Lab, names: list[str], tmp_path: Path) -> str:
+    """One daemon per namespace, all joined to the first; returns the seed address."""
+    seed = f"{lab.addr(1)}:{PORT}"
+    for i, name in enumerate(names, start=1):
+        argv = [sys.executable, "-m", "disco.cli", "nodaemon", "--no-console", "--insecure",
+                "--host", lab.addr(i), "--port", str(PORT), "--data", str(tmp_path / name),
+                "--workers", "1"]
+        if i > 1:
+            argv += ["--join", seed]
+        lab.run(name, argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 40
+    while True:
+        st = lab.status(names[0], 1)
+        if st and st["master"] and sum(m["state"] == "alive" for m in st["members"]) == len(names):
+            return seed
+        assert time.monotonic() < deadline, "the nodes never all saw each other"
+        time.sleep(0.3)
 
 
 JOB = '''
@@ -124,27 +162,8 @@ print(json.dumps(dict(result_iterator(job.wait(timeout=120)))), flush=True)
 
 def test_node_cut_off_mid_job_gives_exact_counts(lab, tmp_path):
     python = sys.executable
-    names = ["a", "b", "c"]
-    seed = f"{lab.addr(1)}:{PORT}"
-    for i, name in enumerate(names, start=1):
-        argv = [python, "-m", "disco.cli", "nodaemon", "--no-console", "--insecure",
-                "--host", lab.addr(i), "--port", str(PORT), "--data", str(tmp_path / name),
-                "--workers", "1"]
-        if name != "a":
-            argv += ["--join", seed]
-        lab.run(name, argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seed = start_nodes(lab, ["a", "b", "c"], tmp_path)
     disco = [str(BIN / "disco")]
-
-    def alive_seen_by_a() -> int:
-        out = lab.call("a", [*disco, "status", "--host", lab.addr(1), "--port", str(PORT), "--json"])
-        if out.returncode != 0:
-            return 0
-        return sum(m["state"] == "alive" for m in json.loads(out.stdout)["members"])
-
-    deadline = time.monotonic() + 30
-    while alive_seen_by_a() != 3:
-        assert time.monotonic() < deadline, "three nodes never saw each other"
-        time.sleep(0.3)
 
     inputs, expected = [], collections.Counter()
     for i in range(12):
@@ -177,3 +196,40 @@ def test_node_cut_off_mid_job_gives_exact_counts(lab, tmp_path):
     states = {m["address"]: m["state"] for m in json.loads(out.stdout)["members"]}
     assert states[victim] == "dead"
     assert Path(tmp_path / "c").exists()
+
+
+def test_partition_with_the_master_in_the_minority(lab_factory, tmp_path):
+    names = ["a", "b", "c", "d", "e"]
+    lab = lab_factory(names)
+    start_nodes(lab, names, tmp_path)
+    index = {f"{lab.addr(i)}:{PORT}": (name, i) for i, name in enumerate(names, start=1)}
+    first = lab.status("a", 1)
+    old_master, old_term = first["master"], first["term"]
+    minority = [index[old_master]] + [next(v for k, v in index.items() if k != old_master)]
+    majority = [v for v in index.values() if v not in minority]
+    for name, _ in minority:
+        lab.move(name, "br1")  # 2 | 3, the master on the small side
+    deadline = time.monotonic() + 10
+    while True:
+        views = [lab.status(n, i) for n, i in majority]
+        masters = {v["master"] for v in views if v}
+        if len(masters) == 1 and None not in masters and old_master not in masters:
+            break
+        assert time.monotonic() < deadline, f"no new master on the majority side: {masters}"
+        time.sleep(0.2)
+    new_master = masters.pop()
+    assert all(v["term"] > old_term for v in views if v)
+    # the old master lost its lease: it no longer claims to be master, so it cannot schedule
+    deadline = time.monotonic() + 5
+    while lab.status(*minority[0])["master"] == old_master:
+        assert time.monotonic() < deadline, "the old master kept its role without a majority"
+        time.sleep(0.2)
+    for name, _ in minority:
+        lab.move(name, "br0")  # heal
+    deadline = time.monotonic() + 15
+    while True:
+        masters = {(lab.status(n, i) or {}).get("master") for n, i in index.values()}
+        if masters == {new_master}:
+            break
+        assert time.monotonic() < deadline, f"after healing, masters seen: {masters}"
+        time.sleep(0.3)
