@@ -233,3 +233,72 @@ def test_partition_with_the_master_in_the_minority(lab_factory, tmp_path):
             break
         assert time.monotonic() < deadline, f"after healing, masters seen: {masters}"
         time.sleep(0.3)
+
+
+def _ensure_iptables() -> str | None:
+    if shutil.which("iptables") is None and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "install", "-y", "-q", "iptables"], capture_output=True,
+                       timeout=300)
+    return None if shutil.which("iptables") else "needs iptables (apt-get install iptables)"
+
+
+def _deaths(tmp_path: Path, names: list[str]) -> list[str]:
+    out = []
+    for name in names:
+        log = tmp_path / name / "logs" / "node.jsonl"
+        out += [line for line in log.read_text().splitlines() if '"member_dead"' in line]
+    return out
+
+
+def _word_job(lab: Lab, seed: str, tmp_path: Path, n: int = 6) -> tuple[dict, dict]:
+    inputs, expected = [], collections.Counter()
+    for i in range(n):
+        text = "\n".join(f"w{(i * 3 + j) % 11} all" for j in range(20)) + "\n"
+        expected.update(text.split())
+        path = tmp_path / f"job{i}.txt"
+        path.write_text(text)
+        inputs.append(str(path))
+    script = tmp_path / "job.py"
+    script.write_text(JOB)
+    out = lab.call("a", [sys.executable, str(script), seed, *inputs], timeout=150)
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2, out.stderr[-2000:]
+    return json.loads(lines[1]), dict(expected)
+
+
+def test_ten_percent_loss_on_every_link_kills_no_one(lab_factory, tmp_path):
+    why = _ensure_iptables()
+    if why:
+        pytest.skip(why)
+    names = ["a", "b", "c"]
+    lab = lab_factory(names)
+    seed = start_nodes(lab, names, tmp_path)
+    for name in names:  # 10 % of packets dropped on the way into every node
+        lab.call(name, ["iptables", "-A", "INPUT", "-m", "statistic", "--mode", "random",
+                        "--probability", "0.1", "-j", "DROP"])
+    got, expected = _word_job(lab, seed, tmp_path)
+    assert got == expected
+    time.sleep(15)  # keep the mesh running under loss: any false death is logged
+    assert not _deaths(tmp_path, names)
+
+
+def test_flapping_link_settles_with_one_master(lab_factory, tmp_path):
+    names = ["a", "b", "c"]
+    lab = lab_factory(names)
+    seed = start_nodes(lab, names, tmp_path)
+    for _ in range(6):  # node c's link goes down and up every second
+        lab.cut("c")
+        time.sleep(1)
+        _ip("-n", lab.hub, "link", "set", f"bc{lab.tag}", "up")
+        time.sleep(1)
+    deadline = time.monotonic() + 20
+    while True:
+        views = [lab.status(n, i) for i, n in enumerate(names, start=1)]
+        masters = {v["master"] for v in views if v}
+        alive = [sum(m["state"] == "alive" for m in v["members"]) for v in views if v]
+        if len(masters) == 1 and None not in masters and alive == [3, 3, 3]:
+            break
+        assert time.monotonic() < deadline, f"not settled: masters {masters}, alive {alive}"
+        time.sleep(0.3)
+    got, expected = _word_job(lab, seed, tmp_path)
+    assert got == expected
