@@ -184,3 +184,10 @@ def test_fuzzed_frames_to_both_ports_never_crash_the_daemon(node):
             while data.poll(0):
                 data.recv_multipart()
     assert answers(node.address, 10) and node.alive()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_hundred_thousand_fuzzed_frames(node, monkeypatch):
+    monkeypatch.setenv("FUZZ_FRAMES", os.environ.get("FUZZ_FRAMES_SLOW", "100000"))
+    test_fuzzed_frames_to_both_ports_never_crash_the_daemon(node)

@@ -302,3 +302,30 @@ def test_flapping_link_settles_with_one_master(lab_factory, tmp_path):
         time.sleep(0.3)
     got, expected = _word_job(lab, seed, tmp_path)
     assert got == expected
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_soak_saturated_cores_and_loss_kill_no_one(lab_factory, tmp_path):
+    """Both cores busy with burners and 10 % loss for SOAK_S seconds (default 600)."""
+    why = _ensure_iptables()
+    if why:
+        pytest.skip(why)
+    names = ["a", "b", "c"]
+    lab = lab_factory(names)
+    seed = start_nodes(lab, names, tmp_path)
+    for name in names:
+        lab.call(name, ["iptables", "-A", "INPUT", "-m", "statistic", "--mode", "random",
+                        "--probability", "0.1", "-j", "DROP"])
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + float(os.environ.get("SOAK_S", "600"))
+        while time.monotonic() < deadline:
+            got, expected = _word_job(lab, seed, tmp_path)
+            assert got == expected
+            time.sleep(5)
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+    assert not _deaths(tmp_path, names)
