@@ -28,6 +28,7 @@ every task done.
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from functools import singledispatchmethod
 
@@ -168,26 +169,68 @@ class Task:
     attempts: int = 0
     failed_on: set = field(default_factory=set)
     outputs: list = field(default_factory=list)
+    owner: "Job | None" = field(default=None, repr=False, compare=False)
 
     def spec(self) -> dict:
         return {"id": self.id, "job": self.job, "stage": self.stage, "index": self.index,
                 "inputs": self.inputs, "label": self.label, "attempt": self.attempts}
 
+    def __setattr__(self, name, value):
+        owner = self.__dict__.get("owner")
+        if name == "state" and owner is not None:
+            owner.moved(self, self.__dict__["state"], value)
+        object.__setattr__(self, name, value)
+
 
 @dataclass
 class Job:
+    """A job's tasks, with counts by state and a queue of pending tasks kept up to date by
+    ``Task.state`` assignments, so that dispatch and completion checks cost O(1)."""
+
     name: str
     spec: JobSubmitted
     submitted: float
     tasks: dict = field(default_factory=dict)  # id -> Task, in creation order
     state: str = ACTIVE
     stalled_since: float | None = None
+    by_state: dict = field(default_factory=lambda: {PENDING: 0, RUNNING: 0, DONE: 0})
+    pending: deque = field(default_factory=deque)
+
+    def adopt(self, task: "Task") -> None:
+        self.tasks[task.id] = task
+        task.owner = self
+        self.moved(task, None, task.state)
+
+    def drop(self, task: "Task") -> None:
+        del self.tasks[task.id]
+        self.by_state[task.state] -= 1
+        task.owner = None
+
+    def moved(self, task: "Task", old: str | None, new: str) -> None:
+        if old is not None:
+            self.by_state[old] -= 1
+        self.by_state[new] += 1
+        if new == PENDING and old is None:
+            self.pending.append(task)
+        elif new == PENDING and old != PENDING:
+            self.pending.appendleft(task)  # a retry or a re-run goes before fresh tasks
+
+    def next_pending(self) -> "Task | None":
+        while self.pending:
+            task = self.pending[0]
+            if task.state == PENDING and self.tasks.get(task.id) is task:
+                return task
+            self.pending.popleft()  # stale: started, dropped, or queued twice
+        return None
+
+    def all_done(self) -> bool:
+        return self.by_state[PENDING] == 0 and self.by_state[RUNNING] == 0
 
     def stage_tasks(self, stage: str) -> list:
         return [t for t in self.tasks.values() if t.stage == stage]
 
     def running(self) -> int:
-        return sum(1 for t in self.tasks.values() if t.state == RUNNING)
+        return self.by_state[RUNNING]
 
 
 @dataclass
@@ -276,7 +319,7 @@ class Scheduler:
         self._release(task)
         task.state, task.outputs = DONE, list(ev.outputs)
         self._fact(job, "task_done", f"{task.id} done", task)
-        if all(t.state == DONE for t in job.tasks.values()):
+        if job.all_done():
             self._stage_complete(job, task.stage)
 
     @_on.register
@@ -305,7 +348,7 @@ class Scheduler:
             self._release(task)
         task.state, task.node, task.outputs = DONE, ev.node, list(ev.outputs)
         self._fact(job, "task_restored", f"{task.id} done on {ev.node} (from the journal)", task)
-        if all(t.state == DONE for t in job.tasks.values()):
+        if job.all_done():
             self._stage_complete(job, task.stage)
 
     @_on.register
@@ -348,7 +391,7 @@ class Scheduler:
 
     def _add_task(self, job: Job, stage: str, index: int, inputs: list, label: int = 0) -> Task:
         task = Task(f"{job.name}:{stage}:{index}", job.name, stage, index, inputs, label)
-        job.tasks[task.id] = task
+        job.adopt(task)
         return task
 
     def _running_task(self, task_id: str, node: str):
@@ -377,7 +420,7 @@ class Scheduler:
         if task.state == RUNNING:
             self._release(task)
             self._out.append(CancelTask(task.node, task.id))
-        del job.tasks[task.id]
+        job.drop(task)
 
     def _still_needed(self, job: Job, task: Task) -> bool:
         if task.stage != "map" or not job.spec.has_reduce:
@@ -425,7 +468,7 @@ class Scheduler:
             traceback=traceback, status=status))
 
     def _check_stall(self, job: Job) -> None:
-        waiting = any(t.state == PENDING for t in job.tasks.values())
+        waiting = job.by_state[PENDING] > 0
         usable = any(n.slots > 0 and not n.blacklisted for n in self.nodes.values())
         if not waiting or usable:
             job.stalled_since = None
@@ -457,7 +500,7 @@ class Scheduler:
             job = self._next_job()
             if job is None:
                 return
-            task = next(t for t in job.tasks.values() if t.state == PENDING)
+            task = job.next_pending()
             node = self._place(task, nodes)
             task.state, task.node = RUNNING, node.name
             node.busy += 1
@@ -465,8 +508,7 @@ class Scheduler:
             self._out.append(AssignTask(node.name, task.spec()))
 
     def _next_job(self) -> Job | None:
-        ready = [j for j in self._active_jobs()
-                 if any(t.state == PENDING for t in j.tasks.values())]
+        ready = [j for j in self._active_jobs() if j.by_state[PENDING] > 0]
         return min(ready, key=lambda j: (j.running(), j.submitted), default=None)
 
     def _place(self, task: Task, nodes: list) -> Node:
@@ -495,6 +537,10 @@ class Scheduler:
                     busy[task.node] = busy.get(task.node, 0) + 1
             if job.state == FINISHED:
                 assert all(t.state == DONE for t in job.tasks.values()), job.name
+            actual = {PENDING: 0, RUNNING: 0, DONE: 0}
+            for task in job.tasks.values():
+                actual[task.state] += 1
+            assert job.by_state == actual, (job.name, job.by_state, actual)
         for node in self.nodes.values():
             assert node.busy == busy.get(node.name, 0), (node.name, node.busy, busy)
             assert node.busy <= node.slots or node.blacklisted, node
