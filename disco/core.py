@@ -303,8 +303,16 @@ def result_iterator(results, notifier=None, reader=None, params=None, ddfs=None)
     """Yield the records of a job's results (URLs, or a list of alternative-URL lists)."""
     from disco.worker import task_io
     from shuffle.transfer import open_disco
-    task_io.register_scheme("disco", open_disco)
-    task_io.register_scheme("dir", lambda url: open_disco(url.replace("dir://", "disco://", 1)))
+    from disco import embedded
+
+    def opener(url: str):
+        url = url.replace("dir://", "disco://", 1)
+        address = url.split("/", 3)[2]
+        data = embedded.data_dir_of(address)  # our own embedded node: read its disk directly
+        return open_disco(url, address if data else None, data)
+
+    task_io.register_scheme("disco", opener)
+    task_io.register_scheme("dir", opener)
     reader = reader or task_io.chain_reader
     for url in results:
         fd, size, real = task_io.open_input(url)

@@ -79,6 +79,14 @@ class Embedded:
         shutil.rmtree(self.data, ignore_errors=True)
 
 
+def data_dir_of(address: str) -> Path | None:
+    """The data dir of this process's embedded node at ``address`` (None for other nodes)."""
+    for emb in _clusters.values():
+        if emb.address == address and emb.proc.poll() is None:
+            return Path(emb.data)
+    return None
+
+
 def cluster(slots: int | None) -> str:
     """The address of this process's embedded cluster with ``slots`` task slots."""
     slots = slots or max(2, os.cpu_count() or 2)
