@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import uuid
 
 from disco import jobpack
 from disco.client import Connection, NotMaster, resolve_master
@@ -85,7 +86,7 @@ class Disco:
 
     def submit(self, jobpack_bytes: bytes, prefix: str) -> str:
         return self.request(m.SubmitJob, prefix=prefix, jobpack=jobpack_bytes,
-                            python=jobpack.PYTHON)["job"]
+                            python=jobpack.PYTHON, token=uuid.uuid4().hex)["job"]
 
     def jobs(self) -> list:
         return self.request(m.ListJobs)

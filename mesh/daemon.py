@@ -141,6 +141,7 @@ class NodeDaemon:
                             founder=not self.s.join)
         self._entries: list = []  # proposals of this loop turn, one Raft batch (one fsync)
         self._submits: dict[str, tuple] = {}  # job -> (ident, rid) of the parked SubmitJob
+        self._submit_tokens: dict[str, str] = {}  # token -> job, while being committed
         self.executor = Executor(self.worker_endpoint, self.s.data_dir, self.s.name,
                                  self.s.address, self._send_worker, self._worker_lost,
                                  self.log, spare=self.s.spare_workers)
@@ -344,9 +345,18 @@ class NodeDaemon:
         if msg.python != PYTHON:
             raise UsageError(f"the client runs Python {msg.python} but this cluster runs Python "
                              f"{PYTHON}; job functions cannot move between minor versions")
-        entry = self.master.submission(msg.prefix, msg.jobpack)
+        known = self.master.tokens.get(msg.token) if msg.token else None
+        if known is not None:
+            return {"job": known}  # a retry of a submission that was committed
+        pending = self._submit_tokens.get(msg.token) if msg.token else None
+        if pending is not None and pending in self._submits:
+            self._submits[pending] = (ident, msg.rid)  # a retry while it is being committed
+            return _PARKED
+        entry = self.master.submission(msg.prefix, msg.jobpack, msg.token)
         self._propose(entry)
         self._submits[entry["job"]] = (ident, msg.rid)
+        if msg.token:
+            self._submit_tokens[msg.token] = entry["job"]
         return _PARKED  # answered once the job is in the journal of a majority
 
     def _wait_job(self, msg, now, ident):
@@ -490,6 +500,7 @@ class NodeDaemon:
         for _, ident, rid, _ in self.waiters:
             self._error(ident, rid, "NotMaster", leader)
         self._submits.clear()
+        self._submit_tokens.clear()
         self.waiters.clear()
         self.master = self._new_master()
         self.log.warning("stepped_down", term=self.raft.term, leader=self.raft.leader)
@@ -510,6 +521,8 @@ class NodeDaemon:
             return
         self.master.apply(now, entry)
         waiting = self._submits.pop(job, None) if kind == "submit" else None
+        if kind == "submit":
+            self._submit_tokens.pop(entry.get("token", ""), None)
         if waiting is not None:
             self._reply(waiting[0], waiting[1], {"job": job})
 

@@ -73,14 +73,15 @@ class Master:
         self.on_job_end = lambda name: None
         self._restoring = False
         self._ends_seen_in_replay: dict[str, tuple] = {}
+        self.tokens: dict[str, str] = {}  # submission token -> job (retries are not new jobs)
 
     # -- inputs --
 
-    def submission(self, prefix: str, jobpack: bytes) -> dict:
+    def submission(self, prefix: str, jobpack: bytes, token: str = "") -> dict:
         """The journal entry for a new job (validated and named; nothing changes yet)."""
         header = read_jobpack_header(jobpack)
         return {"type": "submit", "job": self._new_name(prefix or "Job"), "header": header,
-                "jobpack": jobpack, "submitted": time.time()}
+                "jobpack": jobpack, "submitted": time.time(), "token": token}
 
     def apply(self, now: float, entry: dict, restore: bool = False) -> None:
         """Act on a committed journal entry (``restore``: replayed by a new master)."""
@@ -100,6 +101,8 @@ class Master:
     def _apply(self, now: float, entry: dict, restore: bool) -> None:
         kind, name = entry.get("type"), entry.get("job")
         if kind == "submit" and name not in self.jobs:
+            if entry.get("token"):
+                self.tokens[entry["token"]] = name
             header = entry["header"]
             self.jobs[name] = JobRecord(name, header, entry["submitted"])
             self.log.info("job_submitted", job=name, inputs=len(header["inputs"]),

@@ -75,6 +75,7 @@ class SubmitJob:
     prefix: str
     jobpack: bytes
     python: str
+    token: str = ""  # the client's id for this submission: a retry gets the same job back
 
 
 @message("job_status")

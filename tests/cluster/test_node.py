@@ -191,3 +191,18 @@ def test_fuzzed_frames_to_both_ports_never_crash_the_daemon(node):
 def test_hundred_thousand_fuzzed_frames(node, monkeypatch):
     monkeypatch.setenv("FUZZ_FRAMES", os.environ.get("FUZZ_FRAMES_SLOW", "100000"))
     test_fuzzed_frames_to_both_ports_never_crash_the_daemon(node)
+
+
+def test_a_retried_submission_is_the_same_job(node):
+    from disco import jobpack
+    pack = jobpack.build({"inputs": ["raw://x"], "has_map": True, "has_reduce": False,
+                          "partitions": 1, "prefix": "Retry"},
+                         {"map": lambda e, p: [(e, 1)], "params": None})
+    conn = Connection(node.address, 5)
+    first = conn.request(m.SubmitJob, prefix="Retry", jobpack=pack, python=jobpack.PYTHON,
+                         token="t-123")["job"]
+    again = conn.request(m.SubmitJob, prefix="Retry", jobpack=pack, python=jobpack.PYTHON,
+                         token="t-123")["job"]
+    other = conn.request(m.SubmitJob, prefix="Retry", jobpack=pack, python=jobpack.PYTHON,
+                         token="t-456")["job"]
+    assert first == again != other
