@@ -47,6 +47,7 @@ class NodeSettings:
     insecure: bool = False
     max_failures: int = 10
     spare_workers: int = 1
+    dead_voter_s: float = 60.0  # a member dead this long stops being a Raft voter
 
     def __post_init__(self):
         if not 0 < self.port < 65534:
@@ -97,6 +98,7 @@ def node_settings(host=None, port=None, data=None, join=(), workers=None, name=N
         name=name or env.get("DISCO_NODE_NAME") or "",
         secret_file=secret_file or env.get("DISCO_SECRET_FILE") or None,
         insecure=insecure, max_failures=_env_int("DISCO_MAX_FAILURES", 10),
+        dead_voter_s=float(_env_int("DISCO_DEAD_VOTER_S", 60)),
     )
 
 

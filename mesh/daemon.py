@@ -142,6 +142,7 @@ class NodeDaemon:
         self._entries: list = []  # proposals of this loop turn, one Raft batch (one fsync)
         self._submits: dict[str, tuple] = {}  # job -> (ident, rid) of the parked SubmitJob
         self._submit_tokens: dict[str, str] = {}  # token -> job, while being committed
+        self._voters_journaled = False
         self.executor = Executor(self.worker_endpoint, self.s.data_dir, self.s.name,
                                  self.s.address, self._send_worker, self._worker_lost,
                                  self.log, spare=self.s.spare_workers)
@@ -287,7 +288,7 @@ class NodeDaemon:
         self._step_raft(now, rf.Tick())
         if self.raft.is_leader:
             self.raft.learners = {x.name for x in self.members.alive()} - {self.s.name}
-            self._manage_voters()
+            self._manage_voters(now)
             self._sync_nodes(now)
             self.master.step(now, core.Tick())
         if self.waiters:
@@ -377,7 +378,8 @@ class NodeDaemon:
                          "disk": {"used": meta.get("disk_used", 0),
                                   "free": meta.get("disk_free", 0)}})
         return {"node": self.s.name, "master": self.raft.leader, "term": self.raft.term,
-                "members": rows, "refused": dict(self.refused)}
+                "members": rows, "voters": sorted(self.raft.voters),
+                "refused": dict(self.refused)}
 
     def _nodeinfo(self, msg, now, ident):
         sched = self.master.scheduler
@@ -533,21 +535,28 @@ class NodeDaemon:
         tmp.write_bytes(jobpack)
         os.replace(tmp, path)
 
-    def _manage_voters(self) -> None:
-        """Voters follow membership, one change at a time: alive members join, leavers go."""
+    def _manage_voters(self, now: float) -> None:
+        """Voters follow membership, one change at a time: alive members join; members that
+        left, or have been dead for ``dead_voter_s`` (DISCO_DEAD_VOTER_S, 60 s), go, so that
+        losses one after another cannot exhaust the majority."""
         if any(e.get("type") == "voters" for e in self._entries) or \
                 any(e.get("type") == "voters" for _, e in self.raft.log[self.raft.commit:]):
             return  # one configuration change in flight at a time
         voters = list(self.raft.voters)
-        states = {x.name: x.state for x in self.members.members.values()}
+        members = self.members.members
         joiner = next((x.name for x in self.members.alive() if x.name not in voters
                        and x.state == mb.ALIVE), None)
-        leaver = next((v for v in voters if states.get(v) == mb.LEFT and v != self.s.name), None)
+        leaver = next((v for v in voters if v != self.s.name and v in members and (
+            members[v].state == mb.LEFT or (members[v].state == mb.DEAD
+                                            and now - members[v].changed > self.s.dead_voter_s))),
+                      None)
         if joiner:
             voters.append(joiner)
         elif leaver:
             voters.remove(leaver)
-        elif any(e.get("type") == "voters" for _, e in self.raft.log):
+            self.log.info("voter_removed", member=leaver, state=members[leaver].state)
+        elif self._voters_journaled or any(e.get("type") == "voters" for _, e in self.raft.log):
+            self._voters_journaled = True
             return
         self._propose({"type": "voters", "voters": sorted(voters)})
 

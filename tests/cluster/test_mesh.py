@@ -308,3 +308,28 @@ def test_five_nodes_converge_and_share_a_job(node_factory, tmp_path):
     assert dict(result_iterator(job.wait(timeout=90))) == expected
     ran_on = {e["node"] for e in job.events() if e["type"] == "task_started"}
     assert len(ran_on) >= 4  # spread over the cluster (one node may stay busy elsewhere)
+
+
+def test_dead_voters_are_dropped_so_losses_one_after_another_keep_a_master(node_factory,
+                                                                             tmp_path):
+    env = {"DISCO_DEAD_VOTER_S": 2}
+    first = node_factory(workers=1, **env)
+    nodes = [first] + [node_factory(workers=1, args=("--join", first.address), **env)
+                       for _ in range(3)]
+    names = {n.address for n in nodes}
+    wait_for(lambda: {k for k, v in states(first).items() if v == "alive"} == names, 20, "four")
+    master = status_of(first)["master"]
+    victims = [n for n in nodes if n.address != master][:2]
+    for victim in victims:  # 4 voters -> 3 -> 2: a majority remains after each loss
+        os.killpg(victim.proc.pid, signal.SIGKILL)
+        wait_for(lambda v=victim: v.address not in voters_of(first) and len(voters_of(first)) > 1,
+                 20,
+                 f"{victim.address} to stop being a voter")
+    survivors = [n for n in nodes if n not in victims]
+    job = Job(master=survivors[0].address).run(input=["raw://a b a"], map=words_map,
+                                               reduce=words_reduce)
+    assert dict(result_iterator(job.wait(timeout=60))) == {"a": 2, "b": 1}
+
+
+def voters_of(node) -> set:
+    return set(status_of(node)["voters"])
