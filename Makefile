@@ -20,10 +20,10 @@ demo: install
 	DISCO_MASTER=local $(PY) examples/wordcount.py build/demo.txt --top 20
 
 test: install
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-all: install
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)
 
 bench: install
 	$(PY) bench/compression.py

@@ -48,6 +48,7 @@ class NodeSettings:
     max_failures: int = 10
     spare_workers: int = 1
     dead_voter_s: float = 60.0  # a member dead this long stops being a Raft voter
+    mesh_preset: str = ""  # membership timings: "loopback" or "lan"; "" picks by --host
 
     def __post_init__(self):
         if not 0 < self.port < 65534:
@@ -60,6 +61,10 @@ class NodeSettings:
             parse_address(seed)
         if not self.name:
             object.__setattr__(self, "name", f"{self.host}:{self.port}")
+        if not self.mesh_preset:
+            object.__setattr__(self, "mesh_preset", "loopback" if is_loopback(self.host) else "lan")
+        if self.mesh_preset not in ("loopback", "lan"):
+            raise UsageError(f"DISCO_MESH_PRESET={self.mesh_preset!r}: expected loopback or lan")
 
     @property
     def address(self) -> str:
@@ -99,6 +104,7 @@ def node_settings(host=None, port=None, data=None, join=(), workers=None, name=N
         secret_file=secret_file or env.get("DISCO_SECRET_FILE") or None,
         insecure=insecure, max_failures=_env_int("DISCO_MAX_FAILURES", 10),
         dead_voter_s=float(_env_int("DISCO_DEAD_VOTER_S", 60)),
+        mesh_preset=env.get("DISCO_MESH_PRESET", ""),
     )
 
 

@@ -134,7 +134,8 @@ class NodeDaemon:
         self.incarnation = self._bump_incarnation()
         self.members = mb.Membership(self.s.name, self.s.address, self.incarnation,
                                      self.s.join + self._known_peers(),
-                                     rng=random.Random(), config=mb.Config.loopback(),
+                                     rng=random.Random(),
+                                     config=getattr(mb.Config, self.s.mesh_preset)(),
                                      meta=self._meta(now))
         self.journal = Journal(self.s.data_dir)
         self.raft = rf.Raft(self.s.name, self.journal.load(), random.Random(),
