@@ -394,10 +394,12 @@ class NodeDaemon:
         return {"master": self.s.name, "term": self.raft.term, "nodes": nodes}
 
     def _disk_usage(self, now: float) -> tuple[int, int]:
+        """Used and free bytes of the filesystem holding the data dir: one statvfs a second,
+        never a walk of the data dir from the loop (it may hold millions of files)."""
         stamp, used, free = self._disk
-        if now - stamp > 5.0 or stamp == 0.0:
-            used = sum(f.stat().st_size for f in self.s.data_dir.rglob("*") if f.is_file())
-            free = shutil.disk_usage(self.s.data_dir).free
+        if now - stamp > 1.0 or stamp == 0.0:
+            usage = shutil.disk_usage(self.s.data_dir)
+            used, free = usage.used, usage.free
             self._disk = (now, used, free)
         return used, free
 
@@ -487,13 +489,9 @@ class NodeDaemon:
         self._node_inc.clear()
         for _, entry in self.raft.log[:self.raft.applied]:
             self.master.apply(now, entry, restore=True)
-        self.master.finish_restore()
+        self.master.finish_restore(f"{self.s.name} is master in term {self.raft.term}; job resumed")
         self._sync_nodes(now)
         self.master.lost_nodes_after_restore(now, {x.address for x in self.members.alive()})
-        for record in self.master.jobs.values():
-            if record.status == core.ACTIVE:
-                self.master._event(record, "master_changed",
-                                   f"{self.s.name} is master in term {self.raft.term}; job resumed")
 
     def _step_down(self) -> None:
         """We are no longer master: tell parked clients where to go; forget the job table."""

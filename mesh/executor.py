@@ -121,9 +121,6 @@ class Executor:
         if not self.stopping and generic < self.spare:
             self._spawn(job="")
 
-    def busy(self) -> int:
-        return sum(1 for w in self.workers.values() if w.task is not None) + len(self.backlog)
-
     def task_ids(self) -> list[str]:
         """Every task this node holds, running or waiting for a worker."""
         return [w.task["id"] for w in self.workers.values() if w.task is not None] + \

@@ -91,12 +91,16 @@ class Master:
         finally:
             self._restoring = False
 
-    def finish_restore(self) -> None:
-        """After a replay: jobs the replay found complete but the journal did not end yet."""
+    def finish_restore(self, note: str) -> None:
+        """After a replay: end the jobs the replay found complete but the journal did not end
+        yet, and tell every job still running (``note``) that a new master carries it on."""
         for name, (status, results, error) in self._ends_seen_in_replay.items():
             if name in self.jobs and self.jobs[name].status == core.ACTIVE:
                 self._end(name, status, results, error)
         self._ends_seen_in_replay.clear()
+        for record in self.jobs.values():
+            if record.status == core.ACTIVE:
+                self._event(record, "master_changed", note)
 
     def _apply(self, now: float, entry: dict, restore: bool) -> None:
         kind, name = entry.get("type"), entry.get("job")

@@ -13,6 +13,7 @@ import pytest
 import zmq
 
 from conftest import child_env, run_cli, stop_group
+from disco.cli import _is_zombie
 from disco.client import Connection, answers
 from disco.embedded import free_port_pair
 from disco.error import ProtocolError, UsageError
@@ -127,11 +128,11 @@ def test_start_status_stop_in_the_background(tmp_path):
         first = json.loads(lines[0])
         assert first["node"] == f"127.0.0.1:{port}" and "timestamp" in first
         run_cli("restart", "--port", port, "--data", data, "--workers", 1, env=env)
-        assert not os.path.exists(f"/proc/{pid}") or _zombie(pid)
+        assert not os.path.exists(f"/proc/{pid}") or _is_zombie(pid)
         old, pid = pid, int((data / "disco.pid").read_text())
         assert pid != old and answers(f"127.0.0.1:{port}", 2)
         run_cli("stop", "--port", port, env=env)  # found by asking the node for its data dir
-        assert not os.path.exists(f"/proc/{pid}") or _zombie(pid)
+        assert not os.path.exists(f"/proc/{pid}") or _is_zombie(pid)
         missing = run_cli("stop", "--data", data, env=env, check=False)
         assert missing.returncode == 1 and missing.stderr.startswith("disco: error:")
     finally:
@@ -139,14 +140,6 @@ def test_start_status_stop_in_the_background(tmp_path):
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 def test_start_reports_why_a_node_cannot_start(tmp_path):

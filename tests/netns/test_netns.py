@@ -244,6 +244,14 @@ def _ensure_iptables() -> str | None:
     return None if shutil.which("iptables") else "needs iptables (apt-get install iptables)"
 
 
+def _drop_randomly(lab: Lab, names: list[str], probability: float) -> None:
+    """Drop that share of the packets on the way into every named node (iptables statistic)."""
+    for name in names:
+        out = lab.call(name, ["iptables", "-A", "INPUT", "-m", "statistic", "--mode", "random",
+                              "--probability", str(probability), "-j", "DROP"])
+        assert out.returncode == 0, out.stderr
+
+
 def _deaths(tmp_path: Path, names: list[str]) -> list[str]:
     out = []
     for name in names:
@@ -275,9 +283,7 @@ def test_ten_percent_loss_on_every_link_kills_no_one(lab_factory, tmp_path):
     names = ["a", "b", "c"]
     lab = lab_factory(names)
     seed = start_nodes(lab, names, tmp_path)
-    for name in names:  # 10 % of packets dropped on the way into every node
-        lab.call(name, ["iptables", "-A", "INPUT", "-m", "statistic", "--mode", "random",
-                        "--probability", "0.1", "-j", "DROP"])
+    _drop_randomly(lab, names, 0.1)
     got, expected = _word_job(lab, seed, tmp_path)
     assert got == expected
     time.sleep(15)  # keep the mesh running under loss: any false death is logged
@@ -316,9 +322,7 @@ def test_soak_saturated_cores_and_loss_kill_no_one(lab_factory, tmp_path):
     names = ["a", "b", "c"]
     lab = lab_factory(names)
     seed = start_nodes(lab, names, tmp_path)
-    for name in names:
-        lab.call(name, ["iptables", "-A", "INPUT", "-m", "statistic", "--mode", "random",
-                        "--probability", "0.1", "-j", "DROP"])
+    _drop_randomly(lab, names, 0.1)
     burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
     try:
         deadline = time.monotonic() + float(os.environ.get("SOAK_S", "600"))
