@@ -19,9 +19,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import disco
-
-_ROOT = str(Path(disco.__file__).resolve().parent.parent)
+# The checkout (or install) root that holds ``disco``: workers run ``-m disco.worker.runtime``.
+_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
 @dataclass

@@ -3,8 +3,9 @@
 A message on the wire is one msgpack map ``{"v": VERSION, "t": TYPE, ...fields}``; bulk bytes
 (fetched data) travel as a separate raw frame after it. ``decode`` checks, in this order, the
 frame size, that it is msgpack, the version, the type and every field's presence and type, so
-no core ever sees a malformed message. Each failure raises ``ProtocolError`` with a message fit
-to send back to the peer.
+no core ever sees a malformed message. Each failure raises ``RemoteProtocolError`` (the peer
+broke the protocol) with a message fit to send back to the peer. ``encode`` checks the same field
+types before a frame leaves and raises ``LocalProtocolError`` (we broke it) for a bad message.
 
 Message kinds:
 
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 
 import msgpack
 
-from disco.error import ProtocolError
+from common.error import LocalProtocolError, RemoteProtocolError
 
 VERSION = 1
 MAX_FRAME_BYTES = 64 << 20
@@ -276,31 +277,48 @@ class Chunk:
 # ---- encoding -------------------------------------------------------------------------------
 
 def encode(msg) -> bytes:
-    """The wire form of one message."""
-    body = {"v": VERSION, "t": msg.TYPE}
-    for name in _FIELD_TYPES[msg.TYPE]:
-        body[name] = getattr(msg, name)
-    return msgpack.packb(body, use_bin_type=True)
+    """The wire form of one message; LocalProtocolError if ``decode`` would refuse it."""
+    tag = getattr(msg, "TYPE", None)
+    if not isinstance(tag, str) or type(msg) is not _REGISTRY.get(tag):
+        raise LocalProtocolError(f"{type(msg).__name__} is not a message type")
+    types = _FIELD_TYPES[tag]
+    body = {"v": VERSION, "t": tag}
+    for name, allowed in types.items():
+        value = getattr(msg, name)
+        if _mistyped(value, allowed):
+            raise LocalProtocolError(f"{tag}: field {name!r} has type {type(value).__name__}")
+        body[name] = value
+    try:
+        return msgpack.packb(body, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:  # a value msgpack cannot carry
+        raise LocalProtocolError(f"{tag}: cannot be packed ({exc})") from None
+
+
+def _mistyped(value, allowed: tuple[type, ...]) -> bool:
+    """Not of a declared type; bool is an int subclass, but not an int or a float here."""
+    return not isinstance(value, allowed) or (
+        isinstance(value, bool) and not {bool, object} & set(allowed))
 
 
 def decode(frame: bytes, max_bytes: int = MAX_FRAME_BYTES):
-    """Validate one frame and return its message; raise ProtocolError saying what is wrong."""
+    """Validate one frame and return its message; raise RemoteProtocolError saying what is
+    wrong."""
     if len(frame) > max_bytes:
-        raise ProtocolError(f"frame of {len(frame)} bytes exceeds the limit of {max_bytes}")
+        raise RemoteProtocolError(f"frame of {len(frame)} bytes exceeds the limit of {max_bytes}")
     try:
         body = msgpack.unpackb(frame, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated types
-        raise ProtocolError(f"frame is not valid msgpack: {type(exc).__name__}") from None
+        raise RemoteProtocolError(f"frame is not valid msgpack: {type(exc).__name__}") from None
     if not isinstance(body, dict):
-        raise ProtocolError("frame is not a msgpack map")
+        raise RemoteProtocolError("frame is not a msgpack map")
     if type(body.get("v")) is not int or body["v"] != VERSION:  # True and 1.0 are not 1
-        raise ProtocolError(f"protocol version {body.get('v')!r} is not supported "
+        raise RemoteProtocolError(f"protocol version {body.get('v')!r} is not supported "
                             f"(this node speaks {VERSION})")
     tag = body.pop("t", None)
     body.pop("v")
     cls = _REGISTRY.get(tag) if isinstance(tag, str) else None
     if cls is None:
-        raise ProtocolError(f"unknown message type {tag!r}")
+        raise RemoteProtocolError(f"unknown message type {tag!r}")
     return _build(cls, tag, body)
 
 
@@ -308,16 +326,16 @@ def _build(cls, tag: str, body: dict):
     types = _FIELD_TYPES[tag]
     unknown = set(body) - set(types)
     if unknown:
-        raise ProtocolError(f"{tag}: unexpected fields {sorted(unknown, key=repr)}")  # keys may mix types
+        keys = sorted(unknown, key=repr)  # keys may mix types
+        raise RemoteProtocolError(f"{tag}: unexpected fields {keys}")
     for name, value in body.items():
-        if not isinstance(value, types[name]) or (  # bool is an int subclass, not an int or float
-                isinstance(value, bool) and not {bool, object} & set(types[name])):
-            raise ProtocolError(f"{tag}: field {name!r} has type {type(value).__name__}")
+        if _mistyped(value, types[name]):
+            raise RemoteProtocolError(f"{tag}: field {name!r} has type {type(value).__name__}")
     try:
         return cls(**body)
     except TypeError:
         missing = [n for n in types if n not in body]
-        raise ProtocolError(f"{tag}: missing fields {missing}") from None
+        raise RemoteProtocolError(f"{tag}: missing fields {missing}") from None
 
 
 def type_names() -> list[str]:

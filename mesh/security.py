@@ -23,7 +23,7 @@ from pathlib import Path
 import zmq
 from zmq.utils import z85
 
-from disco.error import UsageError
+from common.error import UsageError
 
 MIN_SECRET_BYTES = 32
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"

@@ -1,7 +1,7 @@
 """Node addresses to zmq endpoints: control on ``host:port``, data on ``host:port+1``."""
 from __future__ import annotations
 
-from disco.settings import parse_address
+from mesh.settings import parse_address
 
 
 def connect_endpoint(address: str, data: bool = False) -> str:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 import msgpack
 import xxhash
 
-from disco.error import UsageError
+from common.error import UsageError
 
 __all__ = ["default_partition", "key_bytes", "partition_pairs"]
 

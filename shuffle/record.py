@@ -34,7 +34,7 @@ from typing import BinaryIO
 import lz4.block
 import xxhash
 
-from disco.error import RecordFormatError
+from common.error import RecordFormatError
 
 __all__ = [
     "CODEC_LZ4", "CODEC_NONE", "FILE_HEADER", "FILE_MAGIC", "FRAME_HEADER", "FRAME_MAGIC",

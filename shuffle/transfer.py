@@ -17,7 +17,7 @@ from pathlib import Path
 
 import zmq
 
-from disco.error import CommError, InputError, ProtocolError
+from common.error import CommError, InputError, RemoteProtocolError
 from mesh import message as m
 from mesh import security
 
@@ -117,7 +117,7 @@ class RemoteFile(io.RawIOBase):
             raise InputError(f"disco://{self.address}/{self.path}: {reply.msg}",
                              url=f"disco://{self.address}/{self.path}")
         if not isinstance(reply, m.Chunk) or reply.rid != rid or len(frames) != 2:
-            raise ProtocolError(f"{self.address} answered out of order for {self.path}")
+            raise RemoteProtocolError(f"{self.address} answered out of order for {self.path}")
         self.size = reply.size
         if reply.eof:
             self._eof_seen = True

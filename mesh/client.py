@@ -1,0 +1,65 @@
+"""Request/reply with one node's control port over zmq (SPEC §3).
+
+Use ``Connection`` to ask one node something: it sends one request at a time on a DEALER and
+waits for the reply with the same ``rid``; on a time-out it drops the socket (lazy pirate) and
+raises ``CommError`` naming the node. An ``Error`` reply is raised as ``error_for(code, msg)``
+(``common.error``), e.g. ``NotMaster`` with the master's address. Finding which node to ask
+(``DISCO_MASTER``, the embedded cluster) is the user's side: ``disco.client``.
+"""
+from __future__ import annotations
+
+import itertools
+
+import zmq
+
+from common.error import CommError, error_for
+from mesh import message as m
+from mesh import security
+from mesh.settings import parse_address
+
+
+class Connection:
+    """Request/reply with one node's control port."""
+
+    def __init__(self, address: str, timeout_s: float = 30.0):
+        parse_address(address)
+        self.address, self.timeout_s = address, timeout_s
+        self._rids = itertools.count(1)
+        self._sock = None
+
+    def request(self, cls, wait_s: float | None = None, **fields):
+        """Send ``cls(rid, **fields)`` and return the ``Reply``'s body; raise what an ``Error``
+        names, or ``CommError`` when nothing answers within ``wait_s`` (default ``timeout_s``)."""
+        rid = next(self._rids)
+        sock = self._socket()
+        sock.send(m.encode(cls(rid=rid, **fields)))
+        wait_ms = int((wait_s or self.timeout_s) * 1000)
+        while True:
+            if not sock.poll(wait_ms):
+                self.close()
+                raise CommError(f"no answer from node {self.address} within "
+                                f"{wait_s or self.timeout_s:g} s; is it running? "
+                                f"(`disco status --port {self.address.rsplit(':', 1)[1]}`)")
+            reply = m.decode(sock.recv())
+            if getattr(reply, "rid", None) not in (rid, 0):
+                continue  # a late answer to an earlier, abandoned request
+            if isinstance(reply, m.Error):
+                raise error_for(reply.code, reply.msg)
+            return reply.body
+
+    def _socket(self):
+        if self._sock is None:
+            self._sock = zmq.Context.instance().socket(zmq.DEALER)
+            self._sock.setsockopt(zmq.LINGER, 0)
+            security.dial(self._sock, security.process_keys())
+            host, port = parse_address(self.address)
+            self._sock.connect(f"tcp://{host}:{port}")
+        return self._sock
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+
+
+__all__ = ["Connection"]
