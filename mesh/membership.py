@@ -208,6 +208,7 @@ class Membership:
         self._set(self.me, LEFT)
         self._queue(self.me)
         for member in self.peers():
+            self._queue(self.me)  # every peer hears it, whatever the retransmit limit
             self._send(member.address, "gossip")
 
     @_on.register
@@ -217,7 +218,8 @@ class Membership:
             return
         if ev.sender != self.name:
             self.heard_from_peer = True
-        for entry in body.get("updates") or ():
+        updates = body.get("updates")
+        for entry in updates if isinstance(updates, list) else ():
             self._merge(entry, ev.sender)
         if ev.sender != self.name and isinstance(body.get("address"), str):
             # every message is first-hand news of its sender: alive at its incarnation
@@ -227,9 +229,10 @@ class Membership:
         if sender is not None and isinstance(body.get("meta"), dict) and \
                 sender.state in (ALIVE, SUSPECT):
             sender.meta = body["meta"]
+        kind = body.get("kind")
         handler = {"ping": self._on_ping, "ack": self._on_ack, "nack": self._on_nack,
                    "ping_req": self._on_ping_req, "sync": self._on_sync,
-                   "sync_reply": self._on_sync_reply}.get(body.get("kind"))
+                   "sync_reply": self._on_sync_reply}.get(kind) if isinstance(kind, str) else None
         if handler is not None:
             try:
                 handler(ev.sender, body)
@@ -312,7 +315,7 @@ class Membership:
 
     def _on_ping_req(self, sender: str, body: dict) -> None:
         requester = self._address_of(sender, body)
-        if requester is None:
+        if requester is None or not isinstance(body["target_address"], str):
             return
         self._seq += 1
         timeout = self.cfg.probe_timeout * (self.awareness + 1)
@@ -381,6 +384,8 @@ class Membership:
             member = self.members[name] = Member(name, address, inc, state=None, meta=meta)
             self._by_address[address] = name
             self._set(member, state)
+            if state == SUSPECT:
+                self._suspicions[name] = _Suspicion(self._now, {by})
             self._queue(member)
             return
         if not self._overrides(state, inc, member):
@@ -392,6 +397,8 @@ class Membership:
         if meta:
             member.meta = meta
         if state == SUSPECT:
+            if member.state != SUSPECT:  # a refuted suspicion's timer may linger until a Tick
+                self._suspicions.pop(name, None)
             self._set(member, SUSPECT)
             self._suspicions.setdefault(name, _Suspicion(self._now, {by}))
         else:
