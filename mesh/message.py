@@ -13,7 +13,8 @@ Message kinds:
 - worker <-> node (the worker socket, ``ipc://``): ``WorkerReady``, ``RunTask``, ``TaskDone``,
   ``TaskFailed``, ``TaskMessage``, ``Shutdown``;
 - node -> node (control port, one-way): ``Gossip``, ``Assign``, ``Cancel``, ``Report``,
-  ``JobEnded``; every master command carries the master's term;
+  ``JobEnded``, ``PutJobpack``, ``JobpackStored``; every master command carries the
+  master's term;
 - any -> node (data port): ``Fetch`` answered by ``Chunk`` (+ one raw data frame) or ``Error``.
 """
 from __future__ import annotations
@@ -254,6 +255,23 @@ class JobEnded:
     term: int
     job: str
     purge: bool = False
+
+
+@message("put_jobpack")
+class PutJobpack:
+    """Master -> voter: store this job pack (fsynced) under its content hash, then answer
+    ``JobpackStored``; the submit is journaled once a majority of voters holds the pack."""
+    term: int
+    master: str
+    digest: str
+    jobpack: bytes
+
+
+@message("jobpack_stored")
+class JobpackStored:
+    term: int
+    node: str     # the voter's address
+    digest: str
 
 
 # ---- data port ------------------------------------------------------------------------------

@@ -18,12 +18,12 @@ Readers never stop silently: a bad magic, an unknown version, codec or flag, a c
 or a file that ends inside a frame each raise ``RecordFormatError``. Decoding unpickles, so only
 read data from a trusted cluster (SPEC section 10).
 
-Use ``RecordWriter``/``write_file`` to write, ``iter_records``/``read_file`` to read files and
+Use ``RecordWriter`` to write, ``iter_records`` to read files (``shuffle.recordfile`` has
+``write_file``/``read_file`` for paths) and
 ``FrameDecoder`` to decode a byte stream that arrives in arbitrary chunks (network transfers).
 """
 from __future__ import annotations
 
-import os
 import pickle
 from io import BytesIO
 import struct
@@ -39,7 +39,7 @@ from common.error import RecordFormatError
 __all__ = [
     "CODEC_LZ4", "CODEC_NONE", "FILE_HEADER", "FILE_MAGIC", "FRAME_HEADER", "FRAME_MAGIC",
     "VERSION", "FrameDecoder", "RecordWriter", "decode_frame", "encode_frame", "is_record_file",
-    "iter_frames", "iter_records", "read_file", "write_file",
+    "iter_frames", "iter_records",
 ]
 
 FILE_MAGIC = b"DREC"
@@ -250,34 +250,6 @@ class RecordWriter:
             self._batch = max(1, min(MAX_FRAME_RECORDS, self.frame_bytes // per_record))
 
 
-def write_file(path: str | os.PathLike, pairs: Iterable[tuple], *, fsync: bool = False,
-               codec: int = CODEC_LZ4) -> int:
-    """Write ``pairs`` to ``path`` atomically (temp file, optional fsync, rename); returns the
-    record count. Readers never see a partly written file under ``path``."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.urandom(6).hex()}"
-    try:
-        with open(tmp, "wb") as f:
-            writer = RecordWriter(f, codec)
-            writer.add_many(pairs)
-            writer.close()
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-    return writer.records
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
 # -- reading files ------------------------------------------------------------------------------
 
 def check_file_header(header: bytes) -> None:
@@ -319,12 +291,6 @@ def iter_records(fileobj: BinaryIO) -> Iterator[tuple]:
     """Each pair in a record file object, in the order written."""
     for pairs in iter_frames(fileobj):
         yield from pairs
-
-
-def read_file(path: str | os.PathLike) -> Iterator[tuple]:
-    """Each pair in the record file at ``path``; the file is closed when iteration ends."""
-    with open(path, "rb") as f:
-        yield from iter_records(f)
 
 
 def is_record_file(fileobj_or_first_bytes) -> bool:

@@ -109,7 +109,8 @@ class Worker:
         try:
             if self.job is None:
                 self.job = task_mod.JobContext.load(self.data_dir, task["job"], self.node,
-                                                    self.address, task.get("jobpack"))
+                                                    self.address, task.get("jobpack", ""),
+                                                    task.get("jobpack_urls", ()))
             outputs, stats = task_mod.run_task(self.job, task)
             log.info("task_done", seconds=round(time.monotonic() - started, 3),
                      outputs=len(outputs))

@@ -11,6 +11,7 @@ re-run of a task replaces its output instead of duplicating it.
 from __future__ import annotations
 
 import cProfile
+import hashlib
 import inspect
 import io
 import os
@@ -20,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from disco.error import CommError, DataError
+from disco.error import CommError, DataError, DiscoError
 from disco.jobpack import load as load_jobpack
 from disco.worker import task_io
 from disco.worker.classic.func import sum_combiner
@@ -50,9 +51,9 @@ class JobContext:
         self.out_dir.mkdir(parents=True, exist_ok=True)
 
     @classmethod
-    def load(cls, data_dir: Path, job: str, node: str, address: str,
-             jobpack_url: str | None = None) -> "JobContext":
-        blob = _jobpack(data_dir, job, address, jobpack_url)
+    def load(cls, data_dir: Path, job: str, node: str, address: str, digest: str = "",
+             urls=()) -> "JobContext":
+        blob = _jobpack(data_dir, digest, address, urls)
         header, code, files = load_jobpack(blob)
         # As in Disco, tasks run in the job's home dir, next to the job's required files.
         work = data_dir / "jobs" / job / "home"
@@ -73,19 +74,29 @@ class JobContext:
         return f"disco://{self.address}/{path.relative_to(self.data_dir).as_posix()}"
 
 
-def _jobpack(data_dir: Path, job: str, address: str, url: str | None) -> bytes:
-    """The job pack: on disk when this node is the master, else fetched from it once."""
-    path = data_dir / "jobs" / job / "jobpack"
-    if path.exists() or url is None:
+def _jobpack(data_dir: Path, digest: str, address: str, urls) -> bytes:
+    """The job pack, by content hash: on disk when this node holds it, else fetched from one of
+    the nodes that stored it at submission (``urls``) and kept here for the job's next tasks."""
+    path = data_dir / "jobpacks" / digest
+    if path.exists():
         return path.read_bytes()
-    fd, _, _ = open_disco(url, address, data_dir)
-    with fd:
-        blob = fd.read()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"jobpack.{os.getpid()}.tmp")
-    tmp.write_bytes(blob)
-    os.replace(tmp, path)
-    return blob
+    errors = []
+    for url in urls:
+        try:
+            fd, _, _ = open_disco(url, address, data_dir)
+            with fd:
+                blob = fd.read()
+        except DiscoError as exc:
+            errors.append(f"{url}: {exc}")
+            continue
+        if hashlib.sha256(blob).hexdigest() == digest:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{digest}.{os.getpid()}.tmp")
+            tmp.write_bytes(blob)
+            os.replace(tmp, path)
+            return blob
+        errors.append(f"{url}: content does not match its hash")
+    raise CommError(f"job pack {digest[:12]} could not be fetched: {'; '.join(errors) or 'no holder'}")
 
 
 class InputLostError(DataError):

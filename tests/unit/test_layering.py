@@ -15,11 +15,6 @@ ROOT = Path(__file__).resolve().parents[2]
 ORDER = ["common", "scheduler", "mesh", "shuffle", "storage", "disco"]  # lowest first
 RANK = {name: rank for rank, name in enumerate(ORDER)}
 
-# Modules being rewritten elsewhere that still import a higher package (``disco``). This set must
-# be emptied: remove each entry as its module is moved onto ``common`` / ``mesh``.
-PENDING = {"mesh/daemon.py", "mesh/master.py"}
-
-
 def packages() -> list[str]:
     """Every top-level package of the checkout (a directory with an ``__init__.py``)."""
     return sorted(p.parent.name for p in ROOT.glob("*/__init__.py"))
@@ -40,14 +35,12 @@ def imported_packages(source: Path) -> set[str]:
     return names
 
 
-def edges(skip=PENDING) -> dict[tuple[str, str], list[str]]:
+def edges() -> dict[tuple[str, str], list[str]]:
     """(importer, imported) package pairs, each with the modules that make it."""
     graph: dict[tuple[str, str], list[str]] = {}
     for package in ORDER:
         for source in modules(package):
             rel = source.relative_to(ROOT).as_posix()
-            if rel in skip:
-                continue
             for target in imported_packages(source) & set(ORDER) - {package}:
                 graph.setdefault((package, target), []).append(rel)
     return graph
@@ -78,17 +71,6 @@ def test_the_package_graph_has_no_cycle():
     graph = edges()
     order = {name: rank for rank, name in enumerate(_topological(ORDER, graph))}
     assert all(order[a] > order[b] for a, b in graph), graph
-
-
-def test_pending_modules_still_need_their_exemption():
-    """A PENDING module that no longer imports upward must leave PENDING (and so the set empties)."""
-    for rel in sorted(PENDING):
-        source = ROOT / rel
-        if not source.exists():
-            continue  # not written yet, or gone
-        package = rel.split("/")[0]
-        above = {t for t in imported_packages(source) & set(ORDER) if RANK[t] > RANK[package]}
-        assert above, f"{rel} no longer imports a higher package: remove it from PENDING"
 
 
 def _topological(names: list[str], graph) -> list[str]:

@@ -51,6 +51,8 @@ SAMPLES = [
     m.Report(3, "h2:8989", "j", "j:map:0", "done", outputs=[{"label": 0, "url": "u", "size": 1}]),
     m.Report(3, "h2:8989", "j", "j:map:0", "failed", error="E", traceback="T", lost="u"),
     m.Report(3, "h2:8989", "j", "j:map:0", "message", msg="hi"),
+    m.PutJobpack(3, "h1:8989", "ab" * 32, b"pack"),
+    m.JobpackStored(3, "n2", "ab" * 32),
     m.JobEnded(3, "j", purge=True),
     m.Raft("append", "h1:8989", {"term": 3, "prev_index": 0, "prev_term": 0, "entries": [],
                                   "commit": 0}),

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from disco.error import RecordFormatError
 from shuffle import record as r
+from shuffle import recordfile
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
@@ -115,10 +116,10 @@ def test_header_layout():
 def test_write_file_and_read_file(tmp_path):
     path = tmp_path / "out.drec"
     pairs = word_pairs(5000)
-    assert r.write_file(path, pairs, fsync=True) == 5000
-    assert list(r.read_file(path)) == pairs
-    assert r.write_file(str(path), iter(pairs[:10])) == 10
-    assert list(r.read_file(path)) == pairs[:10]
+    assert recordfile.write_file(path, pairs, fsync=True) == 5000
+    assert list(recordfile.read_file(path)) == pairs
+    assert recordfile.write_file(str(path), iter(pairs[:10])) == 10
+    assert list(recordfile.read_file(path)) == pairs[:10]
     assert [p.name for p in tmp_path.iterdir()] == ["out.drec"]
 
 
@@ -128,7 +129,7 @@ def test_write_file_leaves_nothing_on_failure(tmp_path):
         raise RuntimeError("map failed")
 
     with pytest.raises(RuntimeError):
-        r.write_file(tmp_path / "x", bad())
+        recordfile.write_file(tmp_path / "x", bad())
     assert list(tmp_path.iterdir()) == []
 
 

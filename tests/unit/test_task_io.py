@@ -17,7 +17,7 @@ from disco.error import InputError, UsageError
 from disco.worker import task_io
 from disco.worker.task_io import (chain_reader, default_map_reader, gzip_line_reader,
                                   line_reader, open_input, open_url, register_scheme)
-from shuffle.record import write_file
+from shuffle.recordfile import write_file
 
 BODY = "first line\nsecond line é\nno newline at end".encode()
 PAIRS = [("a", 1), (2, ["b"]), (b"c", {"d": 3.5})]

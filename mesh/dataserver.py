@@ -1,0 +1,275 @@
+"""The data port (``port + 1``), served on its own thread (ARCHITECTURE "Processes").
+
+Use a ``DataServer`` for the node's bulk reads, so that a 1 GiB shuffle read never waits in
+line with heartbeats and client requests on the daemon's loop::
+
+    server = DataServer(ctx, "tcp://127.0.0.1:8990", data_dir, node_name, keys)  # binds now
+    server.start()          # serves on a thread of its own
+    ...
+    server.stop()           # prompt; closes the socket; call before ``ctx.destroy()``
+
+Theory of operation. The server thread owns one ROUTER socket (bound in the constructor, in the
+caller's thread, then only ever used by the thread) and one inproc PAIR through which ``stop()``
+wakes it. Each poll turn it takes up to ``BATCH`` requests in arrival order (zmq queues fairly
+between peers) and answers each before taking the next:
+
+- ``Fetch(rid, path, offset, length)`` -> ``Chunk(rid, offset, size, eof)`` + one raw frame of
+  at most ``CHUNK_LIMIT`` bytes, sent without a copy; ``eof`` is true when the chunk reaches the
+  end of the file;
+- anything else (wrong frame count, not msgpack, another message type, a path outside the
+  served tree, a negative offset, a missing or unreadable file) -> ``Error(rid, code, msg)``
+  with the code of ``common.error.code_of``: ``protocol`` (``RemoteProtocolError``: the
+  request is wrong) or ``DataNotFound`` (the file is not there: another replica may have it).
+  Nothing a peer sends can stop the thread; a bug of ours is answered ``internal`` and logged.
+
+Served paths, relative to the data dir (anything else is refused before the disk is touched,
+and a symlink out of the data dir is refused after resolving it):
+
+- ``vol*/...``: blobs, map outputs and results;
+- ``jobs/<job>/jobpack``: a job's pack, as workers on other nodes fetch it;
+- ``jobpacks/<hex>``: the content-addressed job-pack store (16 to 128 lowercase hex digits).
+
+No component may start with ``.trash-``: what the janitor is deleting is gone from view.
+
+A chunk is read with one ``os.pread``, which releases the GIL while the disk works, so the
+daemon's loop thread keeps running. The counters ``served_requests``, ``served_bytes`` and
+``bad_requests`` are plain ints, written only by the server thread and safe to read from any
+thread. Bad requests are logged as ``bad_data_request``, at most ``LOG_PER_S`` a second; the
+next line logged says how many were left out (``suppressed``).
+"""
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import re
+import stat
+import threading
+import time
+from pathlib import Path, PurePosixPath
+
+import zmq
+
+from common.error import DataNotFound, DiscoError, RemoteProtocolError, UsageError, code_of, \
+    message_of
+from mesh import log as mesh_log
+from mesh import message as m
+from mesh import security
+from mesh.janitor import TRASH_PREFIX
+
+BATCH = 256
+CHUNK_LIMIT = 8 << 20
+MAX_REQUEST_BYTES = 64 << 10  # a Fetch is a path and three ints
+LOG_PER_S = 10
+_HEX = re.compile(r"[0-9a-f]{16,128}")
+_ids = itertools.count(1)
+
+
+class DataServer:
+    """A thread answering ``Fetch`` on the data port; see the module docstring."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, data_dir: Path, node_name: str, keys):
+        self.endpoint, self.node_name = endpoint, node_name
+        self.root = Path(data_dir).resolve()
+        self.log = mesh_log.get(node=node_name)
+        self.served_requests = 0
+        self.served_bytes = 0
+        self.bad_requests = 0
+        self._log_window = (0.0, 0, 0)  # (window start, lines logged in it, lines suppressed)
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.sock = _bind_router(ctx, endpoint, keys)
+        wake = f"inproc://disco-dataserver-{os.getpid()}-{next(_ids)}"
+        self._wake_rx = ctx.socket(zmq.PAIR)
+        self._wake_rx.setsockopt(zmq.LINGER, 0)
+        self._wake_rx.bind(wake)
+        self._wake_tx = ctx.socket(zmq.PAIR)
+        self._wake_tx.setsockopt(zmq.LINGER, 0)
+        self._wake_tx.connect(wake)
+
+    # -- life cycle --
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("DataServer.start() called twice")
+        self._thread = threading.Thread(target=self._serve, name=f"dataserver-{self.node_name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Make the thread exit after the request it is answering; close every socket.
+
+        Call it before ``ctx.destroy()``; a second call does nothing."""
+        if self._wake_tx.closed:
+            return
+        if self._thread is not None and self._thread.is_alive():
+            self._stopping = True  # seen between two requests of a batch
+            self._wake_tx.send(b"")
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                self.log.warning("dataserver_stop_slow", waited_s=timeout_s)
+                return  # never close sockets another thread still uses
+        else:
+            self._close_thread_sockets()
+        self._wake_tx.close()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- the thread --
+
+    def _serve(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        poller.register(self._wake_rx, zmq.POLLIN)
+        try:
+            while True:
+                try:
+                    ready = dict(poller.poll())
+                except zmq.ZMQError as exc:
+                    if exc.errno == errno.EINTR:
+                        continue
+                    raise
+                if self._wake_rx in ready:
+                    return
+                self._drain()
+        except zmq.ContextTerminated:
+            pass
+        except Exception:  # a zmq failure of ours: say so, never die silently
+            self.log.exception("dataserver_failed", endpoint=self.endpoint)
+        finally:
+            self._close_thread_sockets()
+
+    def _close_thread_sockets(self) -> None:
+        self.sock.close(linger=0)
+        self._wake_rx.close(linger=0)
+
+    def _drain(self) -> None:
+        for _ in range(BATCH):
+            if self._stopping:
+                return
+            try:
+                frames = self.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                self._on_frames(frames)
+            except zmq.ContextTerminated:
+                raise
+            except Exception as exc:  # a bug of ours must never stop the data port
+                self.log.exception("data_request_failed")
+                self._send_error(frames[0], 0, code_of(exc),
+                                 f"fetch failed on {self.node_name}: {message_of(exc)}")
+
+    # -- one request --
+
+    def _on_frames(self, frames: list) -> None:
+        ident = frames[0]
+        if len(frames) != 2:
+            self._refuse(ident, 0, RemoteProtocolError(
+                f"expected one message frame on the data port, got {len(frames) - 1}"))
+            return
+        msg = None
+        try:
+            msg = m.decode(frames[1], MAX_REQUEST_BYTES)
+            if not isinstance(msg, m.Fetch):
+                raise RemoteProtocolError(f"{msg.TYPE} is not served on the data port")
+            header, data = self._read(msg)
+        except DiscoError as exc:
+            self._refuse(ident, getattr(msg, "rid", 0), exc)
+            return
+        self.served_requests += 1  # before the answer, so a reader of its reply sees it
+        self.served_bytes += len(data)
+        self.sock.send_multipart([ident, m.encode(header), data], copy=False)
+
+    def _read(self, msg: m.Fetch) -> tuple[m.Chunk, bytes]:
+        if msg.offset < 0:
+            raise RemoteProtocolError(f"fetch of {msg.path!r} at negative offset {msg.offset}")
+        path = self._data_path(msg.path)
+        length = min(max(msg.length, 0), CHUNK_LIMIT)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO never blocks
+        except FileNotFoundError:
+            raise DataNotFound(f"{msg.path} does not exist on {self.node_name}") from None
+        except OSError as exc:
+            raise DataNotFound(f"{msg.path} cannot be read on {self.node_name}: "
+                               f"{exc.strerror}") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise DataNotFound(f"{msg.path} is not a file on {self.node_name}")
+            size = st.st_size
+            data = os.pread(fd, length, msg.offset) if length and msg.offset < size else b""
+        except OSError as exc:  # an I/O error
+            raise DataNotFound(f"{msg.path} cannot be read on {self.node_name}: "
+                               f"{exc.strerror}") from None
+        finally:
+            os.close(fd)
+        eof = msg.offset + len(data) >= size
+        return m.Chunk(rid=msg.rid, offset=msg.offset, size=size, eof=eof), data
+
+    def _data_path(self, rel: str) -> Path:
+        """The file ``rel`` names, if it is one this port serves; else RemoteProtocolError."""
+        parts = PurePosixPath(rel.lstrip("/")).parts
+        if "\x00" in rel or not servable(parts):
+            raise RemoteProtocolError(f"path {rel!r} is outside this node's volumes")
+        try:
+            path = self.root.joinpath(*parts).resolve()
+        except (OSError, RuntimeError):  # a symlink loop
+            raise RemoteProtocolError(f"path {rel!r} cannot be resolved on {self.node_name}") \
+                from None
+        if self.root not in path.parents:  # a symlink out of the data dir
+            raise RemoteProtocolError(f"path {rel!r} is outside this node's volumes")
+        return path
+
+    # -- refusals --
+
+    def _refuse(self, ident: bytes, rid: int, exc: DiscoError) -> None:
+        self.bad_requests += 1
+        self._warn(code_of(exc), str(exc))
+        self._send_error(ident, rid, code_of(exc), message_of(exc))
+
+    def _send_error(self, ident: bytes, rid: int, code: str, text: str) -> None:
+        self.sock.send_multipart([ident, m.encode(m.Error(rid=rid, code=code, msg=text))])
+
+    def _warn(self, code: str, text: str) -> None:
+        now = time.monotonic()
+        start, logged, suppressed = self._log_window
+        if now - start >= 1.0:
+            start, logged = now, 0
+        if logged >= LOG_PER_S:
+            self._log_window = (start, logged, suppressed + 1)
+            return
+        self.log.warning("bad_data_request", code=code, error=text, suppressed=suppressed,
+                         bad_requests=self.bad_requests)
+        self._log_window = (start, logged + 1, 0)
+
+
+def servable(parts: tuple[str, ...]) -> bool:
+    """True when the relative path ``parts`` names something the data port serves."""
+    if not parts or any(p in ("", ".", "..") or p.startswith(TRASH_PREFIX) for p in parts):
+        return False
+    if parts[0].startswith("vol") and len(parts) >= 2:
+        return True
+    if len(parts) == 3 and parts[0] == "jobs" and parts[2] == "jobpack":
+        return True
+    return len(parts) == 2 and parts[0] == "jobpacks" and _HEX.fullmatch(parts[1]) is not None
+
+
+def _bind_router(ctx: zmq.Context, endpoint: str, keys) -> zmq.Socket:
+    """A ROUTER with the daemon's options, bound; UsageError naming ``endpoint`` if it cannot."""
+    sock = ctx.socket(zmq.ROUTER)
+    security.serve(sock, keys)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, m.MAX_FRAME_BYTES + 4096)
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as exc:
+        sock.close()
+        raise UsageError(f"cannot bind {endpoint}: {exc.strerror}") from None
+    return sock
+
+
+__all__ = ["DataServer", "servable", "CHUNK_LIMIT"]

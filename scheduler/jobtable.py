@@ -1,0 +1,305 @@
+"""The master's job table around the scheduler core, as a pure state machine.
+
+Theory of operation
+-------------------
+The master names jobs, keeps each job's record (header, status, results, error) and its event
+log, feeds the scheduler core (``scheduler.core``) its events and turns what it returns into
+actions for the node core (``mesh.node``) to carry out. It never unpickles user code.
+
+What must survive a change of master goes through the journal: a finished task or a job's end
+is *proposed* (``Propose``) and acted on only when the node core hands it back committed
+(``Committed``). A new master builds its table from the ``JournalState`` it already holds
+(``JobTable.restore``): jobs come back with their finished tasks, everything else is scheduled
+again, and jobs the restore finds complete are ended. Task failures and events are not
+journaled (a fail-over resets them).
+
+Events in (``step(now, event)``): ``Committed(entry)``, ``TaskNote``, ``PurgeAsked`` and the
+scheduler's own events (``core.NodeSlots``, ``core.NodeLost``, ``core.TaskFailed``,
+``core.InputLost``, ``core.JobKilled``, ``core.NodeBlacklisted``, ``core.NodeWhitelisted``,
+``core.Tick``), passed through. Actions out: ``core.AssignTask``, ``core.CancelTask``,
+``Propose(entry)``, ``JobClosed(job)`` and ``Fact``s for the log. Time comes in as ``now``; the
+wall clock is ``now + wall_offset``.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from scheduler import core
+from scheduler import entry as en
+
+MAX_EVENTS_PER_JOB = 20_000
+EVENTS_PER_PAGE = 5000
+
+
+# ---- events and actions ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Committed:
+    entry: object
+
+
+@dataclass(frozen=True)
+class TaskNote:
+    job: str
+    task: str
+    node: str
+    msg: str
+
+
+@dataclass(frozen=True)
+class PurgeAsked:
+    job: str
+
+
+@dataclass(frozen=True)
+class Propose:
+    entry: object
+
+
+@dataclass(frozen=True)
+class JobClosed:
+    job: str
+
+
+@dataclass(frozen=True)
+class Fact:
+    """Something the loop logs (``level`` info or warning); the simulator may assert on it."""
+    event: str
+    level: str = "info"
+    fields: dict = field(default_factory=dict)
+
+
+class JobNotFound(LookupError):
+    """No job of that name (the node answers the client with a usage error)."""
+
+
+class BadJob(ValueError):
+    """A submission's header cannot work (the node answers the client with a usage error)."""
+
+
+@dataclass
+class JobRecord:
+    name: str
+    header: dict
+    submitted: float
+    status: str = core.ACTIVE
+    finished: float | None = None
+    results: list = field(default_factory=list)
+    error: dict | None = None
+    events: list = field(default_factory=list)
+    dropped_events: int = 0
+    counts: dict = field(default_factory=dict)  # per-stage task counts when the job ended
+
+    def summary(self) -> dict:
+        return {"job": self.name, "status": self.status, "submitted": self.submitted,
+                "finished": self.finished}
+
+
+def check_header(header) -> dict:
+    """A submitted job pack's header, validated (``BadJob`` says why not)."""
+    if not isinstance(header, dict) or not isinstance(header.get("inputs"), list) \
+            or not isinstance(header.get("partitions"), int):
+        raise BadJob("job pack is malformed (expected a header with inputs and partitions)")
+    if header["partitions"] < 1:
+        raise BadJob(f"partitions must be 1 or more, not {header['partitions']}")
+    if not header.get("has_map") and not header.get("has_reduce"):
+        raise BadJob("a job needs a map or a reduce function")
+    return header
+
+
+class JobTable:
+    def __init__(self, max_failures: int = 10, wall_offset: float = 0.0, salt: int = 0):
+        self.scheduler = core.Scheduler()
+        self.jobs: dict[str, JobRecord] = {}
+        self.max_failures, self.wall_offset, self.salt = max_failures, wall_offset, salt
+        self._seq = itertools.count(1)
+        self._now = 0.0
+        self._out: list = []
+        self._restoring = False
+
+    # -- the one entry point --
+
+    def step(self, now: float, event) -> list:
+        self._now, self._out = now, []
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event)
+        else:
+            self._schedule(event)
+        return self._out
+
+    @property
+    def wall(self) -> float:
+        return self._now + self.wall_offset
+
+    def _committed(self, ev: Committed) -> None:
+        e = ev.entry
+        if isinstance(e, en.Submit):
+            self._submitted(e, restored=False)
+        elif isinstance(e, en.Done):
+            self._schedule(self._finished(e))
+        elif isinstance(e, en.Purge) and e.job in self.jobs:
+            self._forget(e.job)
+
+    def _submitted(self, e: en.Submit, restored: bool) -> None:
+        if e.job in self.jobs:
+            return
+        header = e.header
+        self.jobs[e.job] = JobRecord(e.job, header, e.submitted)
+        self._fact("job_submitted", job=e.job, inputs=len(header["inputs"]),
+                   restored=restored or None)
+        self._schedule(core.JobSubmitted(
+            e.job, list(header["inputs"]), bool(header.get("has_map")),
+            bool(header.get("has_reduce")), header["partitions"], self.max_failures))
+
+    def _finished(self, e: en.Done):
+        job = self.scheduler.jobs.get(en.job_of_task(e.task))
+        task = job.tasks.get(e.task) if job else None
+        if task is not None and task.state == core.RUNNING and task.node == e.node:
+            return core.TaskFinished(e.task, e.node, list(e.outputs))
+        return core.TaskRestored(e.task, e.node, list(e.outputs))
+
+    def _note(self, ev: TaskNote) -> None:
+        record = self.jobs.get(ev.job)
+        if record is not None:
+            stage = ev.task.split(":")[-2] if ev.task.count(":") >= 2 else None
+            self._event(record, "task_message", ev.msg, task=ev.task, stage=stage, node=ev.node)
+
+    def _purge(self, ev: PurgeAsked) -> None:
+        record = self.record(ev.job)
+        if record.status == core.ACTIVE:
+            self._schedule(core.JobKilled(ev.job))
+        self._out.append(Propose(en.Purge(ev.job)))
+        self._forget(ev.job)
+
+    def _forget(self, name: str) -> None:
+        self.jobs.pop(name, None)
+        self.scheduler.jobs.pop(name, None)
+        self._fact("job_purged", job=name)
+
+    # -- the scheduler's actions --
+
+    def _schedule(self, event) -> None:
+        for action in self.scheduler.step(self._now, event):
+            self._do(action)
+
+    def _do(self, action) -> None:
+        if isinstance(action, (core.AssignTask, core.CancelTask)):
+            self._out.append(action)
+        elif isinstance(action, core.JobEvent):
+            self._event(self.jobs[action.job], action.type, action.msg, action.task,
+                        action.stage, action.node)
+            self._fact(action.type, "warning" if action.type == "task_failed" else "info",
+                       job=action.job, task=action.task, stage=action.stage, on=action.node,
+                       msg=action.msg)
+        elif isinstance(action, core.JobFinished):
+            self._end(action.job, core.FINISHED, results=action.results)
+        elif isinstance(action, core.JobFailed):
+            self._end(action.job, action.status, error={
+                "msg": action.error, "task": action.task, "input": action.input,
+                "node": action.node, "traceback": action.traceback})
+
+    def _end(self, name: str, status: str, results=(), error=None) -> None:
+        record = self.jobs[name]
+        record.status, record.finished = status, self.wall
+        record.results, record.error = list(results), error
+        if name in self.scheduler.jobs:
+            record.counts = self.scheduler.counts(name)
+        self.scheduler.jobs.pop(name, None)
+        self._out.append(Propose(en.End(name, status, record.finished, tuple(record.results),
+                                        error)))
+        self._fact("job_" + status, job=name, results=len(record.results),
+                   error=error["msg"] if error else None)
+        self._out.append(JobClosed(name))
+
+    def _event(self, record: JobRecord, type_: str, msg: str, task=None, stage=None, node=None):
+        if len(record.events) >= MAX_EVENTS_PER_JOB and type_ == "task_message":
+            record.dropped_events += 1
+            return
+        event = {"time": self.wall, "job": record.name, "type": type_, "msg": msg}
+        for key, value in (("task", task), ("stage", stage), ("node", node)):
+            if value is not None:
+                event[key] = value
+        record.events.append(event)
+
+    def _fact(self, event: str, level: str = "info", **fields) -> None:
+        self._out.append(Fact(event, level, {k: v for k, v in fields.items() if v is not None}))
+
+    # -- a new master --
+
+    @classmethod
+    def restore(cls, state: en.JournalState, now: float, alive: set, note: str,
+                **kwargs) -> tuple["JobTable", list]:
+        """The table of a new master, from the journal state every node keeps."""
+        table = cls(**kwargs)
+        table._now, table._out = now, []
+        for job in state.jobs.values():
+            if job.end is not None:
+                table._restore_ended(job)
+                continue
+            table._submitted(en.Submit(job.name, job.header, job.jobpack, job.submitted),
+                             restored=True)
+            for task, (node, outputs) in job.done.items():
+                table._schedule(core.TaskRestored(task, node, list(outputs)))
+        gone = {t.node for j in table.scheduler.jobs.values() if j.state == core.ACTIVE
+                for t in j.tasks.values() if t.state == core.DONE and t.node not in alive}
+        for node in sorted(gone):
+            table._schedule(core.NodeLost(node))
+        for record in table.jobs.values():
+            if record.status == core.ACTIVE:
+                table._event(record, "master_changed", note)
+        return table, table._out
+
+    def _restore_ended(self, job: en.JobState) -> None:
+        e = job.end
+        self.jobs[job.name] = JobRecord(job.name, job.header, job.submitted, e.status,
+                                        e.finished, list(e.results), e.error)
+
+    # -- queries --
+
+    def new_name(self, prefix: str) -> str:
+        bad = set(prefix) & set("/\\:@ \t\n")
+        if bad or prefix.startswith("."):
+            raise BadJob(f"job name prefix {prefix!r} may not contain {sorted(bad) or '.'}")
+        stamp = datetime.fromtimestamp(self.wall, timezone.utc).strftime("%Y%m%d%H%M%S")
+        while True:
+            name = f"{prefix}@{stamp}{self.salt % 1000:03d}{next(self._seq):04d}"
+            if name not in self.jobs:
+                return name
+
+    def running_tasks(self) -> list[tuple[str, str]]:
+        """(task id, node) of every running task of every active job."""
+        return [(t.id, t.node) for j in self.scheduler.jobs.values() if j.state == core.ACTIVE
+                for t in j.tasks.values() if t.state == core.RUNNING]
+
+    def record(self, name: str) -> JobRecord:
+        record = self.jobs.get(name)
+        if record is None:
+            raise JobNotFound(f"no job named {name!r} (see `disco jobs`)")
+        return record
+
+    def status(self, name: str) -> dict:
+        record = self.record(name)
+        counts = self.scheduler.counts(name) if name in self.scheduler.jobs else record.counts
+        return {**record.summary(), "results": record.results, "error": record.error,
+                "counts": counts}
+
+    def events(self, name: str, offset: int) -> dict:
+        record = self.record(name)
+        return {"events": record.events[offset:offset + EVENTS_PER_PAGE],
+                "offset": min(len(record.events), offset + EVENTS_PER_PAGE),
+                **self.status(name)}
+
+    def list_jobs(self) -> list:
+        return [r.summary() for r in sorted(self.jobs.values(), key=lambda r: r.submitted)]
+
+    def check_invariants(self) -> None:
+        self.scheduler.check_invariants()
+        for name in self.scheduler.jobs:
+            assert name in self.jobs, f"scheduler job {name} has no record"
+
+
+_HANDLERS = {Committed: JobTable._committed, TaskNote: JobTable._note,
+             PurgeAsked: JobTable._purge}
