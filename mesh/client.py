@@ -12,10 +12,10 @@ import itertools
 
 import zmq
 
-from common.error import CommError, error_for
+from common.error import CommError, DiscoError, UsageError, error_for
 from mesh import message as m
 from mesh import security
-from mesh.settings import parse_address
+from mesh.settings import PYTHON, parse_address
 
 
 class Connection:
@@ -63,3 +63,20 @@ class Connection:
 
 
 __all__ = ["Connection"]
+
+
+def check_seed(seed: str, log) -> None:
+    """Refuse to join a cluster of another protocol version or Python minor version; a seed
+    that does not answer is only logged (another may)."""
+    conn = Connection(seed, 2.0)
+    try:
+        hello = conn.request(m.Hello, python=PYTHON, client="node")
+    except DiscoError as exc:
+        log.warning("seed_unreachable", seed=seed, error=str(exc))
+        return
+    finally:
+        conn.close()
+    if hello.get("version") != m.VERSION or hello.get("python") != PYTHON:
+        raise UsageError(
+            f"cannot join {seed}: it runs protocol {hello.get('version')} on Python "
+            f"{hello.get('python')}, this node runs protocol {m.VERSION} on Python {PYTHON}")

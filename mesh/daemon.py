@@ -24,16 +24,15 @@ import signal
 import time
 from pathlib import Path
 
-import msgpack
 import zmq
 
-from common.error import DiscoError, ProtocolError, UsageError, code_of
+from common.error import ProtocolError, UsageError, code_of
 from mesh import event as ev
 from mesh import log as mesh_log
 from mesh import message as m
 from mesh import raft as rf
 from mesh import security
-from mesh.client import Connection
+from mesh.client import check_seed
 from mesh.datadir import DataDir, digest_of
 from mesh.dataserver import DataServer
 from mesh.executor import Executor
@@ -43,6 +42,7 @@ from mesh.membership import Config as MeshConfig
 from mesh.node import Node
 from mesh.peers import Peers
 from mesh.settings import PYTHON, NodeSettings, is_loopback
+from mesh.transport import bind_router
 
 BATCH = 256
 TICK_S = 0.1
@@ -96,12 +96,12 @@ class NodeDaemon:
         self.zap = None
         if self.keys is not None:  # before any bind, so no connection is ever unchecked
             self.zap = security.ZapHandler(self.ctx, self.keys, self._unauthenticated)
-        self.ctrl = self._router(f"tcp://{self.s.host}:{self.s.port}")
+        self.ctrl = bind_router(self.ctx, f"tcp://{self.s.host}:{self.s.port}", self.keys)
         self.data = DataServer(self.ctx, f"tcp://{self.s.host}:{self.s.port + 1}",
                                self.s.data_dir, self.s.name, self.keys)
         self.data.start()
         self.worker_endpoint = f"ipc://@disco-{os.getpid()}-{self.s.port}"
-        self.wsock = self._router(self.worker_endpoint)
+        self.wsock = bind_router(self.ctx, self.worker_endpoint, self.keys)
         self.poller = zmq.Poller()
         for sock in (self.ctrl, self.wsock) + ((self.zap.sock,) if self.zap else ()):
             self.poller.register(sock, zmq.POLLIN)
@@ -111,21 +111,10 @@ class NodeDaemon:
         self.log.warning("connection_refused", peer=address, mechanism=mechanism,
                          why="no cluster secret", refused=self.zap.refused)
 
-    def _router(self, endpoint: str) -> zmq.Socket:
-        sock = self.ctx.socket(zmq.ROUTER)
-        security.serve(sock, self.keys)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, m.MAX_FRAME_BYTES + 4096)
-        try:
-            sock.bind(endpoint)
-        except zmq.ZMQError as exc:
-            sock.close()
-            raise UsageError(f"cannot bind {endpoint}: {exc.strerror}") from None
-        return sock
-
     def _init_node(self) -> None:
         self.peers = Peers(self.ctx)
-        self._check_seeds()
+        for seed in self.s.join:
+            check_seed(seed, self.log)
         self.journal = Journal(self.s.data_dir)
         known = [p for p in self.dir.known_peers()
                  if p != self.s.address and p not in self.s.join]
@@ -143,22 +132,6 @@ class NodeDaemon:
         self.executor = Executor(self.worker_endpoint, self.s.data_dir, self.s.name,
                                  self.s.address, self._send_worker, self._worker_lost,
                                  self.log, spare=self.s.spare_workers)
-
-    def _check_seeds(self) -> None:
-        """Refuse to join a cluster of another protocol version or Python minor version."""
-        for seed in self.s.join:
-            conn = Connection(seed, 2.0)
-            try:
-                hello = conn.request(m.Hello, python=PYTHON, client="node")
-            except DiscoError as exc:
-                self.log.warning("seed_unreachable", seed=seed, error=str(exc))
-                continue
-            finally:
-                conn.close()
-            if hello.get("version") != m.VERSION or hello.get("python") != PYTHON:
-                raise UsageError(
-                    f"cannot join {seed}: it runs protocol {hello.get('version')} on Python "
-                    f"{hello.get('python')}, this node runs protocol {m.VERSION} on Python {PYTHON}")
 
     def _on_signal(self, signum, frame) -> None:
         self.running = False
@@ -244,26 +217,16 @@ class NodeDaemon:
         ident, frame = frames
         try:
             msg = m.decode(frame)
-            event = self._submission(ident, msg) if isinstance(msg, m.SubmitJob) \
-                else ev.Request(ident, msg)
+            event = ev.Request(ident, msg)
+            if isinstance(msg, m.SubmitJob):  # the pack's header, never its pickled code
+                event = ev.Submission(ident, msg, m.jobpack_header(msg.jobpack),
+                                      digest_of(msg.jobpack))
         except ProtocolError as exc:
             self.refused["bad_messages"] += 1
             self.log.warning("bad_message", error=str(exc), bytes=len(frame))
             self._error(ident, getattr(locals().get("msg"), "rid", 0), code_of(exc), str(exc))
             return
         self._step(now, event)
-
-    def _submission(self, ident: bytes, msg: m.SubmitJob) -> ev.Submission:
-        """Parse the job pack's msgpack header (never its pickled code) and hash the pack; a
-        malformed pack has no header, and the node core says so to the client."""
-        try:
-            pack = msgpack.unpackb(msg.jobpack, raw=False)
-            header = pack["header"]
-            if not isinstance(header, dict) or not isinstance(pack["code"], bytes):
-                header = None
-        except Exception:  # msgpack raises several unrelated types
-            header = None
-        return ev.Submission(ident, msg, header, digest_of(msg.jobpack))
 
     def _error(self, ident: bytes, rid: int, code: str, msg: str) -> None:
         self.ctrl.send_multipart([ident, m.encode(m.Error(rid=rid, code=code, msg=msg))])
@@ -279,35 +242,14 @@ class NodeDaemon:
     def _on_worker_frames(self, frames: list, now: float) -> None:
         if len(frames) != 2:
             return
-        wid, frame = frames
         try:
-            msg = m.decode(frame)
+            msg = m.decode(frames[1])
         except ProtocolError as exc:
             self.log.warning("bad_worker_message", error=str(exc))
             return
-        if isinstance(msg, m.WorkerReady):
-            self.executor.on_ready(wid, now)
-        elif isinstance(msg, m.TaskMessage):
-            task = self.executor.task_of(wid)
-            if task is not None:
-                self._step(now, ev.LocalReport(task, "message", {"msg": msg.msg}))
-        elif isinstance(msg, (m.TaskDone, m.TaskFailed)):
-            self._task_end(wid, msg, now)
-
-    def _task_end(self, wid: bytes, msg, now: float) -> None:
-        task = self.executor.on_task_end(wid, now)
-        if task is None or task["id"] != msg.task:
-            return
-        log = self.log.bind(job=task["job"], task=msg.task, stage=task["stage"])
-        if isinstance(msg, m.TaskDone):
-            log.info("task_done", **{k: v for k, v in msg.stats.items()
-                                     if isinstance(v, (int, float))})
-            self._step(now, ev.LocalReport(task, "done", {"outputs": list(msg.outputs)}))
-        else:
-            log.warning("task_failed", error=msg.error, lost=msg.lost or None)
-            self._step(now, ev.LocalReport(task, "failed", {
-                "error": msg.error, "traceback": msg.traceback, "retryable": msg.retryable,
-                "lost": msg.lost}))
+        report = self.executor.on_message(frames[0], msg, now)
+        if report is not None:
+            self._step(now, report)
 
     # -- carrying out the node core's actions --
 

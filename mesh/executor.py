@@ -90,6 +90,29 @@ class Executor:
             self.backlog.remove(task)
             self._start(worker, task)
 
+    def on_message(self, wid: bytes, msg, now: float):
+        """A worker's message: the ``LocalReport`` it makes for the node core, if any."""
+        from mesh import message as m
+        from mesh.event import LocalReport
+        if isinstance(msg, m.WorkerReady):
+            self.on_ready(wid, now)
+        elif isinstance(msg, m.TaskMessage):
+            task = self.task_of(wid)
+            return LocalReport(task, "message", {"msg": msg.msg}) if task else None
+        elif isinstance(msg, (m.TaskDone, m.TaskFailed)):
+            task = self.on_task_end(wid, now)
+            if task is None or task["id"] != msg.task:
+                return None
+            log = self.log.bind(job=task["job"], task=msg.task, stage=task["stage"])
+            if isinstance(msg, m.TaskDone):
+                log.info("task_done", **{k: v for k, v in msg.stats.items()
+                                         if isinstance(v, (int, float))})
+                return LocalReport(task, "done", {"outputs": list(msg.outputs)})
+            log.warning("task_failed", error=msg.error, lost=msg.lost or None)
+            return LocalReport(task, "failed", {"error": msg.error, "traceback": msg.traceback,
+                                                "retryable": msg.retryable, "lost": msg.lost})
+        return None
+
     def on_task_end(self, wid: bytes, now: float) -> dict | None:
         """The worker finished its task; returns that task (None if it was cancelled)."""
         worker = self.workers.get(wid)

@@ -356,6 +356,18 @@ def _build(cls, tag: str, body: dict):
         raise RemoteProtocolError(f"{tag}: missing fields {missing}") from None
 
 
+def jobpack_header(jobpack: bytes) -> dict | None:
+    """A job pack's msgpack header, or None if the pack is not a map with a header and code
+    (the pickled code inside is never touched)."""
+    try:
+        pack = msgpack.unpackb(jobpack, raw=False)
+        header = pack["header"]
+        ok = isinstance(header, dict) and isinstance(pack["code"], bytes)
+    except Exception:  # msgpack raises several unrelated types
+        return None
+    return header if ok else None
+
+
 def type_names() -> list[str]:
     """Every registered wire type, for docs and tests."""
     return sorted(_REGISTRY)
