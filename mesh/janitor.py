@@ -31,7 +31,6 @@ deleted. Both are safe to read from any thread.
 from __future__ import annotations
 
 import collections
-import errno
 import os
 import shutil
 import threading
@@ -49,7 +48,7 @@ class Janitor:
     """A background thread deleting what it is handed; see the module docstring."""
 
     def __init__(self, roots=(), node_name: str = ""):
-        self.roots = sorted((Path(r).absolute() for r in roots), key=lambda p: len(p.parts),
+        self.roots = sorted(map(_clean, roots), key=lambda p: len(p.parts),
                             reverse=True)  # deepest first
         self.log = mesh_log.get(node=node_name) if node_name else mesh_log.get()
         self.removed = 0
@@ -76,8 +75,7 @@ class Janitor:
 
     def remove(self, path) -> bool:
         """Make ``path`` disappear now and delete it in the background; False if it was absent."""
-        path = Path(path).absolute()
-        trash = self._to_trash(path)
+        trash = self._to_trash(_clean(path))
         if trash is None:
             return False
         with self._cond:
@@ -121,13 +119,9 @@ class Janitor:
             try:
                 os.rename(path, target)
                 return target
-            except FileNotFoundError:
+            except OSError:  # EXDEV (another filesystem), EACCES, a vanished root...
                 if not os.path.lexists(path):
                     return None
-            except OSError as exc:
-                if exc.errno not in (errno.EXDEV, errno.EACCES, errno.EPERM, errno.EBUSY,
-                                     errno.EINVAL, errno.ENOTEMPTY, errno.EEXIST):
-                    raise
         return path  # cannot be moved: deleted where it is
 
     # -- the thread --
@@ -153,6 +147,10 @@ class Janitor:
                 self._busy = 0
                 self.removed += 1
                 self._cond.notify_all()
+
+
+def _clean(path) -> Path:
+    return Path(os.path.normpath(Path(path).absolute()))
 
 
 def _delete(path: Path) -> None:
