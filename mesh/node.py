@@ -34,6 +34,8 @@ one fsync) and ``Stopping``. Actions out: ``Send``, ``Reply``, ``Fail``, ``raft.
 """
 from __future__ import annotations
 
+import msgpack
+
 from mesh import membership as mb
 from mesh import message as m
 from mesh import raft as rf
@@ -54,8 +56,8 @@ class Node(ClientRequests):
         self.members = mb.Membership(cfg.name, cfg.address, cfg.incarnation, cfg.seeds, rng=rng,
                                      config=cfg.mesh, meta=self._meta(Tick()))
         self.raft = rf.Raft(cfg.name, raft_state, rng, config=cfg.raft, founder=cfg.founder)
-        snap = getattr(raft_state, "snapshot", None)
-        self.state = en.JournalState.from_snapshot(snap.data) if snap else en.JournalState()
+        snap = raft_state.snapshot
+        self.state = _unpack_state(snap.data) if snap else en.JournalState()
         self.table: jt.JobTable | None = None
         self.tick = Tick()
         self.waiters: list[tuple] = []  # (deadline, ident, rid, job)
@@ -289,7 +291,7 @@ class Node(ClientRequests):
             elif isinstance(action, rf.RoleChanged):
                 self._role_changed(action)
             elif isinstance(action, rf.Restore):
-                self.state = en.JournalState.from_snapshot(action.snapshot.data)
+                self.state = _unpack_state(action.snapshot.data)
                 self._fact("snapshot_installed", index=action.snapshot.index)
         self._maybe_compact()
 
@@ -297,7 +299,7 @@ class Node(ClientRequests):
         if self.raft.entries_since_snapshot() >= self.cfg.compact_every and \
                 self.raft.applied > self.raft.snapshot_index:
             for action in self.raft.step(self._now, rf.Compact(self.raft.applied,
-                                                                self.state.snapshot())):
+                                                                _pack_state(self.state))):
                 self._out.append(action)  # a Persist of the snapshot
             self._fact("journal_compacted", index=self.raft.applied)
 
@@ -476,6 +478,14 @@ class Node(ClientRequests):
         if self.table is not None:
             self.table.check_invariants()
         assert self.table is None or self.raft.is_leader, "a job table on a non-leader"
+
+
+def _pack_state(state: en.JournalState) -> bytes:
+    return msgpack.packb(state.snapshot(), use_bin_type=True)
+
+
+def _unpack_state(data: bytes) -> en.JournalState:
+    return en.JournalState.from_snapshot(msgpack.unpackb(data, raw=False, strict_map_key=False))
 
 
 _REQUESTS = {
