@@ -29,6 +29,9 @@ bench: install
 	$(PY) bench/compression.py
 	$(PY) bench/wordcount.py --mb $(BENCH_MB)
 	$(PY) bench/shuffle.py --mb $(BENCH_MB)
+	$(PY) bench/journal.py --jobs 10000
+	$(PY) bench/journal.py --jobs 10000 --keep
+	$(PY) bench/loop.py
 
 lint: install
 	$(PY) -m ruff check disco mesh scheduler shuffle storage tests bench examples

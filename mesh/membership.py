@@ -35,7 +35,8 @@ after ``reap_after``.
 
 Events in: ``Tick``, ``GossipIn(sender, entries)`` (one decoded message: a dict body),
 ``SetMeta``, ``Leave``. Actions out: ``SendGossip(address, entries)`` (a message body to
-send) and facts ``MemberChanged(name, old, new)``. No sockets, no clock, injected randomness.
+send) and facts ``MemberChanged(name, old, new)`` and ``Dropped(sender, kind, why)`` (a
+malformed message ignored: the loop logs and counts it). No sockets, no clock, injected randomness.
 """
 from __future__ import annotations
 
@@ -113,6 +114,14 @@ class Leave:
 class SendGossip:
     address: str
     entries: dict  # the message body
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A fact: a malformed message from ``sender`` was ignored (the loop logs and counts it)."""
+    sender: str
+    kind: str
+    why: str
 
 
 @dataclass(frozen=True)
@@ -233,11 +242,14 @@ class Membership:
         handler = {"ping": self._on_ping, "ack": self._on_ack, "nack": self._on_nack,
                    "ping_req": self._on_ping_req, "sync": self._on_sync,
                    "sync_reply": self._on_sync_reply}.get(kind) if isinstance(kind, str) else None
-        if handler is not None:
+        if handler is None:
+            if kind != "gossip":  # gossip only carries the updates merged above
+                self._out.append(Dropped(str(ev.sender), str(kind)[:40], "unknown message kind"))
+        else:
             try:
                 handler(ev.sender, body)
-            except (KeyError, TypeError, ValueError):
-                pass  # malformed from a peer: ignore it
+            except (KeyError, TypeError, ValueError) as exc:  # malformed from a peer
+                self._out.append(Dropped(str(ev.sender), kind, f"{type(exc).__name__}: {exc}"))
 
     # -- probing [SWIM 3.1] --
 

@@ -65,6 +65,7 @@ class Node(ClientRequests):
         self.submit_tokens: dict[str, str] = {}
         self.node_inc: dict[str, int] = {}
         self.missing: dict[str, float] = {}
+        self.bad_peer_messages = 0
         self._entries: list = []
         self._now = 0.0
         self._out: list = []
@@ -266,6 +267,14 @@ class Node(ClientRequests):
                     sender=self.cfg.name, python=self.cfg.python, body=action.entries)))
             elif isinstance(action, mb.MemberChanged):
                 self._member_changed(action)
+            elif isinstance(action, mb.Dropped):
+                self._dropped("gossip", action.sender, action.kind, action.why)
+
+    def _dropped(self, protocol: str, sender: str, kind: str, why: str) -> None:
+        """A core ignored a malformed message of a peer: said, and counted in status."""
+        self.bad_peer_messages += 1
+        self._fact("peer_message_dropped", "warning", protocol=protocol, sender=sender,
+                   kind=kind, why=why, count=self.bad_peer_messages)
 
     def _member_changed(self, action: mb.MemberChanged) -> None:
         member = self.members.members.get(action.name)

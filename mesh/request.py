@@ -105,7 +105,7 @@ class ClientRequests:
                                   "free": meta.get("disk_free", 0)}})
         return {"node": self.cfg.name, "master": self.raft.leader, "term": self.raft.term,
                 "members": rows, "voters": sorted(self.raft.voters),
-                "refused": dict(self.tick.refused)}
+                "refused": {**self.tick.refused, "bad_peer_messages": self.bad_peer_messages}}
 
     @_master_only
     def _nodeinfo(self, msg, ident):

@@ -75,6 +75,8 @@ class SwimSim:
 
     def _carry(self, sender: str, actions) -> None:
         for action in actions:
+            if isinstance(action, mb.Dropped):  # our own cores send nothing malformed
+                raise AssertionError(f"{sender} dropped a message: {action}")
             if isinstance(action, mb.MemberChanged):
                 self.facts.append((self.now, sender, action))
                 continue

@@ -746,3 +746,14 @@ def test_malformed_gossip_from_a_peer_is_dropped(body):
 def test_an_unknown_event_is_our_bug_and_raises():
     with pytest.raises(TypeError, match="no handler"):
         Node()(object())
+
+
+def test_a_malformed_message_is_a_dropped_fact_naming_its_sender():
+    member = mb.Membership("a", "127.0.0.1:1", 1, rng=random.Random(1))
+    out = member.step(0.0, mb.GossipIn("z", {"kind": "ping", "address": "127.0.0.1:9"}))
+    assert [type(a) for a in out if isinstance(a, mb.Dropped)] == [mb.Dropped]
+    (dropped,) = [a for a in out if isinstance(a, mb.Dropped)]
+    assert dropped.sender == "z" and dropped.kind == "ping" and "seq" in dropped.why
+    out = member.step(0.1, mb.GossipIn("z", {"kind": "bogus"}))
+    assert [a for a in out if isinstance(a, mb.Dropped)] == [mb.Dropped("z", "bogus",
+                                                                         "unknown message kind")]
