@@ -50,12 +50,12 @@ from pathlib import Path, PurePosixPath
 
 import zmq
 
-from common.error import DataNotFound, DiscoError, RemoteProtocolError, UsageError, code_of, \
+from common.error import DataNotFound, DiscoError, RemoteProtocolError, code_of, \
     message_of
 from mesh import log as mesh_log
 from mesh import message as m
-from mesh import security
 from mesh.janitor import TRASH_PREFIX
+from mesh.transport import bind_router
 
 BATCH = 256
 CHUNK_LIMIT = 8 << 20
@@ -78,7 +78,7 @@ class DataServer:
         self._log_window = (0.0, 0, 0)  # (window start, lines logged in it, lines suppressed)
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self.sock = _bind_router(ctx, endpoint, keys)
+        self.sock = bind_router(ctx, endpoint, keys)
         wake = f"inproc://disco-dataserver-{os.getpid()}-{next(_ids)}"
         self._wake_rx = ctx.socket(zmq.PAIR)
         self._wake_rx.setsockopt(zmq.LINGER, 0)
@@ -255,21 +255,6 @@ def servable(parts: tuple[str, ...]) -> bool:
     if len(parts) == 3 and parts[0] == "jobs" and parts[2] == "jobpack":
         return True
     return len(parts) == 2 and parts[0] == "jobpacks" and _HEX.fullmatch(parts[1]) is not None
-
-
-def _bind_router(ctx: zmq.Context, endpoint: str, keys) -> zmq.Socket:
-    """A ROUTER with the daemon's options, bound; UsageError naming ``endpoint`` if it cannot."""
-    sock = ctx.socket(zmq.ROUTER)
-    security.serve(sock, keys)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
-    sock.setsockopt(zmq.MAXMSGSIZE, m.MAX_FRAME_BYTES + 4096)
-    try:
-        sock.bind(endpoint)
-    except zmq.ZMQError as exc:
-        sock.close()
-        raise UsageError(f"cannot bind {endpoint}: {exc.strerror}") from None
-    return sock
 
 
 __all__ = ["DataServer", "servable", "CHUNK_LIMIT"]
