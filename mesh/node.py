@@ -299,14 +299,15 @@ class Node(ClientRequests):
                 self._apply(action.entry)
             elif isinstance(action, rf.RoleChanged):
                 self._role_changed(action)
+            elif isinstance(action, rf.Dropped):
+                self._dropped("raft", action.sender, action.kind, action.why)
             elif isinstance(action, rf.Restore):
                 self.state = _unpack_state(action.snapshot.data)
                 self._fact("snapshot_installed", index=action.snapshot.index)
         self._maybe_compact()
 
     def _maybe_compact(self) -> None:
-        if self.raft.entries_since_snapshot() >= self.cfg.compact_every and \
-                self.raft.applied > self.raft.snapshot_index:
+        if self.raft.applied - self.raft.snapshot_index >= self.cfg.compact_every:
             for action in self.raft.step(self._now, rf.Compact(self.raft.applied,
                                                                 _pack_state(self.state))):
                 self._out.append(action)  # a Persist of the snapshot

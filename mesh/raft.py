@@ -45,7 +45,8 @@ Events in: ``Tick``, ``Propose``, ``Compact``, and ``Message``s of kind pre_vote
 pre_vote_reply, vote, vote_reply, append, append_reply, install_snapshot (dicts, as decoded from
 the wire). Actions out: ``Send(to, kind, body)``, ``Persist(term, voted_for, truncate_from,
 entries, snapshot)`` (to be fsynced *before* the sends that follow it in the same batch go out),
-``Restore(snapshot)``, ``Apply(index, entry)``, ``RoleChanged``.
+``Restore(snapshot)``, ``Apply(index, entry)``, ``RoleChanged``, and the fact ``Dropped(sender,
+kind, why)`` for a malformed message that was ignored.
 
 Invariants (``check_invariants``): at most one leader per term (checked across nodes by the
 simulator); snapshot index <= applied <= commit <= last index; terms of the snapshot and the log
@@ -148,6 +149,14 @@ class Restore:
 class Apply:
     index: int
     entry: dict
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A fact: a malformed message from ``sender`` was ignored (the loop logs and counts it)."""
+    sender: str
+    kind: str
+    why: str
 
 
 @dataclass(frozen=True)
@@ -278,17 +287,20 @@ class Raft:
         body = ev.body
         term = body.get("term", 0)
         if not isinstance(term, int):
+            self._out.append(Dropped(ev.sender, ev.kind, "term is not an integer"))
             return
         if term > self.term and ev.kind not in ("pre_vote", "pre_vote_reply"):
             if ev.kind == "vote" and self._leader_recently_heard():
                 return  # stickiness: a healthy leader is not deposed by a rejoining node
             self._become_follower(term, None)
         handler = self._KINDS.get(ev.kind)
-        if handler is not None:
-            try:
-                getattr(self, handler)(ev.sender, body)
-            except (KeyError, TypeError, ValueError):
-                pass  # a malformed body from a peer: ignore it
+        if handler is None:
+            self._out.append(Dropped(ev.sender, ev.kind, "unknown message kind"))
+            return
+        try:
+            getattr(self, handler)(ev.sender, body)
+        except (KeyError, TypeError, ValueError) as exc:  # a malformed body from a peer
+            self._out.append(Dropped(ev.sender, ev.kind, f"{type(exc).__name__}: {exc}"))
 
     # -- elections [5.2] --
 

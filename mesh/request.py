@@ -65,7 +65,7 @@ class ClientRequests:
             self.submits[pending].ident, self.submits[pending].rid = ident, msg.rid
             return PARKED  # a retry while it is being committed
         if ev.header is None:
-            raise Refusal("protocol", "job pack is malformed (expected a msgpack map with "
+            raise Refusal("ProtocolError", "job pack is malformed (expected a msgpack map with "
                            "header and code)")
         header = jt.check_header(ev.header)
         name = self.table.new_name(msg.prefix or "Job")

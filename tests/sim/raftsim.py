@@ -137,6 +137,8 @@ class Sim:
     def _carry(self, name: str, actions) -> None:
         applied = False
         for action in actions:
+            if isinstance(action, raft.Dropped):  # our own cores send nothing malformed
+                raise AssertionError(f"{name} dropped a message: {action}")
             if isinstance(action, raft.Persist):
                 self.disks[name].apply(action)
             elif isinstance(action, raft.Send):

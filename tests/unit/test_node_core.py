@@ -154,7 +154,7 @@ def test_a_retried_submit_with_its_token_gets_the_same_job():
 
 @pytest.mark.parametrize("python,pack,code", [
     ("2.7", None, "UsageError"),
-    (PY, (b"\x80", None), "protocol"),
+    (PY, (b"\x80", None), "ProtocolError"),
     (PY, jobpack(partitions=0), "UsageError"),
 ])
 def test_bad_submissions_are_refused_with_a_code(python, pack, code):

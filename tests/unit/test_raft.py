@@ -17,6 +17,7 @@ from mesh.raft import (
     FOLLOWER,
     LEADER,
     Apply,
+    Dropped,
     Compact,
     Config,
     Message,
@@ -101,7 +102,8 @@ class TestTerms_5_1:
 
     def test_a_malformed_term_is_ignored(self):
         r = node(term=1)
-        assert step(r, 0.0, msg("append", "b", term="9", prev_index=0)) == []
+        assert step(r, 0.0, msg("append", "b", term="9", prev_index=0)) == [
+            Dropped("b", "append", "term is not an integer")]
         assert r.term == 1
 
 
@@ -432,7 +434,8 @@ class TestCompaction_7:
         actions = step(r, 0.1, msg("install_snapshot", "c", **SNAP))
         assert actions == [Send("c", "append_reply", {"term": 2, "success": False, "match": 0})]
         bad = dict(SNAP, term=2, data="not bytes")
-        assert step(r, 0.2, msg("install_snapshot", "b", **bad)) == []
+        assert step(r, 0.2, msg("install_snapshot", "b", **bad)) == [
+            Dropped("b", "install_snapshot", "ValueError: bad snapshot (index 3, term 1)")]
         assert r.snapshot is None
 
     def test_an_append_reaching_into_the_snapshot_is_trimmed_to_what_follows_it(self):
