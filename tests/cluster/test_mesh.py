@@ -50,6 +50,10 @@ def trio(node_factory):
     for n in nodes:
         wait_for(lambda n=n: {k for k, v in states(n).items() if v == "alive"} == names,
                  what=f"{n.address} to see all three alive")
+    # voters are added one at a time after a member is seen alive; a trio whose third member
+    # is not a voter yet cannot survive the loss of the founder, so wait until all three vote
+    wait_for(lambda: all(len(status_of(n)["voters"]) == 3 for n in nodes),
+             what="all three to be voters")
     return nodes
 
 
