@@ -34,7 +34,7 @@ bench: install
 	$(PY) bench/loop.py
 
 lint: install
-	$(PY) -m ruff check disco mesh scheduler shuffle storage tests bench examples
+	$(PY) -m ruff check common disco mesh scheduler shuffle storage tests bench examples
 
 clean:
 	rm -rf build .pytest_cache $(VENV)
