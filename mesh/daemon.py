@@ -270,6 +270,10 @@ class NodeDaemon:
         for path in self.dir.job_paths(a.job, a.jobpack):
             self.janitor.remove(path)
 
+    def _collect_jobpacks(self, a: ev.CollectJobpacks) -> None:
+        for path in self.dir.stale_jobpacks(a.keep, a.grace_s):
+            self.janitor.remove(path)
+
     def _fact(self, a: ev.Fact) -> None:
         getattr(self.log, a.level, self.log.info)(a.event, **a.fields)
 
@@ -284,6 +288,7 @@ _ACTIONS = {
     ev.CancelTask: lambda self, a: self.executor.cancel(a.task),
     ev.RetireJob: lambda self, a: self.executor.job_ended(a.job),
     ev.DropJobData: NodeDaemon._drop_job_data,
+    ev.CollectJobpacks: NodeDaemon._collect_jobpacks,
     ev.RememberMembers: lambda self, a: self.dir.remember_members(a.addresses),
     ev.ForgetPeer: lambda self, a: self.peers.forget(a.address),
     ev.Fact: NodeDaemon._fact,

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 SUBDIRS = ("logs", "jobs", "vol0", "jobpacks")
@@ -90,6 +91,17 @@ class DataDir:
             raise ValueError(f"job pack does not match its hash {digest[:12]}")
         write_atomic(path, data, fsync=True)
         path.chmod(0o444)
+
+    def stale_jobpacks(self, keep, grace_s: float) -> list[Path]:
+        """Stored packs not in ``keep`` and older than ``grace_s`` (by modification time)."""
+        cutoff = time.time() - grace_s
+        stale = []
+        with os.scandir(self.root / "jobpacks") as entries:
+            for entry in entries:
+                if not entry.name.startswith(".") and entry.name not in keep and \
+                        entry.stat().st_mtime < cutoff:
+                    stale.append(Path(entry.path))
+        return stale
 
     def job_paths(self, job: str, digest: str | None = None) -> list[Path]:
         paths = [self.root / "vol0" / "jobs" / job, self.root / "jobs" / job]

@@ -34,6 +34,7 @@ class NodeConfig:
     wait_max_s: float = 60.0
     pack_timeout_s: float = 10.0
     compact_every: int = 2000
+    pack_grace_s: float = 600.0
     wall_offset: float = 0.0
     mesh: mb.Config = field(default_factory=mb.Config)
     raft: rf.Config = field(default_factory=rf.Config)
@@ -134,6 +135,14 @@ class RetireJob:
 class DropJobData:
     job: str
     jobpack: str | None = None  # also the content-addressed pack, when no job uses it
+
+
+@dataclass(frozen=True)
+class CollectJobpacks:
+    """Delete stored job packs that no job uses (``keep`` are in use) and that were stored more
+    than ``grace_s`` ago: a pack just stored may belong to a submission not yet committed."""
+    keep: frozenset
+    grace_s: float
 
 
 @dataclass(frozen=True)

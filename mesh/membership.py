@@ -202,8 +202,9 @@ class Membership:
             self._next_gossip = self._now + self.cfg.gossip_interval
             self._gossip()
         if self._now >= self._next_sync:
-            self._next_sync = self._now + (self.cfg.sync_interval if self.heard_from_peer
-                                           else self.cfg.probe_interval * 5)
+            lonely = not self.heard_from_peer or not self.peers()
+            self._next_sync = self._now + (self.cfg.probe_interval * 5 if lonely
+                                           else self.cfg.sync_interval)
             self._sync()
 
     @_on.register
@@ -466,9 +467,13 @@ class Membership:
 
     def _sync(self) -> None:
         peers = [m.address for m in self.peers()]
-        targets = list(self.seeds) if not self.heard_from_peer else []
+        targets = list(self.seeds) if not self.heard_from_peer or not peers else []
         if peers:
             targets.append(self.rng.choice(peers) if self.rng else peers[0])
+        else:  # alone: members that left or died may be back (a restart raises incarnation)
+            gone = sorted(m.address for m in self.members.values() if m.name != self.name)
+            if gone:
+                targets.append(self.rng.choice(gone) if self.rng else gone[0])
         for address in dict.fromkeys(targets):
             self._send(address, "sync", table=self._table())
 

@@ -46,7 +46,7 @@ from scheduler import jobtable as jt
 from scheduler.jobtable import Fact
 from mesh.event import (
     NodeConfig, Tick, Request, Submission, LocalReport, Undeliverable,
-    Flush, Stopping, Send, Reply, Fail, StoreJobpack,
+    Flush, Stopping, Send, Reply, Fail, StoreJobpack, CollectJobpacks,
     StartTask, CancelTask, RetireJob, DropJobData, RememberMembers, ForgetPeer,
 )
 
@@ -66,6 +66,7 @@ class Node(ClientRequests):
         self.node_inc: dict[str, int] = {}
         self.missing: dict[str, float] = {}
         self.bad_peer_messages = 0
+        self._takeover_at = 0  # leader, waiting for its first entry to be applied
         self._entries: list = []
         self._now = 0.0
         self._out: list = []
@@ -304,6 +305,9 @@ class Node(ClientRequests):
             elif isinstance(action, rf.Restore):
                 self.state = _unpack_state(action.snapshot.data)
                 self._fact("snapshot_installed", index=action.snapshot.index)
+        if self._takeover_at and self.raft.is_leader and self.raft.applied >= self._takeover_at:
+            self._takeover_at = 0
+            self._take_over()
         self._maybe_compact()
 
     def _maybe_compact(self) -> None:
@@ -312,6 +316,8 @@ class Node(ClientRequests):
                                                                 _pack_state(self.state))):
                 self._out.append(action)  # a Persist of the snapshot
             self._fact("journal_compacted", index=self.raft.applied)
+            self._out.append(CollectJobpacks(frozenset(j.jobpack for j in self.state.jobs.values()),
+                                             self.cfg.pack_grace_s))
 
     def _apply(self, wire: dict) -> None:
         try:
@@ -320,11 +326,9 @@ class Node(ClientRequests):
             self._fact("bad_journal_entry", "warning", error=str(exc))
             return
         if isinstance(entry, en.Purge):
-            job = self.state.jobs.get(entry.job)
             self.state.apply(entry)
-            digest = job.jobpack if job and not self.state.pack_in_use(job.jobpack) else None
             self._out.append(RetireJob(entry.job))
-            self._out.append(DropJobData(entry.job, digest))
+            self._out.append(DropJobData(entry.job))  # its pack goes at the next collection
         else:
             self.state.apply(entry)
         if not self.is_master:
@@ -339,8 +343,12 @@ class Node(ClientRequests):
     def _role_changed(self, action: rf.RoleChanged) -> None:
         self._fact("raft_" + action.role, term=action.term, leader=action.leader)
         if action.role == rf.LEADER:
-            self._take_over()
-        elif self.table is not None or self.submits or self.waiters:
+            # master once this term's first entry is applied: then every entry a predecessor
+            # committed is applied here too, and the journal state is complete [Raft 5.4.2, 8]
+            self._takeover_at = self.raft.last_index()
+            return
+        self._takeover_at = 0
+        if self.table is not None or self.submits or self.waiters:
             self._step_down()
 
     def _take_over(self) -> None:
@@ -413,15 +421,16 @@ class Node(ClientRequests):
     # -- what the master decides on every tick --
 
     def _manage_voters(self) -> None:
-        """Voters follow membership, one change at a time: alive members join; members that
+        """Voters follow membership, one change at a time: alive members that hold the log up
+        to the commit index join (a learner first catches up); members that
         left, or are dead for ``dead_voter_s``, go, so losses one after another keep a
         majority."""
         if self.raft.config_pending() or any(e.get("type") == "voters" for e in self._entries):
             return
         voters = list(self.raft.voters)
         members = self.members.members
-        joiner = next((x.name for x in self.members.alive()
-                       if x.name not in voters and x.state == mb.ALIVE), None)
+        joiner = next((x.name for x in self.members.alive() if x.name not in voters
+                       and x.state == mb.ALIVE and self.raft.caught_up(x.name)), None)
         leaver = next((v for v in voters if v != self.cfg.name and v in members and (
             members[v].state == mb.LEFT or (members[v].state == mb.DEAD and
                                             self._now - members[v].changed > self.cfg.dead_voter_s))),

@@ -239,6 +239,11 @@ class Raft:
         return bool(self.snapshot and self.snapshot.voters) or any(
             e.get("type") == "voters" for _, e in self.log)
 
+    def caught_up(self, member: str) -> bool:
+        """On the leader: ``member`` has acknowledged the log up to the commit index, so it may
+        become a voter without stalling commits (Raft thesis 4.2.1, catching up new servers)."""
+        return self.role == LEADER and self._match.get(member, 0) >= self.commit
+
     # -- handlers --
 
     @singledispatchmethod

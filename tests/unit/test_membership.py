@@ -757,3 +757,19 @@ def test_a_malformed_message_is_a_dropped_fact_naming_its_sender():
     out = member.step(0.1, mb.GossipIn("z", {"kind": "bogus"}))
     assert [a for a in out if isinstance(a, mb.Dropped)] == [mb.Dropped("z", "bogus",
                                                                          "unknown message kind")]
+
+
+def test_a_member_left_alone_keeps_asking_its_seeds_and_the_members_it_knew():
+    a = mb.Membership("a", "127.0.0.1:1", 1, seeds=("127.0.0.1:9",), rng=random.Random(1),
+                      config=mb.Config.lan())
+    a.step(0.0, mb.GossipIn("b", {"kind": "gossip", "address": "127.0.0.1:2", "inc": 1,
+                                  "updates": []}))
+    assert a.heard_from_peer and [x.name for x in a.peers()] == ["b"]
+    a.step(0.1, mb.GossipIn("b", {"kind": "gossip", "address": "127.0.0.1:2", "inc": 2,
+                                  "updates": [["b", "127.0.0.1:2", 2, "left", {}, ""]]}))
+    assert a.peers() == []
+    syncs = set()
+    for i in range(1, 40):
+        syncs |= {x.address for x in a.step(0.1 + i * 0.5, mb.Tick())
+                  if isinstance(x, SendGossip) and x.entries.get("kind") == "sync"}
+    assert syncs == {"127.0.0.1:9", "127.0.0.1:2"}
