@@ -1,13 +1,9 @@
 """The node daemon: the thin loop around the node core (ARCHITECTURE "Pure cores, thin loops").
 
-It is the only place that owns sockets and the clock. Sockets:
-
-- control ROUTER on ``port``: client requests, gossip, Raft, master commands, task reports;
-- data ROUTER on ``port + 1``, served by its own thread (``mesh.dataserver``), so a big read
-  never delays a heartbeat;
-- worker ROUTER on an abstract ``ipc://`` name: the node's own worker processes
-  (``mesh.executor``);
-- one DEALER per peer (``mesh.peers``) for one-way messages.
+It alone owns sockets and the clock: the control ROUTER on ``port`` (clients, gossip, Raft,
+master commands, reports), the worker ROUTER on an abstract ``ipc://`` name
+(``mesh.executor``), one DEALER per peer (``mesh.peers``); the data ROUTER on ``port + 1`` is
+served by its own thread (``mesh.dataserver``), so a big read never delays a heartbeat.
 
 Each turn reads the clock once, drains a bounded batch from each socket, decodes and validates
 every frame (a bad one is answered with ``Error``, counted and logged, never raised), steps the
@@ -139,12 +135,11 @@ class NodeDaemon:
     def _shutdown(self) -> None:
         if hasattr(self, "node"):
             self._step(time.monotonic(), ev.Stopping())  # seen as left, never dead
-        if hasattr(self, "executor"):
-            self.executor.stop()  # running tasks are handed back: the master sees us leave
-        if hasattr(self, "data"):
-            self.data.stop()
-        if hasattr(self, "janitor"):
-            self.janitor.stop(2.0)  # what is left stays as trash, removed at the next start
+        # running tasks are handed back (the master sees us leave); what the janitor has not
+        # deleted in 2 s stays as trash, removed at the next start
+        for part, args in (("executor", ()), ("data", ()), ("janitor", (2.0,))):
+            if hasattr(self, part):
+                getattr(self, part).stop(*args)
         if hasattr(self, "peers"):
             self.peers.close(linger_ms=500)
         if hasattr(self, "log"):
@@ -263,8 +258,13 @@ class NodeDaemon:
     def _store_jobpack(self, a: ev.StoreJobpack) -> None:
         try:
             self.dir.store_jobpack(a.digest, a.data)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # not acknowledged: others may make the majority
             self.log.error("jobpack_not_stored", digest=a.digest[:12], error=str(exc))
+            return
+        if isinstance(a.then, ev.Send):
+            self._send(a.then)
+        elif a.then is not None:
+            self.events.append(a.then)
 
     def _drop_job_data(self, a: ev.DropJobData) -> None:
         for path in self.dir.job_paths(a.job, a.jobpack):

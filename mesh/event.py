@@ -112,8 +112,11 @@ class Fail:
 
 @dataclass(frozen=True)
 class StoreJobpack:
+    """Store the pack under its hash (fsynced); only once it is stored, carry out ``then``: a
+    ``Send`` (a voter's acknowledgement) or an event for this node (the master's own)."""
     digest: str
     data: bytes
+    then: object = None
 
 
 @dataclass(frozen=True)

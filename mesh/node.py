@@ -188,9 +188,9 @@ class Node(ClientRequests):
 
     def _put_jobpack(self, msg: m.PutJobpack, ident):
         if self._fresh(msg.term, msg.master, "put_jobpack"):
-            self._out.append(StoreJobpack(msg.digest, msg.jobpack))
-            self._out.append(Send(msg.master, m.JobpackStored(
-                term=msg.term, node=self.cfg.name, digest=msg.digest)))
+            self._out.append(StoreJobpack(msg.digest, msg.jobpack, then=Send(
+                msg.master, m.JobpackStored(term=msg.term, node=self.cfg.name,
+                                            digest=msg.digest))))
         return PARKED
 
     def _jobpack_stored(self, msg: m.JobpackStored, ident):

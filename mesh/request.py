@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mesh import message as m
-from mesh.event import Send, StoreJobpack, Submission
+from mesh.event import Request, Send, StoreJobpack, Submission
 from scheduler import core
 from scheduler import entry as en
 from scheduler import jobtable as jt
@@ -74,14 +74,14 @@ class ClientRequests:
         self.submits[name] = pending
         if msg.token:
             self.submit_tokens[msg.token] = name
-        self._out.append(StoreJobpack(ev.digest, msg.jobpack))
+        self._out.append(StoreJobpack(ev.digest, msg.jobpack, then=Request(b"", m.JobpackStored(
+            term=self.raft.term, node=self.cfg.name, digest=ev.digest))))
         for voter in self.raft.voters:
             address = self._address(voter)
             if voter != self.cfg.name and address:
                 self._out.append(Send(address, m.PutJobpack(
                     term=self.raft.term, master=self.cfg.address, digest=ev.digest,
                     jobpack=msg.jobpack)))
-        self._pack_stored(name, self.cfg.name)
         return PARKED  # answered once the job is in the journal of a majority
 
     @_master_only

@@ -41,6 +41,11 @@ class Script:
         self.now += dt
         out = self.node.step(self.now, event)
         self.persisted += [a for a in out if isinstance(a, rf.Persist)]
+        for stored in [a for a in out if isinstance(a, ev.StoreJobpack) and a.then]:
+            if isinstance(stored.then, ev.Send):
+                out.append(stored.then)  # as the daemon does once the pack is fsynced
+            else:
+                out += self.step(stored.then)
         if self.peer_votes:
             for answer in [self._peer_answer(a.msg) for a in out if isinstance(a, ev.Send)
                            and isinstance(a.msg, m.Raft)]:
@@ -133,7 +138,8 @@ def test_submit_stores_the_pack_commits_then_answers_and_starts_the_map():
     pack, header = jobpack()
     out = s.submit(pack=(pack, header))
     stores = kinds(out, ev.StoreJobpack)
-    assert stores == [ev.StoreJobpack(digest_of(pack), pack)]
+    mine = m.JobpackStored(term=s.node.raft.term, node="a", digest=digest_of(pack))
+    assert stores == [ev.StoreJobpack(digest_of(pack), pack, then=ev.Request(b"", mine))]
     (reply,) = kinds(out, ev.Reply)
     job = reply.body["job"]
     assert job.startswith("J@")
@@ -141,6 +147,19 @@ def test_submit_stores_the_pack_commits_then_answers_and_starts_the_map():
     assert task["job"] == job and task["jobpack"] == digest_of(pack)
     assert task["jobpack_urls"] == [f"disco://{A}/jobpacks/{digest_of(pack)}"]
     assert out.index(stores[0]) < out.index(kinds(out, rf.Persist)[0]) < out.index(reply)
+
+
+def test_the_masters_own_copy_counts_only_once_it_is_stored():
+    s = Script()
+    s.until_master()
+    pack, header = jobpack()
+    msg = m.SubmitJob(rid=1, prefix="J", jobpack=pack, python=PY)
+    out = s.node.step(s.now, ev.Submission(b"client", msg, header, digest_of(pack)))
+    out += s.node.step(s.now, ev.Flush())  # the store never reported back (disk full)
+    assert not kinds(out, ev.Reply) and not [p for p in kinds(out, rf.Persist) if p.entries]
+    out = s.node.step(s.now + 11, ev.Tick())
+    (fail,) = kinds(out, ev.Fail)
+    assert fail.code == "CommError" and "majority" in fail.msg
 
 
 def test_a_retried_submit_with_its_token_gets_the_same_job():
