@@ -86,6 +86,7 @@ class DataDir:
     def store_jobpack(self, digest: str, data: bytes) -> None:
         path = self.jobpack_path(digest)
         if path.exists():
+            os.utime(path)  # stored again: its grace against collection starts anew
             return
         if digest_of(data) != digest:
             raise ValueError(f"job pack does not match its hash {digest[:12]}")

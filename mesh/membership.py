@@ -474,6 +474,9 @@ class Membership:
             gone = sorted(m.address for m in self.members.values() if m.name != self.name)
             if gone:
                 targets.append(self.rng.choice(gone) if self.rng else gone[0])
+        dead = sorted(m.address for m in self.members.values() if m.state == DEAD)
+        if peers and dead:  # a partition may have healed: a live one refutes its death
+            targets.append(self.rng.choice(dead) if self.rng else dead[0])
         for address in dict.fromkeys(targets):
             self._send(address, "sync", table=self._table())
 

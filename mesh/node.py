@@ -316,8 +316,9 @@ class Node(ClientRequests):
                                                                 _pack_state(self.state))):
                 self._out.append(action)  # a Persist of the snapshot
             self._fact("journal_compacted", index=self.raft.applied)
-            self._out.append(CollectJobpacks(frozenset(j.jobpack for j in self.state.jobs.values()),
-                                             self.cfg.pack_grace_s))
+            keep = {j.jobpack for j in self.state.jobs.values()} | \
+                {p.entry.jobpack for p in self.submits.values()}
+            self._out.append(CollectJobpacks(frozenset(keep), self.cfg.pack_grace_s))
 
     def _apply(self, wire: dict) -> None:
         try:
