@@ -61,3 +61,15 @@ def test_pid_file_is_removed_only_if_it_is_ours(d):
 def test_job_paths_name_the_pack_only_when_asked(d):
     assert len(d.job_paths("J@1")) == 2
     assert d.job_paths("J@1", "ab")[-1] == d.jobpack_path("ab")
+
+
+def test_a_pack_stored_again_starts_its_grace_anew(d):
+    pack = b"pack"
+    digest = digest_of(pack)
+    d.store_jobpack(digest, pack)
+    old = d.jobpack_path(digest).stat().st_mtime - 3600
+    os.utime(d.jobpack_path(digest), (old, old))
+    assert d.stale_jobpacks(set(), 600) == [d.jobpack_path(digest)]
+    assert d.stale_jobpacks({digest}, 600) == []
+    d.store_jobpack(digest, pack)
+    assert d.stale_jobpacks(set(), 600) == []
