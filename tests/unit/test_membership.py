@@ -778,8 +778,9 @@ def test_a_member_left_alone_keeps_asking_its_seeds_and_the_members_it_knew():
 def test_a_member_held_dead_is_still_synced_with_now_and_then():
     """After a partition heals, a member we hold dead hears of it and refutes."""
     a = mb.Membership("a", "127.0.0.1:1", 1, rng=random.Random(3), config=mb.Config.lan())
-    a.step(0.0, mb.GossipIn("b", {"kind": "gossip", "address": "127.0.0.1:2", "inc": 1,
-                                  "updates": [["c", "127.0.0.1:3", 1, "dead", {}, ""]]}))
+    for t, state in ((0.0, "alive"), (0.1, "dead")):
+        a.step(t, mb.GossipIn("b", {"kind": "gossip", "address": "127.0.0.1:2", "inc": 1,
+                                    "updates": [["c", "127.0.0.1:3", 1, state, {}, ""]]}))
     assert a.members["c"].state == DEAD and [x.name for x in a.peers()] == ["b"]
     syncs = set()
     for i in range(1, 130):
