@@ -783,7 +783,10 @@ def test_a_member_held_dead_is_still_synced_with_now_and_then():
                                     "updates": [["c", "127.0.0.1:3", 1, state, {}, ""]]}))
     assert a.members["c"].state == DEAD and [x.name for x in a.peers()] == ["b"]
     syncs = set()
-    for i in range(1, 130):
+    for i in range(1, 130):  # b stays alive (it is heard from at a new incarnation each time)
+        a.step(i * 0.5, mb.GossipIn("b", {"kind": "gossip", "address": "127.0.0.1:2",
+                                          "inc": i + 1, "updates": []}))
         syncs |= {x.address for x in a.step(i * 0.5, mb.Tick())
                   if isinstance(x, SendGossip) and x.entries.get("kind") == "sync"}
+        assert [x.name for x in a.peers()] == ["b"]
     assert "127.0.0.1:3" in syncs
