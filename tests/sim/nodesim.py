@@ -23,7 +23,7 @@ The fake executor runs word counts: a map over ``raw://<words>`` writes per-labe
 <job>/map-<index>-<label>.drec``; a reduce reads its label's inputs from the hosts that hold
 them and reports ``failed`` with ``lost`` when one cannot be read (down, cut off, paused, or the
 file is gone), so the master re-runs the producer; 2% of tasks die. Job packs are kept as
-``mesh.datadir`` keeps them (a pack stored again keeps its first mtime; ``CollectJobpacks``
+``mesh.datadir`` keeps them (a pack stored again gets a fresh mtime; ``CollectJobpacks``
 deletes unused ones older than the grace). Each ``Session`` is one user's job: submit (the same
 token on every retry, ``NotMaster`` redirects followed, another node tried after a time-out),
 wait (``WaitJob`` or ``GetJobStatus``), check, maybe purge.
@@ -619,9 +619,9 @@ class Sim:
             events.append(a.then)
 
     def _keep_pack(self, host: Host, digest: str, data: bytes) -> None:
-        """As ``DataDir.store_jobpack``: a pack already there is left alone (its mtime too)."""
-        if digest not in host.jobpacks:
-            host.jobpacks[digest], host.pack_time[digest] = data, self.now
+        """As ``DataDir.store_jobpack``: a pack already there is kept, its mtime refreshed."""
+        host.jobpacks.setdefault(digest, data)
+        host.pack_time[digest] = self.now
 
     def _persist(self, host: Host, a: rf.Persist, events: deque) -> None:
         host.journal.persist(a)
@@ -819,7 +819,7 @@ def chaos(seed: int, strict: bool = True) -> Sim:
     sim = Sim(seed, n=rng.randint(3, 5), loss=rng.choice([0.0, 0.02, 0.1]),
               dup=rng.choice([0.0, 0.03]), delay=(0.001, rng.choice([0.01, 0.05])),
               compact_every=rng.choice([5, 20, 2000]), dead_voter_s=rng.choice([4.0, 60.0]),
-              strict=strict, pack_grace_s=rng.choice([1.0, 600.0]))
+              strict=strict, pack_grace_s=rng.choice([10.0, 600.0]))  # above any one fault
     sim.start(sim.hosts[0])
     for host in sim.hosts[1:]:
         sim.at(rng.uniform(0, 2), CALL, sim.start, host)

@@ -30,11 +30,9 @@ SEEDS = int(os.environ.get("NODE_SIM_SEEDS", "300"))
 SLOW_SEEDS = int(os.environ.get("NODE_SIM_SEEDS_SLOW", "100000"))
 WORKERS = 2
 
-KNOWN_BUGS = {  # first violation of a chaos seed -> the open bug (tests below) behind it
-    "liveness:membership_split": "members held dead are never contacted again (bug 5)",
-    "holders": "a collection deletes the pack of a pending resubmission (bug 6)",
-    "pack_dropped": "a collection deletes the pack of a pending resubmission (bug 6)",
-}
+# first violation of a chaos seed -> the open bug behind it, pinned by an xfail scenario below;
+# e.g. "liveness:membership_split": "members held dead are never contacted again (bug 5)"
+KNOWN_BUGS: dict[str, str] = {}
 
 WORDS = {"inputs": ["raw://a b a", "raw://b c", "raw://c c d"], "has_map": True,
          "has_reduce": True, "partitions": 2, "prefix": "WordCount", "python": ns.PYTHON}
@@ -151,8 +149,7 @@ def test_the_same_seed_replays_the_same_run():
     assert first.now == again.now
 
 
-# ---- bugs the simulator found ---------------------------------------------------------------
-# Fixed ones stay as regression tests; open ones fail (xfail) until fixed.
+# ---- bugs the simulator found (all fixed now; each scenario failed before its fix) -------------
 
 def test_a_second_voter_is_added_only_once_it_holds_the_log():
     """Was: promoted before it held the log, the new voter at 1 -> 2 voters had no config and
@@ -228,11 +225,9 @@ def test_a_member_that_saw_everyone_leave_finds_them_again():
     assert all(v == ["n0", "n1", "n2"] for v in views.values()), views
 
 
-@pytest.mark.xfail(strict=True, reason="bug 5: mesh/membership.py never contacts a member it "
-                   "holds dead (probes, gossip and syncs go to alive and suspect members only), "
-                   "so after a partition longer than the suspicion timeout heals, each side "
-                   "holds the other dead for good, though both are up and reachable")
-def test_bug_both_sides_of_a_healed_partition_see_each_other_again():
+def test_both_sides_of_a_healed_partition_see_each_other_again():
+    """Was: no member ever contacted one it held dead, so after a partition longer than the
+    suspicion timeout healed, each side held the other dead for good."""
     sim = formed(4, seed=12)
     sim.partition({"n0", "n2"}, {"n1", "n3"})
     sim.run(8)  # each side declares the other dead
@@ -242,12 +237,10 @@ def test_bug_both_sides_of_a_healed_partition_see_each_other_again():
     assert all(v == ["n0", "n1", "n2", "n3"] for v in views.values()), views
 
 
-@pytest.mark.xfail(strict=False, reason="bug 6: a job pack stored again is not rewritten "
-                   "(mesh/datadir.py store_jobpack keeps the old mtime), and a master's own "
-                   "pending submission is not in CollectJobpacks.keep: a compaction while a "
-                   "resubmission of an old pack is pending collects the pack its Submit names "
-                   "(a pinned chaos seed, not strict: another change may route it elsewhere)")
-def test_bug_a_collection_keeps_the_pack_of_a_pending_resubmission():
+def test_a_collection_keeps_the_pack_of_a_pending_resubmission():
+    """Was: a pack stored again kept its old mtime and a master's pending submissions were not
+    in ``CollectJobpacks.keep``: a compaction while a resubmission of an old pack was pending
+    collected the pack its Submit named (found by chaos seed 668, kept as a regression)."""
     sim = ns.chaos(668, strict=False)
     assert not sim.violations, sim.violations[:1]
 
