@@ -474,9 +474,12 @@ class Membership:
             gone = sorted(m.address for m in self.members.values() if m.name != self.name)
             if gone:
                 targets.append(self.rng.choice(gone) if self.rng else gone[0])
-        dead = sorted(m.address for m in self.members.values() if m.state == DEAD)
-        if peers and dead:  # a partition may have healed: a live one refutes its death
-            targets.append(self.rng.choice(dead) if self.rng else dead[0])
+        # a partition may have healed, members may have restarted behind one: now and then
+        # ask one that is not seen alive (a seed, a dead member); a live one refutes its death
+        gone = sorted((set(self.seeds) | {m.address for m in self.members.values()
+                                          if m.state == DEAD}) - set(peers))
+        if peers and gone:
+            targets.append(self.rng.choice(gone) if self.rng else gone[0])
         for address in dict.fromkeys(targets):
             self._send(address, "sync", table=self._table())
 

@@ -30,9 +30,9 @@ SEEDS = int(os.environ.get("NODE_SIM_SEEDS", "300"))
 SLOW_SEEDS = int(os.environ.get("NODE_SIM_SEEDS_SLOW", "100000"))
 WORKERS = 2
 
-KNOWN_BUGS = {  # first violation of a chaos seed -> the open bug behind it (xfail scenario below)
-    "liveness:membership_split": "left members and unseen seeds are never contacted again",
-}
+# first violation of a chaos seed -> the open bug behind it, pinned by an xfail scenario below;
+# none is open now
+KNOWN_BUGS: dict[str, str] = {}
 
 WORDS = {"inputs": ["raw://a b a", "raw://b c", "raw://c c d"], "has_map": True,
          "has_reduce": True, "partitions": 2, "prefix": "WordCount", "python": ns.PYTHON}
@@ -245,13 +245,10 @@ def test_a_collection_keeps_the_pack_of_a_pending_resubmission():
     assert not sim.violations, sim.violations[:1]
 
 
-@pytest.mark.xfail(strict=True, reason="open: mesh/membership.py contacts members it holds "
-                   "left, and seeds it does not see, only while it has no peer at all; two "
-                   "members that restarted behind a cut find each other but never the two that "
-                   "saw them leave. With each side knowing no address of the other, mesh/node.py "
-                   "cannot even answer Raft across (replies go to membership addresses only): "
-                   "no master, forever")
-def test_bug_members_that_restarted_behind_a_cut_rejoin_the_others():
+def test_members_that_restarted_behind_a_cut_rejoin_the_others():
+    """Was: seeds not seen alive were asked only while a member had no peer at all, so two
+    members that restarted behind a cut found each other but never the two that saw them
+    leave (chaos seeds 371 and 8527): no master, forever."""
     sim = formed(4, seed=13)
     n0, n1, n2, n3 = sim.hosts
     sim.stop(n0)
