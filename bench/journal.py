@@ -43,10 +43,13 @@ class Driver:
         self.now = 0.0
 
     def step(self, event) -> list:
+        """As the daemon: journal writes, and a stored pack's acknowledgement stepped in turn."""
         out = self.node.step(self.now, event)
-        for action in out:
+        for action in list(out):
             if isinstance(action, rf.Persist):
                 self.journal.persist(action)
+            elif isinstance(action, ev.StoreJobpack) and isinstance(action.then, ev.Request):
+                out += self.step(action.then)
         return out
 
     def until_master(self) -> float:
