@@ -219,7 +219,7 @@ class NodeDaemon:
         except ProtocolError as exc:
             self.refused["bad_messages"] += 1
             self.log.warning("bad_message", error=str(exc), bytes=len(frame))
-            self._error(ident, getattr(locals().get("msg"), "rid", 0), code_of(exc), str(exc))
+            self._error(ident, 0, code_of(exc), str(exc))  # undecodable: no rid to echo
             return
         self._step(now, event)
 
@@ -257,7 +257,7 @@ class NodeDaemon:
 
     def _store_jobpack(self, a: ev.StoreJobpack) -> None:
         try:
-            self.dir.store_jobpack(a.digest, a.data)
+            self.dir.store_jobpack(a.digest, a.data, a.hashed)
         except (OSError, ValueError) as exc:  # not acknowledged: others may make the majority
             self.log.error("jobpack_not_stored", digest=a.digest[:12], error=str(exc))
             return

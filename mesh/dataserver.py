@@ -26,7 +26,6 @@ Served paths, relative to the data dir (anything else is refused before the disk
 and a symlink out of the data dir is refused after resolving it):
 
 - ``vol*/...``: blobs, map outputs and results;
-- ``jobs/<job>/jobpack``: a job's pack, as workers on other nodes fetch it;
 - ``jobpacks/<hex>``: the content-addressed job-pack store (16 to 128 lowercase hex digits).
 
 No component may start with ``.trash-``: what the janitor is deleting is gone from view.
@@ -251,8 +250,6 @@ def servable(parts: tuple[str, ...]) -> bool:
     if not parts or any(p in ("", ".", "..") or p.startswith(TRASH_PREFIX) for p in parts):
         return False
     if parts[0].startswith("vol") and len(parts) >= 2:
-        return True
-    if len(parts) == 3 and parts[0] == "jobs" and parts[2] == "jobpack":
         return True
     return len(parts) == 2 and parts[0] == "jobpacks" and _HEX.fullmatch(parts[1]) is not None
 

@@ -10,9 +10,7 @@ from dataclasses import dataclass, field
 from mesh import membership as mb
 from mesh import message as m
 from mesh import raft as rf
-from scheduler.jobtable import Fact
-
-__all__ = ["Fact"]
+from scheduler.jobtable import Fact  # noqa: F401  (the node core's facts, for the loop)
 
 # ---- configuration -----------------------------------------------------------------------
 
@@ -117,6 +115,7 @@ class StoreJobpack:
     digest: str
     data: bytes
     then: object = None
+    hashed: bool = False  # the loop hashed these very bytes already (a submission's own pack)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from mesh import message as m
+from mesh.event import LocalReport
+
 # The checkout (or install) root that holds ``disco``: workers run ``-m disco.worker.runtime``.
 _ROOT = str(Path(__file__).resolve().parent.parent)
 
@@ -92,8 +95,6 @@ class Executor:
 
     def on_message(self, wid: bytes, msg, now: float):
         """A worker's message: the ``LocalReport`` it makes for the node core, if any."""
-        from mesh import message as m
-        from mesh.event import LocalReport
         if isinstance(msg, m.WorkerReady):
             self.on_ready(wid, now)
         elif isinstance(msg, m.TaskMessage):
@@ -168,7 +169,6 @@ class Executor:
                      if w.ready and w.task is None and w.job == job), None)
 
     def _start(self, worker: WorkerProc, task: dict) -> None:
-        from mesh import message as m
         spare = not worker.job
         worker.job, worker.task = task["job"], task
         self._send(worker.wid, m.RunTask(task=task))
@@ -203,7 +203,6 @@ class Executor:
                 self._spawn(job=worker.job)
 
     def _retire(self, worker: WorkerProc) -> None:
-        from mesh import message as m
         self._send(worker.wid, m.Shutdown(reason="idle"))
         worker.ready, worker.dying = False, True  # it will exit; tick() buries it
 

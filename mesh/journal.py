@@ -24,6 +24,7 @@ import msgpack
 
 from common.error import DataError
 from mesh import raft
+from mesh.datadir import write_atomic
 
 
 class Journal:
@@ -149,14 +150,4 @@ class Journal:
         self._base, self._count = base, len(entries)
 
     def _atomic(self, path: Path, data: bytes) -> None:
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_atomic(path, data, fsync=True)

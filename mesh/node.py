@@ -252,11 +252,10 @@ class Node(ClientRequests):
                                       f"voters within {self.cfg.pack_timeout_s:g} s"))
 
     def _answer_wait(self, ident: bytes, rid: int, job: str) -> None:
+        """Only a master has waiters (a step-down answers them ``NotMaster``)."""
         try:
-            if self.table is None:
-                raise jt.JobNotFound(f"no job named {job!r}")
             self._out.append(Reply(ident, rid, self.table.status(job)))
-        except jt.JobNotFound as exc:
+        except jt.JobNotFound as exc:  # purged while waited for
             self._out.append(Fail(ident, rid, "UsageError", str(exc)))
 
     # -- the cores' actions --

@@ -75,7 +75,7 @@ class ClientRequests:
         if msg.token:
             self.submit_tokens[msg.token] = name
         self._out.append(StoreJobpack(ev.digest, msg.jobpack, then=Request(b"", m.JobpackStored(
-            term=self.raft.term, node=self.cfg.name, digest=ev.digest))))
+            term=self.raft.term, node=self.cfg.name, digest=ev.digest)), hashed=True))
         for voter in self.raft.voters:
             address = self._address(voter)
             if voter != self.cfg.name and address:

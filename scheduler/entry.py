@@ -147,9 +147,6 @@ class JournalState:
         if job is not None and job.token:
             self.tokens.pop(job.token, None)
 
-    def pack_in_use(self, digest: str) -> bool:
-        return any(j.jobpack == digest for j in self.jobs.values())
-
     def active(self) -> list[JobState]:
         return [j for j in self.jobs.values() if j.end is None]
 

@@ -117,7 +117,6 @@ class JobTable:
         self._seq = itertools.count(1)
         self._now = 0.0
         self._out: list = []
-        self._restoring = False
 
     # -- the one entry point --
 

@@ -11,7 +11,6 @@ re-run of a task replaces its output instead of duplicating it.
 from __future__ import annotations
 
 import cProfile
-import hashlib
 import inspect
 import io
 import os
@@ -25,6 +24,7 @@ from disco.error import CommError, DataError, DiscoError
 from disco.jobpack import load as load_jobpack
 from disco.worker import task_io
 from disco.worker.classic.func import sum_combiner
+from mesh.datadir import digest_of, write_atomic
 from shuffle import record
 from shuffle.partition import default_partition, partition_pairs
 from shuffle.sort import ExternalSorter
@@ -89,11 +89,9 @@ def _jobpack(data_dir: Path, digest: str, address: str, urls) -> bytes:
         except DiscoError as exc:
             errors.append(f"{url}: {exc}")
             continue
-        if hashlib.sha256(blob).hexdigest() == digest:
+        if digest_of(blob) == digest:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{digest}.{os.getpid()}.tmp")
-            tmp.write_bytes(blob)
-            os.replace(tmp, path)
+            write_atomic(path, blob)  # a cache: not fsynced, the holders keep the durable copy
             return blob
         errors.append(f"{url}: content does not match its hash")
     raise CommError(f"job pack {digest[:12]} could not be fetched: {'; '.join(errors) or 'no holder'}")
