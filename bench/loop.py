@@ -271,7 +271,7 @@ def fetcher(address: str, path: str, min_s: float) -> None:
     import zmq
 
     from mesh import security
-    from shuffle.transfer import data_endpoint
+    from mesh.transfer import data_endpoint
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     security.dial(sock, security.process_keys())

@@ -32,7 +32,7 @@ import zmq  # noqa: E402
 from disco.client import answers  # noqa: E402
 from disco.embedded import free_port_pair  # noqa: E402
 from shuffle import record  # noqa: E402
-from shuffle.transfer import RemoteFile  # noqa: E402
+from mesh.transfer import RemoteFile  # noqa: E402
 
 PUSHER = """
 import sys, zmq

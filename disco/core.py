@@ -303,7 +303,7 @@ def _describe(func) -> str:
 def result_iterator(results, notifier=None, reader=None, params=None, ddfs=None):
     """Yield the records of a job's results (URLs, or a list of alternative-URL lists)."""
     from disco.worker import task_io
-    from shuffle.transfer import open_disco
+    from mesh.transfer import open_disco
     from disco import embedded
 
     def opener(url: str):

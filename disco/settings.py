@@ -27,6 +27,16 @@ def _env_int(name: str, default: int) -> int:
         raise UsageError(f"{name}={raw!r} is not a whole number") from None
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise UsageError(f"{name}={raw!r} is not a number") from None
+
+
 def node_settings(host=None, port=None, data=None, join=(), workers=None, name=None,
                   secret_file=None, insecure=False) -> NodeSettings:
     """Resolve a node's settings from flags (None = not given) and the environment."""
@@ -43,6 +53,10 @@ def node_settings(host=None, port=None, data=None, join=(), workers=None, name=N
         insecure=insecure, max_failures=_env_int("DISCO_MAX_FAILURES", 10),
         dead_voter_s=float(_env_int("DISCO_DEAD_VOTER_S", 60)),
         mesh_preset=env.get("DISCO_MESH_PRESET", ""),
+        blob_replicas=_env_int("DDFS_BLOB_REPLICAS", 3),
+        tag_replicas=_env_int("DDFS_TAG_REPLICAS", 3),
+        gc_delay_s=_env_float("DDFS_GC_DELAY_S", 3600.0),
+        repair_bytes_s=int(_env_float("DDFS_REPAIR_MBPS", 64.0) * (1 << 20)),
     )
 
 

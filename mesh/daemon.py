@@ -29,6 +29,7 @@ from mesh import message as m
 from mesh import raft as rf
 from mesh import security
 from mesh.client import check_seed
+from mesh.copier import Copier
 from mesh.datadir import DataDir, digest_of
 from mesh.dataserver import DataServer
 from mesh.executor import Executor
@@ -39,6 +40,8 @@ from mesh.node import Node
 from mesh.peers import Peers
 from mesh.settings import PYTHON, NodeSettings, is_loopback
 from mesh.transport import bind_router
+from storage import repair as rp
+from storage.volume import Volumes
 
 BATCH = 256
 TICK_S = 0.1
@@ -82,6 +85,9 @@ class NodeDaemon:
             raise UsageError(f"refusing to bind {self.s.host}: without a cluster secret a node "
                              "binds loopback only; pass --insecure to override")
         self.dir.prepare()
+        self.volumes = Volumes(self.s.data_dir)
+        self._stale_partials = len(self.volumes.clean_partials(0.0, time.time()))  # none survive
+        self.volumes.scan()
         mesh_log.configure(self.s.log_dir / "node.jsonl", node=self.s.name)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
@@ -94,7 +100,7 @@ class NodeDaemon:
             self.zap = security.ZapHandler(self.ctx, self.keys, self._unauthenticated)
         self.ctrl = bind_router(self.ctx, f"tcp://{self.s.host}:{self.s.port}", self.keys)
         self.data = DataServer(self.ctx, f"tcp://{self.s.host}:{self.s.port + 1}",
-                               self.s.data_dir, self.s.name, self.keys)
+                               self.s.data_dir, self.s.name, self.keys, self.volumes)
         self.data.start()
         self.worker_endpoint = f"ipc://@disco-{os.getpid()}-{self.s.port}"
         self.wsock = bind_router(self.ctx, self.worker_endpoint, self.keys)
@@ -120,11 +126,17 @@ class NodeDaemon:
             pid=os.getpid(), data_dir=str(self.s.data_dir), slots=self.s.workers,
             max_failures=self.s.max_failures, dead_voter_s=self.s.dead_voter_s,
             wall_offset=time.time() - time.monotonic(),
-            mesh=getattr(MeshConfig, self.s.mesh_preset)(), raft=rf.Config())
+            mesh=getattr(MeshConfig, self.s.mesh_preset)(), raft=rf.Config(),
+            ddfs=rp.Config(k=self.s.blob_replicas, gc_delay_s=self.s.gc_delay_s))
         self.node = Node(cfg, self.journal.load(), random.Random())
-        self.janitor = Janitor(roots=[self.s.data_dir / d for d in ("vol0", "jobs", "jobpacks")],
-                               node_name=self.s.name)
+        self.janitor = Janitor(roots=list(self.volumes.volumes) + [
+            self.s.data_dir / d for d in ("jobs", "jobpacks")], node_name=self.s.name)
         self.janitor.start()
+        if self._stale_partials:
+            self.log.info("partial_blobs_removed", count=self._stale_partials)
+        self._blobs_reported = False
+        self.copier = Copier(self.volumes, self.s.name, self.s.repair_bytes_s)
+        self.copier.start()
         self.executor = Executor(self.worker_endpoint, self.s.data_dir, self.s.name,
                                  self.s.address, self._send_worker, self._worker_lost,
                                  self.log, spare=self.s.spare_workers)
@@ -137,7 +149,7 @@ class NodeDaemon:
             self._step(time.monotonic(), ev.Stopping())  # seen as left, never dead
         # running tasks are handed back (the master sees us leave); what the janitor has not
         # deleted in 2 s stays as trash, removed at the next start
-        for part, args in (("executor", ()), ("data", ()), ("janitor", (2.0,))):
+        for part, args in (("executor", ()), ("copier", ()), ("data", ()), ("janitor", (2.0,))):
             if hasattr(self, part):
                 getattr(self, part).stop(*args)
         if hasattr(self, "peers"):
@@ -178,7 +190,13 @@ class NodeDaemon:
     def _tick(self, now: float) -> ev.Tick:
         used, free = self.dir.disk_usage(now)
         refused = {**self.refused, "bad_data_requests": self.data.bad_requests}
-        return ev.Tick(tuple(self.executor.task_ids()), used, free, refused)
+        added, removed = self.volumes.changes()
+        if not self._blobs_reported:  # the first tick: every copy the volumes hold
+            self._blobs_reported = True
+            added, removed = list(self.volumes.inventory().values()), []
+        return ev.Tick(tuple(self.executor.task_ids()), used, free, refused,
+                       blobs_added=tuple(_blob_row(b) for b in added),
+                       blobs_removed=tuple(removed), copies_ended=tuple(self.copier.ended()))
 
     def _drain(self, sock: zmq.Socket, handler, now: float) -> None:
         for _ in range(BATCH):
@@ -274,6 +292,10 @@ class NodeDaemon:
         for path in self.dir.stale_jobpacks(a.keep, a.grace_s):
             self.janitor.remove(path)
 
+    def _delete_blob(self, a: ev.DeleteBlob) -> None:
+        for path in self.volumes.remove(a.blob):
+            self.janitor.remove(path)
+
     def _fact(self, a: ev.Fact) -> None:
         getattr(self.log, a.level, self.log.info)(a.event, **a.fields)
 
@@ -291,8 +313,14 @@ _ACTIONS = {
     ev.CollectJobpacks: NodeDaemon._collect_jobpacks,
     ev.RememberMembers: lambda self, a: self.dir.remember_members(a.addresses),
     ev.ForgetPeer: lambda self, a: self.peers.forget(a.address),
+    ev.StoreCopy: lambda self, a: self.copier.copy(a),
+    ev.DeleteBlob: NodeDaemon._delete_blob,
     ev.Fact: NodeDaemon._fact,
 }
+
+
+def _blob_row(info) -> list:
+    return [info.name, info.size, info.checksum, info.path, info.mtime]
 
 
 def main(settings: NodeSettings) -> int:

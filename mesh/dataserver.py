@@ -16,6 +16,13 @@ between peers) and answers each before taking the next:
 - ``Fetch(rid, path, offset, length)`` -> ``Chunk(rid, offset, size, eof)`` + one raw frame of
   at most ``CHUNK_LIMIT`` bytes, sent without a copy; ``eof`` is true when the chunk reaches the
   end of the file;
+- ``PutStart(rid, name, size)``, then ``PutData(rid, offset)`` + one raw frame per chunk, then
+  ``PutEnd(rid, size, checksum)``: a DDFS blob is streamed into a temporary file of one of the
+  node's volumes (``storage.volume``), each chunk acknowledged with ``PutAck`` (the writer's
+  credit); the end is answered ``Stored`` only once the blob and its checksum are fsynced and
+  renamed into place, or ``Error`` (a full disk, a checksum that does not match, a name that
+  exists) with nothing left behind. A put whose writer goes quiet for ``PUT_IDLE_S`` is
+  aborted, as are all open puts when the server stops;
 - anything else (wrong frame count, not msgpack, another message type, a path outside the
   served tree, a negative offset, a missing or unreadable file) -> ``Error(rid, code, msg)``
   with the code of ``common.error.code_of``: ``protocol`` (``RemoteProtocolError``: the
@@ -28,7 +35,8 @@ and a symlink out of the data dir is refused after resolving it):
 - ``vol*/...``: blobs, map outputs and results;
 - ``jobpacks/<hex>``: the content-addressed job-pack store (16 to 128 lowercase hex digits).
 
-No component may start with ``.trash-``: what the janitor is deleting is gone from view.
+No component may start with ``.trash-`` or ``.partial-``: what the janitor is deleting, and a
+blob still being written, are not in view.
 
 A chunk is read with one ``os.pread``, which releases the GIL while the disk works, so the
 daemon's loop thread keeps running. The counters ``served_requests``, ``served_bytes`` and
@@ -54,10 +62,13 @@ from common.error import DataNotFound, DiscoError, RemoteProtocolError, code_of,
 from mesh import log as mesh_log
 from mesh import message as m
 from mesh.janitor import TRASH_PREFIX
+from storage.volume import PARTIAL_PREFIX
 from mesh.transport import bind_router
 
 BATCH = 256
 CHUNK_LIMIT = 8 << 20
+PUT_IDLE_S = 60.0
+MAX_PUTS = 64
 MAX_REQUEST_BYTES = 64 << 10  # a Fetch is a path and three ints
 LOG_PER_S = 10
 _HEX = re.compile(r"[0-9a-f]{16,128}")
@@ -67,8 +78,12 @@ _ids = itertools.count(1)
 class DataServer:
     """A thread answering ``Fetch`` on the data port; see the module docstring."""
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, data_dir: Path, node_name: str, keys):
+    def __init__(self, ctx: zmq.Context, endpoint: str, data_dir: Path, node_name: str, keys,
+                 volumes=None):
         self.endpoint, self.node_name = endpoint, node_name
+        self.volumes = volumes  # storage.volume.Volumes: blobs are served and stored
+        self._puts: dict[tuple[bytes, int], list] = {}  # (peer, rid) -> [writer, last active]
+        self.stored_blobs = 0
         self.root = Path(data_dir).resolve()
         self.log = mesh_log.get(node=node_name)
         self.served_requests = 0
@@ -125,7 +140,7 @@ class DataServer:
         try:
             while True:
                 try:
-                    ready = dict(poller.poll())
+                    ready = dict(poller.poll(1000 if self._puts else None))
                 except zmq.ZMQError as exc:
                     if exc.errno == errno.EINTR:
                         continue
@@ -133,11 +148,15 @@ class DataServer:
                 if self._wake_rx in ready:
                     return
                 self._drain()
+                self._expire_puts()
         except zmq.ContextTerminated:
             pass
         except Exception:  # a zmq failure of ours: say so, never die silently
             self.log.exception("dataserver_failed", endpoint=self.endpoint)
         finally:
+            for writer, _ in self._puts.values():
+                writer.abort()
+            self._puts.clear()
             self._close_thread_sockets()
 
     def _close_thread_sockets(self) -> None:
@@ -165,22 +184,81 @@ class DataServer:
 
     def _on_frames(self, frames: list) -> None:
         ident = frames[0]
-        if len(frames) != 2:
+        if len(frames) not in (2, 3):
             self._refuse(ident, 0, RemoteProtocolError(
-                f"expected one message frame on the data port, got {len(frames) - 1}"))
+                f"expected one or two frames on the data port, got {len(frames) - 1}"))
             return
         msg = None
         try:
             msg = m.decode(frames[1], MAX_REQUEST_BYTES)
-            if not isinstance(msg, m.Fetch):
+            if (len(frames) == 3) != isinstance(msg, m.PutData):
+                raise RemoteProtocolError(f"{msg.TYPE}: wrong number of frames")
+            handler = _HANDLERS.get(type(msg))
+            if handler is None:
                 raise RemoteProtocolError(f"{msg.TYPE} is not served on the data port")
-            header, data = self._read(msg)
+            answer = handler(self, ident, msg, frames[2] if len(frames) == 3 else None)
         except DiscoError as exc:
-            self._refuse(ident, getattr(msg, "rid", 0), exc)
+            rid = getattr(msg, "rid", 0)
+            put = self._puts.pop((ident, rid), None)
+            if put is not None:
+                put[0].abort()
+            self._refuse(ident, rid, exc)
             return
         self.served_requests += 1  # before the answer, so a reader of its reply sees it
+        self.sock.send_multipart([ident] + answer, copy=False)
+
+    def _fetch(self, ident: bytes, msg: m.Fetch, data) -> list:
+        header, data = self._read(msg)
         self.served_bytes += len(data)
-        self.sock.send_multipart([ident, m.encode(header), data], copy=False)
+        return [m.encode(header), data]
+
+    # -- storing blobs --
+
+    def _put_start(self, ident: bytes, msg: m.PutStart, data) -> list:
+        if self.volumes is None:
+            raise RemoteProtocolError(f"{self.node_name} stores no blobs")
+        if (ident, msg.rid) in self._puts:
+            raise RemoteProtocolError(f"put {msg.rid} is open already")
+        if len(self._puts) >= MAX_PUTS:
+            raise DiscoError(f"{self.node_name} has {MAX_PUTS} puts open; try again")
+        if msg.size < 0:
+            raise RemoteProtocolError(f"put of {msg.name!r} with negative size {msg.size}")
+        writer = self.volumes.writer(msg.name, msg.size)
+        self._puts[(ident, msg.rid)] = [writer, time.monotonic()]
+        return [m.encode(m.PutAck(rid=msg.rid, offset=0))]
+
+    def _open_put(self, ident: bytes, rid: int):
+        put = self._puts.get((ident, rid))
+        if put is None:
+            raise RemoteProtocolError(f"no open put {rid} (never started, or timed out)")
+        put[1] = time.monotonic()
+        return put[0]
+
+    def _put_data(self, ident: bytes, msg: m.PutData, data) -> list:
+        writer = self._open_put(ident, msg.rid)
+        if msg.offset != writer.size:
+            raise RemoteProtocolError(f"put of {writer.name!r}: data at offset {msg.offset}, "
+                                      f"expected {writer.size}")
+        if len(data) > CHUNK_LIMIT:
+            raise RemoteProtocolError(f"put chunk of {len(data)} bytes exceeds {CHUNK_LIMIT}")
+        writer.write(data.buffer if hasattr(data, "buffer") else data)
+        return [m.encode(m.PutAck(rid=msg.rid, offset=writer.size))]
+
+    def _put_end(self, ident: bytes, msg: m.PutEnd, data) -> list:
+        writer = self._open_put(ident, msg.rid)
+        info = writer.commit(expected_checksum=msg.checksum or None, expected_size=msg.size)
+        del self._puts[(ident, msg.rid)]
+        self.stored_blobs += 1
+        return [m.encode(m.Stored(rid=msg.rid, path=info.path, size=info.size,
+                                  checksum=info.checksum))]
+
+    def _expire_puts(self) -> None:
+        now = time.monotonic()
+        for key, (writer, last) in list(self._puts.items()):
+            if now - last > PUT_IDLE_S:
+                del self._puts[key]
+                writer.abort()
+                self._warn("put_abandoned", f"put of {writer.name!r} idle {PUT_IDLE_S:g} s")
 
     def _read(self, msg: m.Fetch) -> tuple[m.Chunk, bytes]:
         if msg.offset < 0:
@@ -206,7 +284,13 @@ class DataServer:
         finally:
             os.close(fd)
         eof = msg.offset + len(data) >= size
-        return m.Chunk(rid=msg.rid, offset=msg.offset, size=size, eof=eof), data
+        checksum = ""
+        if msg.offset == 0 and self.volumes is not None and len(parts := PurePosixPath(
+                msg.path).parts) >= 4 and parts[1] == "blob":
+            info = self.volumes.get(parts[-1])
+            checksum = info.checksum if info is not None else ""
+        return m.Chunk(rid=msg.rid, offset=msg.offset, size=size, eof=eof,
+                       checksum=checksum), data
 
     def _data_path(self, rel: str) -> Path:
         """The file ``rel`` names, if it is one this port serves; else RemoteProtocolError."""
@@ -245,9 +329,14 @@ class DataServer:
         self._log_window = (start, logged + 1, 0)
 
 
+_HANDLERS = {m.Fetch: DataServer._fetch, m.PutStart: DataServer._put_start,
+             m.PutData: DataServer._put_data, m.PutEnd: DataServer._put_end}
+
+
 def servable(parts: tuple[str, ...]) -> bool:
     """True when the relative path ``parts`` names something the data port serves."""
-    if not parts or any(p in ("", ".", "..") or p.startswith(TRASH_PREFIX) for p in parts):
+    if not parts or any(p in ("", ".", "..") or p.startswith((TRASH_PREFIX, PARTIAL_PREFIX))
+                        for p in parts):
         return False
     if parts[0].startswith("vol") and len(parts) >= 2:
         return True

@@ -11,6 +11,7 @@ from mesh import membership as mb
 from mesh import message as m
 from mesh import raft as rf
 from scheduler.jobtable import Fact  # noqa: F401  (the node core's facts, for the loop)
+from storage import repair as rp
 
 # ---- configuration -----------------------------------------------------------------------
 
@@ -36,6 +37,7 @@ class NodeConfig:
     wall_offset: float = 0.0
     mesh: mb.Config = field(default_factory=mb.Config)
     raft: rf.Config = field(default_factory=rf.Config)
+    ddfs: rp.Config = field(default_factory=rp.Config)  # k, repair bounds, collection delay
 
 
 # ---- events ------------------------------------------------------------------------------
@@ -46,6 +48,9 @@ class Tick:
     disk_used: int = 0
     disk_free: int = 0
     refused: dict = field(default_factory=dict)
+    blobs_added: tuple = ()    # blob copies stored since the last tick: [name, size, sum, path, mtime]
+    blobs_removed: tuple = ()  # names of copies deleted since the last tick
+    copies_ended: tuple = ()   # (blob, error) of ``StoreCopy`` actions that ended ("" = stored)
 
 
 @dataclass(frozen=True)
@@ -155,3 +160,19 @@ class RememberMembers:
 @dataclass(frozen=True)
 class ForgetPeer:
     address: str
+
+
+@dataclass(frozen=True)
+class StoreCopy:
+    """Fetch blob ``blob`` from one of ``sources`` and store it as a verified copy (repair);
+    the outcome comes back in a later ``Tick.copies_ended``."""
+    blob: str
+    size: int
+    checksum: str
+    sources: tuple
+
+
+@dataclass(frozen=True)
+class DeleteBlob:
+    """Delete this node's copy of ``blob`` (off the loop)."""
+    blob: str

@@ -15,7 +15,9 @@ Message kinds:
 - node -> node (control port, one-way): ``Gossip``, ``Assign``, ``Cancel``, ``Report``,
   ``JobEnded``, ``PutJobpack``, ``JobpackStored``; every master command carries the
   master's term;
-- any -> node (data port): ``Fetch`` answered by ``Chunk`` (+ one raw data frame) or ``Error``.
+- node -> node for DDFS: ``BlobReport``, ``CopyBlob``, ``CopyDone``, ``DropBlob``;
+- any -> node (data port): ``Fetch`` answered by ``Chunk`` (+ one raw data frame) or ``Error``;
+  ``PutStart``, ``PutData`` (+ one raw frame), ``PutEnd`` answered by ``PutAck`` / ``Stored``.
 """
 from __future__ import annotations
 
@@ -143,6 +145,47 @@ class Whitelist:
 
 @message("status")
 class GetStatus:
+    rid: int
+
+
+@message("tag_get")
+class TagGet:
+    """DDFS: one tag's object (``storage.tags.Tag.public``); ``DataNotFound`` if none."""
+    rid: int
+    tag: str
+
+
+@message("tag_list")
+class TagList:
+    rid: int
+    prefix: str = ""
+
+
+@message("tag_write")
+class TagWrite:
+    """DDFS: change a tag (``kind``: add, put, delete, setattr, delattr); answered once
+    committed. ``op`` is the client's id for the write: a retry is applied once."""
+    rid: int
+    kind: str
+    tag: str
+    urls: list = field(default_factory=list)
+    update: bool = False
+    attr: str = ""
+    value: str | None = None
+    op: str = ""
+
+
+@message("blob_place")
+class BlobPlace:
+    """DDFS: a new blob's name and the nodes (addresses, ring order) to write its copies to."""
+    rid: int
+    prefix: str
+    replicas: int = 0        # 0: the cluster's setting
+    exclude: list = field(default_factory=list)
+
+
+@message("ddfs_status")
+class DdfsStatus:
     rid: int
 
 
@@ -274,6 +317,45 @@ class JobpackStored:
     digest: str
 
 
+@message("blob_report")
+class BlobReport:
+    """Node -> master: blobs this node's volumes hold; ``full`` replaces what the master
+    knew of the node, else ``added`` ([name, size, checksum, path, mtime]) and ``removed``."""
+    term: int
+    node: str
+    full: bool
+    added: list = field(default_factory=list)
+    removed: list = field(default_factory=list)
+
+
+@message("copy_blob")
+class CopyBlob:
+    """Master -> node: fetch blob ``blob`` from one of ``sources`` and store it (repair)."""
+    term: int
+    master: str
+    blob: str
+    size: int
+    checksum: str
+    sources: list
+
+
+@message("copy_done")
+class CopyDone:
+    """Node -> master: a ``CopyBlob`` ended (``error`` empty when the copy is stored)."""
+    term: int
+    node: str
+    blob: str
+    error: str = ""
+
+
+@message("drop_blob")
+class DropBlob:
+    """Master -> node: delete this copy (no tag names it, and it is older than the delay)."""
+    term: int
+    master: str
+    blob: str
+
+
 # ---- data port ------------------------------------------------------------------------------
 
 @message("fetch")
@@ -290,6 +372,46 @@ class Chunk:
     offset: int
     size: int
     eof: bool
+    checksum: str = ""  # the first chunk of a DDFS blob: its xxh3_64, for the reader to check
+
+
+@message("put_start")
+class PutStart:
+    """Data port: begin storing blob ``name`` of ``size`` bytes; answered ``PutAck``
+    (offset 0) or ``Error``."""
+    rid: int
+    name: str
+    size: int
+
+
+@message("put_data")
+class PutData:
+    """Data port: the bytes at ``offset`` follow in one raw frame; answered ``PutAck``."""
+    rid: int
+    offset: int
+
+
+@message("put_end")
+class PutEnd:
+    """Data port: all bytes sent; answered ``Stored`` once fsynced and visible, or
+    ``Error`` (nothing is left behind)."""
+    rid: int
+    size: int
+    checksum: str
+
+
+@message("put_ack")
+class PutAck:
+    rid: int
+    offset: int
+
+
+@message("stored")
+class Stored:
+    rid: int
+    path: str
+    size: int
+    checksum: str
 
 
 # ---- encoding -------------------------------------------------------------------------------

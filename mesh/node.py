@@ -39,25 +39,29 @@ import msgpack
 from mesh import membership as mb
 from mesh import message as m
 from mesh import raft as rf
+from mesh.ddfs import DDFS_REQUESTS, DdfsCore
 from mesh.request import PARKED, ClientRequests, Refusal, _PendingSubmit
 from scheduler import core
 from scheduler import entry as en
 from scheduler import jobtable as jt
 from scheduler.jobtable import Fact
+from storage import tags as tg
 from mesh.event import (
     NodeConfig, Tick, Request, Submission, LocalReport, Undeliverable,
     Flush, Stopping, Send, Reply, Fail, StoreJobpack, CollectJobpacks,
     StartTask, CancelTask, RetireJob, DropJobData, RememberMembers, ForgetPeer,
 )
 
-class Node(ClientRequests):
+class Node(ClientRequests, DdfsCore):
     def __init__(self, cfg: NodeConfig, raft_state: rf.State, rng):
         self.cfg = cfg
         self.members = mb.Membership(cfg.name, cfg.address, cfg.incarnation, cfg.seeds, rng=rng,
                                      config=cfg.mesh, meta=self._meta(Tick()))
         self.raft = rf.Raft(cfg.name, raft_state, rng, config=cfg.raft, founder=cfg.founder)
         snap = raft_state.snapshot
-        self.state = _unpack_state(snap.data) if snap else en.JournalState()
+        self.state, tags = _unpack_state(snap.data) if snap else (en.JournalState(),
+                                                                   tg.TagStore())
+        self._init_ddfs(tags)
         self.table: jt.JobTable | None = None
         self.tick = Tick()
         self.waiters: list[tuple] = []  # (deadline, ident, rid, job)
@@ -98,6 +102,7 @@ class Node(ClientRequests):
             self._manage_voters()
             self._sync_nodes()
             self._table(core.Tick())
+        self._ddfs_tick(ev)
         self._expire_parked()
         self._on_flush(Flush())
 
@@ -302,7 +307,7 @@ class Node(ClientRequests):
             elif isinstance(action, rf.Dropped):
                 self._dropped("raft", action.sender, action.kind, action.why)
             elif isinstance(action, rf.Restore):
-                self.state = _unpack_state(action.snapshot.data)
+                self.state, self.tags = _unpack_state(action.snapshot.data)
                 self._fact("snapshot_installed", index=action.snapshot.index)
         if self._takeover_at and self.raft.is_leader and self.raft.applied >= self._takeover_at:
             self._takeover_at = 0
@@ -311,8 +316,8 @@ class Node(ClientRequests):
 
     def _maybe_compact(self) -> None:
         if self.raft.applied - self.raft.snapshot_index >= self.cfg.compact_every:
-            for action in self.raft.step(self._now, rf.Compact(self.raft.applied,
-                                                                _pack_state(self.state))):
+            for action in self.raft.step(self._now, rf.Compact(
+                    self.raft.applied, _pack_state(self.state, self.tags))):
                 self._out.append(action)  # a Persist of the snapshot
             self._fact("journal_compacted", index=self.raft.applied)
             keep = {j.jobpack for j in self.state.jobs.values()} | \
@@ -320,6 +325,9 @@ class Node(ClientRequests):
             self._out.append(CollectJobpacks(frozenset(keep), self.cfg.pack_grace_s))
 
     def _apply(self, wire: dict) -> None:
+        if tg.is_tag_entry(wire):
+            self._apply_tag_entry(wire)
+            return
         try:
             entry = en.from_wire(wire)
         except ValueError as exc:
@@ -343,12 +351,13 @@ class Node(ClientRequests):
     def _role_changed(self, action: rf.RoleChanged) -> None:
         self._fact("raft_" + action.role, term=action.term, leader=action.leader)
         if action.role == rf.LEADER:
+            self._ddfs_lead()
             # master once this term's first entry is applied: then every entry a predecessor
             # committed is applied here too, and the journal state is complete [Raft 5.4.2, 8]
             self._takeover_at = self.raft.last_index()
             return
         self._takeover_at = 0
-        if self.table is not None or self.submits or self.waiters:
+        if self.table is not None or self.submits or self.waiters or self.planner is not None:
             self._step_down()
 
     def _take_over(self) -> None:
@@ -370,6 +379,7 @@ class Node(ClientRequests):
             self._out.append(Fail(pending.ident, pending.rid, "NotMaster", leader))
         for _, ident, rid, _ in self.waiters:
             self._out.append(Fail(ident, rid, "NotMaster", leader))
+        self._ddfs_step_down(leader)
         self.submits.clear()
         self.submit_tokens.clear()
         self.waiters.clear()
@@ -494,17 +504,21 @@ class Node(ClientRequests):
         self.raft.check_invariants()
         self.members.check_invariants()
         self.state.check_invariants()
+        self.tags.check_invariants()
+        if self.planner is not None:
+            self.planner.check_invariants()
         if self.table is not None:
             self.table.check_invariants()
         assert self.table is None or self.raft.is_leader, "a job table on a non-leader"
 
 
-def _pack_state(state: en.JournalState) -> bytes:
-    return msgpack.packb(state.snapshot(), use_bin_type=True)
+def _pack_state(state: en.JournalState, tags: tg.TagStore) -> bytes:
+    return msgpack.packb({**state.snapshot(), "tags": tags.snapshot()}, use_bin_type=True)
 
 
-def _unpack_state(data: bytes) -> en.JournalState:
-    return en.JournalState.from_snapshot(msgpack.unpackb(data, raw=False, strict_map_key=False))
+def _unpack_state(data: bytes) -> tuple[en.JournalState, tg.TagStore]:
+    plain = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    return en.JournalState.from_snapshot(plain), tg.TagStore.from_snapshot(plain.get("tags"))
 
 
 _REQUESTS = {
@@ -516,7 +530,7 @@ _REQUESTS = {
     m.Gossip: Node._gossip, m.Assign: Node._assign, m.Cancel: Node._cancel,
     m.JobEnded: Node._job_ended, m.PutJobpack: Node._put_jobpack,
     m.JobpackStored: Node._jobpack_stored, m.Raft: Node._raft_message,
-    m.Report: Node._report_message,
+    m.Report: Node._report_message, **DDFS_REQUESTS,
 }
 _EVENTS = {Tick: Node._on_tick, Request: Node._on_request, Submission: Node._on_submission,
            LocalReport: Node._on_local_report, Undeliverable: Node._on_undeliverable,

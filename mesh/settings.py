@@ -50,6 +50,10 @@ class NodeSettings:
     spare_workers: int = 1
     dead_voter_s: float = 60.0  # a member dead this long stops being a Raft voter
     mesh_preset: str = ""  # membership timings: "loopback" or "lan"; "" picks by --host
+    blob_replicas: int = 3        # DDFS_BLOB_REPLICAS: copies of each blob kept (fewer nodes: all)
+    tag_replicas: int = 3         # DDFS_TAG_REPLICAS: tags live in the journal, on every voter
+    gc_delay_s: float = 3600.0    # DDFS_GC_DELAY_S: an unreferenced copy goes only this old
+    repair_bytes_s: int = 64 << 20  # DDFS_REPAIR_MBPS: repair copies' bandwidth per node
 
     def __post_init__(self):
         if not 0 < self.port < 65534:
@@ -64,6 +68,10 @@ class NodeSettings:
             object.__setattr__(self, "name", f"{self.host}:{self.port}")
         if not self.mesh_preset:
             object.__setattr__(self, "mesh_preset", "loopback" if is_loopback(self.host) else "lan")
+        if self.blob_replicas < 1 or self.tag_replicas < 1:
+            raise UsageError("DDFS_BLOB_REPLICAS and DDFS_TAG_REPLICAS must be 1 or more")
+        if self.gc_delay_s < 0 or self.repair_bytes_s < 1:
+            raise UsageError("DDFS_GC_DELAY_S must be 0 or more and DDFS_REPAIR_MBPS above 0")
         if self.mesh_preset not in ("loopback", "lan"):
             raise UsageError(f"DISCO_MESH_PRESET={self.mesh_preset!r}: expected loopback or lan")
 

@@ -28,7 +28,7 @@ from mesh.datadir import digest_of, write_atomic
 from shuffle import record
 from shuffle.partition import default_partition, partition_pairs
 from shuffle.sort import ExternalSorter
-from shuffle.transfer import open_disco
+from mesh.transfer import open_disco
 
 BATCH = 1 << 16
 SORT_BUDGET = max(1, int(os.environ.get("DISCO_SORT_MB") or 256)) << 20  # per reduce task

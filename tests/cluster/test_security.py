@@ -15,7 +15,7 @@ from disco.core import Job, result_iterator
 from disco.embedded import free_port_pair
 from disco.error import CommError, DiscoError
 from mesh import message as m
-from shuffle.transfer import RemoteFile
+from mesh.transfer import RemoteFile
 
 pytestmark = pytest.mark.cluster
 

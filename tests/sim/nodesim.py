@@ -62,6 +62,7 @@ from mesh import message as m
 from mesh import raft as rf
 from mesh.node import Node
 from scheduler import entry as en
+from storage import tags as tg
 
 PYTHON = "3.11"
 TICK_S = 0.1
@@ -652,12 +653,20 @@ class Sim:
             self.violation("snapshot", f"{host.name} has a snapshot past the history")
             return
         data = snap.data if isinstance(snap.data, dict) else unpack(snap.data)
-        want = en.replay(unpack(e) for e in self.history[:snap.index]).snapshot()
+        entries = [unpack(e) for e in self.history[:snap.index]]
+        tags = tg.TagStore()
+        for e in entries:
+            if tg.is_tag_entry(e):
+                tags.apply(e)
+        want = {**en.replay(e for e in entries if not tg.is_tag_entry(e)).snapshot(),
+                "tags": tags.snapshot()}
         if pack(data) != pack(want):
             self.violation("snapshot", f"{host.name}'s snapshot at {snap.index} differs from "
                            "the replay of the committed history")
 
     def _committed(self, wire: dict) -> None:
+        if tg.is_tag_entry(wire):
+            return
         try:
             entry = en.from_wire(wire)
         except ValueError as exc:

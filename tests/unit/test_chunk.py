@@ -1,4 +1,4 @@
-"""storage.chunk: records re-encoded into record files of bounded stored size (ddfs chunk)."""
+"""shuffle.chunk: records re-encoded into record files of bounded stored size (ddfs chunk)."""
 from __future__ import annotations
 
 import io
@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from disco.error import DataError
 from disco.worker.task_io import chain_reader, default_map_reader, line_reader
 from shuffle import record as r
-from storage import chunk as c
-from storage.chunk import (CHUNK_OVERHEAD, Chunk, RecordTooLarge, chunk_input, chunk_records)
+from shuffle import chunk as c
+from shuffle.chunk import (CHUNK_OVERHEAD, Chunk, RecordTooLarge, chunk_input, chunk_records)
 
 
 def decode(chunk: Chunk) -> list:

@@ -13,7 +13,7 @@ from disco.embedded import free_port_pair
 from common.error import UsageError
 from mesh import message as m
 from mesh.dataserver import CHUNK_LIMIT, DataServer, servable
-from shuffle.transfer import RemoteFile
+from mesh.transfer import RemoteFile
 
 pytestmark = pytest.mark.timeout(60)
 

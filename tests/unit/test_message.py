@@ -56,11 +56,29 @@ SAMPLES = [
     m.JobEnded(3, "j", purge=True),
     m.Raft("append", "h1:8989", {"term": 3, "prev_index": 0, "prev_term": 0, "entries": [],
                                   "commit": 0}),
+    m.TagGet(21, "data:logs"),
+    m.TagList(22, prefix="data:"),
+    m.TagWrite(23, "add", "data:logs", urls=[["disco://h:1/vol0/blob/ab/x$1"]], update=True,
+               op="c1/7"),
+    m.TagWrite(24, "setattr", "data:logs", attr="owner", value="ops"),
+    m.TagWrite(25, "delattr", "data:logs", attr="owner"),
+    m.BlobPlace(26, "logs.txt", replicas=2, exclude=["h:1"]),
+    m.DdfsStatus(27),
+    m.BlobReport(3, "h2:8989", True, added=[["x$1", 3, "ab", "vol0/blob/ab/x$1", 1.5]]),
+    m.BlobReport(3, "h2:8989", False, removed=["x$1"]),
+    m.CopyBlob(3, "h1:8989", "x$1", 3, "ab", ["disco://h2:8989/vol0/blob/ab/x$1"]),
+    m.CopyDone(3, "h3:8989", "x$1", error="disk full"),
+    m.DropBlob(3, "h1:8989", "x$1"),
+    m.PutStart(28, "x$1", 3),
+    m.PutData(28, 0),
+    m.PutEnd(28, 3, "ab"),
+    m.PutAck(28, 3),
+    m.Stored(28, "vol0/blob/ab/x$1", 3, "ab"),
 ]
 
 
-def raw(tag: str, **fields) -> bytes:
-    return msgpack.packb({"v": m.VERSION, "t": tag, **fields}, use_bin_type=True)
+def raw(type_: str, /, **fields) -> bytes:
+    return msgpack.packb({"v": m.VERSION, "t": type_, **fields}, use_bin_type=True)
 
 
 def body_of(msg) -> dict:

@@ -1,5 +1,6 @@
 """The pure modules (membership, Raft, the node core and its vocabulary, the job table, the
-journal entries, the scheduler, partitioning and the record codec) do no I/O: no sockets,
+journal entries, the scheduler, the DDFS ring, tag store and repair planner, partitioning and
+the record codec) do no I/O: no sockets,
 clocks, threads, files, global randomness or logging.
 
 Checked twice: by importing it in a fresh interpreter and looking at what got loaded, and by
@@ -19,8 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 # State machines import nothing of the project but each other; codecs may use their libraries.
 STATE_MACHINES = ["scheduler.core", "scheduler.entry", "scheduler.jobtable", "mesh.membership",
-                  "mesh.raft"]
-NODE_CORE = ["mesh.node", "mesh.event", "mesh.request"]  # compose the state machines above
+                  "mesh.raft", "storage.ring", "storage.tags", "storage.repair"]
+NODE_CORE = ["mesh.node", "mesh.event", "mesh.request", "mesh.ddfs"]  # compose the state machines above
 CODECS = ["shuffle.partition", "shuffle.record"]
 CORES = STATE_MACHINES + NODE_CORE + CODECS
 
@@ -30,12 +31,14 @@ NEVER_LOADED = {module: IO | ({"msgpack"} if module in STATE_MACHINES else set()
                 for module in CORES}
 # modules any interpreter has loaded before user code runs: only the source can tell
 PRELOADED = {"time", "os", "pathlib"}
-NEVER_IMPORTED = {module: NEVER_LOADED[module] | PRELOADED | {"disco", "storage"} |
-                  ({"mesh", "shuffle"} if module in STATE_MACHINES else set())
+NEVER_IMPORTED = {module: NEVER_LOADED[module] | PRELOADED | {"disco"} |
+                  ({"mesh", "shuffle"} if module in STATE_MACHINES else set()) |
+                  ({"storage"} if module.startswith("scheduler.") else set())
                   for module in CORES}
 # the node core may import only pure modules of mesh (and of scheduler, common)
 PURE_MESH = {"mesh.membership", "mesh.raft", "mesh.message", "mesh.event", "mesh.request",
-             "mesh.node"}
+             "mesh.node", "mesh.ddfs"}
+PURE_STORAGE = {"storage", "storage.ring", "storage.tags", "storage.repair"}
 
 PROBE = """
 import json, sys
@@ -61,6 +64,8 @@ def test_importing_the_core_loads_no_io_clock_or_logging_module(module):
     if module in NODE_CORE:
         mesh_loaded = {name for name in loaded["new"] if name.startswith("mesh.")}
         assert mesh_loaded <= PURE_MESH, sorted(mesh_loaded - PURE_MESH)
+        storage_loaded = {name for name in loaded["new"] if name.split(".")[0] == "storage"}
+        assert storage_loaded <= PURE_STORAGE, sorted(storage_loaded - PURE_STORAGE)
 
 
 @pytest.mark.parametrize("module", CORES)

@@ -10,7 +10,7 @@ import zmq
 from disco.embedded import free_port_pair
 from disco.error import CommError, InputError
 from mesh import message as m
-from shuffle.transfer import RemoteFile
+from mesh.transfer import RemoteFile
 
 
 class FakeDataPort:

@@ -1,0 +1,308 @@
+"""Disco's DDFS client: ``DDFS(master).push(tag, files)``, tags, blobs, attributes.
+
+A *blob* is an immutable file stored on k nodes (the first k clockwise of its name's hash on
+the cluster's ring); a *tag* is a named, mutable list of replica sets (each the URLs of one
+blob's copies, or a ``tag://NAME`` link to another tag) with attributes. Tags are kept in the
+cluster's replicated journal, so a write that returned survives the loss of any node, the
+master included; concurrent writers of one tag lose nothing.
+
+    from disco.ddfs import DDFS
+    ddfs = DDFS()                                  # DISCO_MASTER, as for jobs
+    ddfs.push("data:logs", ["./a.log", "./b.log"])  # each file: k copies, fsynced, then tagged
+    for replicas in ddfs.blobs("data:logs"):       # [[url, url, url], ...]
+        ...
+    ddfs.setattr("data:logs", "owner", "ops")
+    ddfs.delete("data:logs")
+
+A push returns only once every copy is fsynced on its node, or raises: a node that fails is
+replaced by another, and a blob is tagged only when all its copies are stored. Tag names are
+1 to 511 of ``A-Z a-z 0-9 _ - @ : .``; ``tag://NAME`` is accepted wherever a name is.
+"""
+from __future__ import annotations
+
+import io
+import os
+import random
+import uuid
+from pathlib import Path
+
+from disco.error import CommError, DataNotFound, UsageError
+from mesh import message as m
+
+__all__ = ["DDFS", "canonizetag", "istag", "tagname", "relativizetag"]
+
+PUSH_ATTEMPTS = 3
+
+
+def istag(url) -> bool:
+    return isinstance(url, str) and url.startswith("tag://")
+
+
+def tagname(tag: str) -> str:
+    """``tag://[user:token@][host/]NAME`` or ``NAME`` -> ``NAME``."""
+    if istag(tag):
+        rest = tag[len("tag://"):]
+        return rest.rsplit("/", 1)[-1].split("@")[-1]
+    return tag
+
+
+def canonizetag(tag: str) -> str:
+    return f"tag://{tagname(tag)}"
+
+
+def relativizetag(tag: str, parent: str) -> str:
+    return canonizetag(tag)
+
+
+class DDFS:
+    """A handle on the cluster's DDFS through one node (``master``: ``host:port`` or None)."""
+
+    def __init__(self, master: str | None = None, proxy: str | None = None, settings=None):
+        from disco.core import Disco
+        self.disco = Disco(proxy or master)
+        self.master = self.disco.master
+
+    def _request(self, cls, **fields):
+        return self.disco.request(cls, **fields)
+
+    # -- tags --
+
+    def get(self, tag: str) -> dict:
+        """The tag object: ``id``, ``version``, ``last-modified``, ``urls``, ``user-data``."""
+        return self._request(m.TagGet, tag=tagname(tag))
+
+    def urls(self, tag: str) -> list:
+        return self.get(tag)["urls"]
+
+    def exists(self, tag: str) -> bool:
+        try:
+            self.get(tag)
+            return True
+        except DataNotFound:
+            return False
+
+    def list(self, prefix: str = "") -> list:
+        return self._request(m.TagList, prefix=prefix)
+
+    def _write(self, kind: str, tag: str, **fields) -> dict:
+        return self._request(m.TagWrite, kind=kind, tag=tagname(tag), op=uuid.uuid4().hex,
+                             **fields)
+
+    def tag(self, tag: str, urls, token=None, delayed: bool = False, update: bool = False):
+        """Add replica sets (lists of URLs, or single URLs) to ``tag``, creating it if needed;
+        ``update=True`` skips blobs the tag holds already."""
+        return self._write("add", tag, urls=_replica_sets(urls), update=bool(update))
+
+    def put(self, tag: str, urls, token=None):
+        """Replace the tag's replica sets."""
+        return self._write("put", tag, urls=_replica_sets(urls))
+
+    def touch(self, tag: str) -> dict:
+        return self._write("add", tag, urls=[])
+
+    def delete(self, tag: str, token=None) -> None:
+        self._write("delete", tag)
+
+    def setattr(self, tag: str, attr: str, value, token=None) -> None:
+        self._write("setattr", tag, attr=attr, value=str(value))
+
+    def delattr(self, tag: str, attr: str, token=None) -> None:
+        self._write("delattr", tag, attr=attr)
+
+    def attrs(self, tag: str, token=None) -> dict:
+        return self.get(tag)["user-data"]
+
+    def getattr(self, tag: str, attr: str, token=None):
+        value = self.attrs(tag).get(attr)
+        if value is None:
+            raise DataNotFound(f"tag {tagname(tag)!r} has no attribute {attr!r}")
+        return value
+
+    # -- walking the tag graph --
+
+    def walk(self, tag: str, ignore_missing: bool = True, tagpath=(), seen=None):
+        """Depth first: ``(tagpath, subtags, blobs)`` for ``tag`` and every tag it links."""
+        seen = set() if seen is None else seen
+        name = tagname(tag)
+        if name in seen:
+            return
+        seen.add(name)
+        path = tagpath + (name,)
+        try:
+            urls = self.urls(name)
+        except DataNotFound:
+            if not ignore_missing:
+                raise
+            yield path, None, None
+            return
+        subtags = [tagname(s[0]) for s in urls if s and istag(s[0])]
+        blobs = [s for s in urls if s and not istag(s[0])]
+        yield path, subtags, blobs
+        for sub in subtags:
+            yield from self.walk(sub, ignore_missing, path, seen)
+
+    def findtags(self, tags, ignore_missing: bool = True):
+        """Breadth first, each tag once: ``(tag, subtags, blobs)``."""
+        queue, seen = [tagname(t) for t in ([tags] if isinstance(tags, str) else tags)], set()
+        while queue:
+            name = queue.pop(0)
+            if name in seen:
+                continue
+            seen.add(name)
+            try:
+                urls = self.urls(name)
+            except DataNotFound:
+                if not ignore_missing:
+                    raise
+                continue
+            subtags = [tagname(s[0]) for s in urls if s and istag(s[0])]
+            yield name, subtags, [s for s in urls if s and not istag(s[0])]
+            queue.extend(subtags)
+
+    def blobs(self, tag: str, ignore_missing: bool = True) -> list:
+        """Every blob's replica set reachable from ``tag``, in the tags' order."""
+        out = []
+        for _, _, blobs in self.walk(tag, ignore_missing):
+            out.extend(blobs or ())
+        return out
+
+    def pull(self, tag: str, blobfilter=lambda url: True):
+        """Yield ``(fileobj, size, url)`` for each blob, trying its replicas in random order."""
+        from disco.worker.task_io import open_input
+        _register_disco_scheme()
+        for replicas in self.blobs(tag):
+            if blobfilter(replicas[0]):
+                yield open_input(random.sample(replicas, len(replicas)))
+
+    # -- blobs --
+
+    def push(self, tag: str, files, replicas: int | None = None, forceon=(), exclude=(),
+             retries: int = PUSH_ATTEMPTS, delayed: bool = False, update: bool = False,
+             token=None, progress=None):
+        """Store each file (a path, ``(path, name)`` or ``(fileobj, name)``) as a blob with k
+        copies, then add them all to ``tag``. Returns ``(tag's URL, [replica set, ...])``."""
+        sets = [self.put_blob(source, replicas=replicas, exclude=exclude, attempts=retries,
+                              progress=progress) for source in _sources(files)]
+        self.tag(tag, sets, update=update)
+        return canonizetag(tag), sets
+
+    def put_blob(self, source, replicas: int | None = None, exclude=(), attempts=PUSH_ATTEMPTS,
+                 progress=None, name: str | None = None) -> list:
+        """Store one blob; returns its replica set (URLs, the ring's order)."""
+        from mesh.transfer import push_blob
+        fileobj, name, size, reopen = _open_source(source, name)
+        failed_nodes: set = set(exclude)
+        reasons = []
+        try:
+            for attempt in range(max(1, attempts)):
+                place = self._request(m.BlobPlace, prefix=name, replicas=int(replicas or 0),
+                                      exclude=sorted(failed_nodes))
+                if attempt:
+                    fileobj = reopen()
+                stored, failed, _ = push_blob(fileobj, place["name"], size, place["nodes"],
+                                              progress=progress)
+                if not failed:
+                    return [f"disco://{a}/{stored[a]}" for a in place["nodes"]]
+                failed_nodes |= set(failed)
+                reasons = [f"{a}: {why}" for a, why in sorted(failed.items())]
+                if all(_permanent(why) for why in failed.values()):
+                    break
+        finally:
+            fileobj.close()
+        raise CommError(f"could not store {name!r} ({size} bytes) on enough nodes: "
+                        + "; ".join(reasons))
+
+    def chunk(self, tag: str, urls, replicas: int | None = None, forceon=(), retries=PUSH_ATTEMPTS,
+              delayed: bool = False, update: bool = False, token=None,
+              chunk_size: int | None = None, max_record_size: int | None = None,
+              progress=None, **kwargs):
+        """Read each input's lines and store them as record-format chunks of at most
+        ``chunk_size`` stored bytes, never splitting a record; tag them all."""
+        from shuffle import chunk as ck
+        from disco.worker.task_io import open_input
+        _register_disco_scheme()
+        sets = []
+        for url in ([urls] if isinstance(urls, str) else urls):
+            fd, _, real = open_input(url if "://" in str(url) else os.path.abspath(url))
+            base = _safe_name(os.path.basename(real.rstrip("/")) or "chunk")
+            try:
+                for chunk in ck.chunk_input(fd, chunk_bytes=chunk_size or ck.DEFAULT_CHUNK_BYTES,
+                                            max_record_bytes=max_record_size or
+                                            ck.DEFAULT_MAX_RECORD_BYTES, name=real):
+                    data = chunk.data if isinstance(chunk.data, bytes) else b"".join(chunk.data)
+                    sets.append(self.put_blob((io.BytesIO(data), f"{base}-{chunk.index}"),
+                                              replicas=replicas, attempts=retries,
+                                              progress=progress))
+            finally:
+                fd.close()
+        self.tag(tag, sets, update=update)
+        return canonizetag(tag), sets
+
+    def status(self) -> dict:
+        """The master's view of DDFS: tags, blobs, copies, under-replicated blobs, repairs."""
+        return self._request(m.DdfsStatus)
+
+
+def _replica_sets(urls) -> list:
+    if isinstance(urls, str):
+        urls = [urls]
+    return [[u] if isinstance(u, str) else list(u) for u in urls]
+
+
+def _safe_name(name: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "_-@:." else "_" for c in name)
+    return (safe.lstrip(".") or "blob")[:200]
+
+
+def _sources(files) -> list:
+    """A path, or a list of paths, ``(path, name)`` or ``(fileobj, name)``."""
+    return [files] if isinstance(files, (str, Path)) else list(files)
+
+
+def _open_source(source, name):
+    """(fileobj, blob name prefix, size, reopen) of a path, ``(path, name)`` or
+    ``(fileobj, name)``."""
+    if isinstance(source, tuple):
+        obj, given = source
+    else:
+        obj, given = source, None
+    if hasattr(obj, "read"):
+        data = obj.read()
+        if isinstance(data, str):
+            data = data.encode()
+        prefix = _safe_name(name or given or "blob")
+        return io.BytesIO(data), prefix, len(data), lambda: io.BytesIO(data)
+    path = Path(obj).expanduser()
+    try:
+        f = open(path, "rb")
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror}") from None
+    size = os.fstat(f.fileno()).st_size
+    prefix = _safe_name(name or given or path.name)
+    return f, prefix, size, lambda: open(path, "rb")
+
+
+def _permanent(why: str) -> bool:
+    return "exists" in why
+
+
+_registered = False
+
+
+def _register_disco_scheme() -> None:
+    """Let ``open_input`` read ``disco://`` blob URLs from this client."""
+    global _registered
+    if _registered:
+        return
+    from disco import embedded
+    from disco.worker import task_io
+    from mesh.transfer import open_disco
+
+    def opener(url: str):
+        address = url.split("/", 3)[2]
+        data = embedded.data_dir_of(address)
+        return open_disco(url, address if data else None, data)
+
+    task_io.register_scheme("disco", opener)
+    _registered = True
+

@@ -1,0 +1,170 @@
+"""The repair and collection planner (storage/repair.py): reports in, exact actions out."""
+from __future__ import annotations
+
+from storage import repair as rp
+from storage.ring import Ring
+
+NODES = [f"h{i}:1" for i in range(5)]
+
+
+def row(name, mtime=0.0, size=10):
+    return [name, size, "c0ffee", f"vol0/blob/ab/{name}", mtime]
+
+
+def url(node, name):
+    return f"disco://{node}/vol0/blob/ab/{name}"
+
+
+def planner(**cfg) -> rp.Planner:
+    return rp.Planner(rp.Config(**{"k": 3, "gc_delay_s": 100.0, "settle_s": 0.0, **cfg}))
+
+
+def holding(p: rp.Planner, name: str, nodes, mtime=0.0) -> None:
+    for n in NODES:
+        p.map.report(n, n not in p.map.full, [row(name, mtime)] if n in nodes else [], [])
+
+
+def plan(p, alive=NODES, referenced=None, pending=(), now=10.0, wall=50.0, writable=None):
+    return p.plan(now, wall, set(alive), list(writable or alive), referenced or {},
+                  set(pending), 0.0)
+
+
+def test_a_healthy_blob_needs_nothing():
+    p = planner()
+    want = Ring(NODES).replicas("a", 3)
+    holding(p, "a", want)
+    assert plan(p, referenced={"a": {url(n, "a") for n in want}}) == []
+
+
+def test_a_lost_copy_is_copied_to_the_rings_next_node_from_a_live_one():
+    p = planner()
+    want = Ring(NODES).replicas("a", 3)
+    holding(p, "a", want)
+    alive = [n for n in NODES if n != want[0]]
+    actions = plan(p, alive=alive, referenced={"a": {url(n, "a") for n in want}})
+    target = Ring(alive).replicas("a", 3)
+    new = [n for n in target if n not in want]
+    assert actions == [rp.Copy(new[0], "a", tuple(url(n, "a") for n in want[1:]), 10,
+                               "c0ffee")]
+    # in flight: not ordered twice
+    assert plan(p, alive=alive, referenced={"a": {url(n, "a") for n in want}}) == []
+    # stored: the next plan moves the tags to the live copies
+    p.map.report(new[0], False, [row("a")], [])
+    p.copied(new[0], "a")
+    actions = plan(p, alive=alive, referenced={"a": {url(n, "a") for n in want}})
+    assert actions == [rp.Retag("a", tuple(url(n, "a") for n in target))]
+    assert plan(p, alive=alive, referenced={"a": {url(n, "a") for n in want}}) == []  # once
+    p.retagged("a")
+    assert plan(p, alive=alive, referenced={"a": {url(n, "a") for n in target}}) == []
+
+
+def test_blobs_with_fewer_copies_are_repaired_first_and_in_bounded_numbers():
+    p = planner(max_inflight=2, per_node=5)
+    holding(p, "two", NODES[:2])
+    holding(p, "one", NODES[:1])
+    holding(p, "one-b", NODES[1:2])
+    actions = plan(p, alive=NODES)
+    assert [a.blob for a in actions] == ["one", "one"]
+    assert len(p.inflight) == 2
+
+
+def test_copies_per_target_are_bounded():
+    p = planner(per_node=1, max_inflight=99)
+    for i in range(6):
+        holding(p, f"b{i}", NODES[:1])
+    targets = [a.target for a in plan(p, alive=NODES[:3])]
+    assert sorted(targets) == sorted(set(targets)) and len(targets) == 2
+
+
+def test_a_timed_out_copy_is_ordered_again():
+    p = planner(copy_timeout_s=5.0)
+    holding(p, "a", NODES[:1])
+    first = plan(p, alive=NODES[:2], now=10.0)
+    assert len(first) == 1
+    assert plan(p, alive=NODES[:2], now=12.0) == []
+    assert plan(p, alive=NODES[:2], now=16.0) == first
+
+
+def test_dead_holders_do_not_count_and_a_blob_with_no_live_copy_is_left_alone():
+    p = planner()
+    holding(p, "a", NODES[:1])
+    assert plan(p, alive=NODES[1:]) == []
+
+
+def test_blacklisted_nodes_get_no_copies():
+    p = planner()
+    holding(p, "a", NODES[:1])
+    actions = plan(p, alive=NODES, writable=NODES[:1] + NODES[3:])
+    assert {a.target for a in actions} <= set(NODES[3:])
+
+
+def test_unreferenced_blobs_go_only_after_the_delay_and_never_while_a_tag_write_names_them():
+    p = planner()
+    want = Ring(NODES).replicas("a", 3)
+    holding(p, "a", want, mtime=950.0)
+    assert plan(p, wall=1000.0) == []                 # 50 s old: pushed, maybe not tagged yet
+    assert plan(p, wall=1100.0, pending={"a"}) == []  # a tag write in flight names it
+    drops = plan(p, wall=1100.0)
+    assert sorted(drops, key=lambda d: d.node) == [rp.Drop(n, "a", "unreferenced")
+                                                   for n in sorted(want)]
+
+
+def test_a_referenced_copy_is_never_dropped():
+    p = planner()
+    holding(p, "a", NODES, mtime=0.0)  # five old copies, tags name three
+    refs = {url(n, "a") for n in NODES[:3]}
+    drops = plan(p, wall=10_000.0, referenced={"a": refs},
+                 writable=NODES)
+    dropped = {d.node for d in drops if isinstance(d, rp.Drop)}
+    assert dropped.isdisjoint(NODES[:3])
+
+
+def test_extra_copies_go_once_tags_name_others_that_are_there():
+    p = planner()
+    want = Ring(NODES).replicas("a", 3)
+    extra = next(n for n in NODES if n not in want)
+    holding(p, "a", want + [extra])
+    actions = plan(p, wall=10_000.0, referenced={"a": {url(n, "a") for n in want}})
+    assert actions == [rp.Drop(extra, "a", "extra copy")]
+
+
+def test_no_collection_until_every_alive_member_reported_in_full():
+    p = planner()
+    p.map.report(NODES[0], True, [row("a")], [])
+    assert plan(p, alive=NODES[:2], wall=10_000.0, writable=NODES[:2]) == []
+    p.map.report(NODES[1], True, [], [])
+    assert plan(p, alive=NODES[:2], wall=10_000.0, writable=NODES[:2]) == [
+        rp.Drop(NODES[0], "a", "unreferenced")]
+
+
+def test_no_collection_before_the_master_settled():
+    p = planner(settle_s=5.0)
+    holding(p, "a", NODES[:1])
+    assert p.plan(3.0, 10_000.0, set(NODES), NODES, {}, set(), 0.0) == []
+    assert p.plan(6.0, 10_000.0, set(NODES), NODES, {}, set(), 0.0) == [
+        rp.Drop(NODES[0], "a", "unreferenced")]
+
+
+def test_a_join_moves_only_the_blobs_the_ring_moves():
+    p = planner()
+    before = Ring(NODES[:4])
+    names = [f"b{i}" for i in range(200)]
+    for i, name in enumerate(names):
+        for n in before.replicas(name, 3):
+            p.map.report(n, i == 0 and n not in p.map.full, [row(name)], [])
+    refs = {name: {url(n, name) for n in before.replicas(name, 3)} for name in names}
+    p.cfg.max_inflight = 10_000
+    p.cfg.per_node = 10_000
+    copies = [a for a in plan(p, alive=NODES, referenced=refs) if isinstance(a, rp.Copy)]
+    after = Ring(NODES)
+    moved = [name for name in names if NODES[4] in after.replicas(name, 3)]
+    assert sorted(a.blob for a in copies) == sorted(moved)
+    assert {a.target for a in copies} == {NODES[4]}
+
+
+def test_restart_forgets_copies_until_reported():
+    p = planner()
+    holding(p, "a", NODES[:3])
+    p.map.node_gone(NODES[0])
+    assert set(p.map.copies["a"]) == set(NODES[1:3])
+    p.map.check_invariants()

@@ -1,0 +1,169 @@
+"""The tag store (storage/tags.py): scripted entries in, exact tags out."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from storage import tags as tg
+
+B = "disco://h{n}:8989/vol0/blob/ab/{name}"
+
+
+def blob(name: str, *nodes: int) -> list:
+    return [B.format(n=n, name=name) for n in nodes]
+
+
+def store_with(*entries) -> tg.TagStore:
+    store = tg.TagStore()
+    for e in entries:
+        store.apply(e)
+    store.check_invariants()
+    return store
+
+
+def add(tag, urls, update=False, op="", wall=1.0):
+    return {"type": "tag_add", "tag": tag, "urls": urls, "update": update, "op": op,
+            "wall": wall}
+
+
+def test_add_creates_and_prepends_new_sets():
+    s = store_with(add("t", [blob("a", 1, 2)]), add("t", [blob("b", 2, 3)], wall=2.0))
+    t = s.get("t")
+    assert t.urls == [blob("b", 2, 3), blob("a", 1, 2)]
+    assert (t.version, t.created, t.modified) == (2, 1.0, 2.0)
+    assert s.by_blob == {"a": {"t"}, "b": {"t"}}
+
+
+def test_empty_add_creates_an_empty_tag_once():
+    s = store_with(add("t", []))
+    assert s.get("t").version == 1 and s.get("t").urls == []
+    assert s.apply(add("t", [])) == {"tag": "t", "version": 1}  # no new version
+
+
+def test_update_skips_blobs_already_held_or_repeated():
+    s = store_with(add("t", [blob("a", 1)]))
+    result = s.apply(add("t", [blob("a", 2), blob("b", 1), blob("b", 3)], update=True))
+    assert s.get("t").urls == [blob("b", 1), blob("a", 1)]
+    assert result == {"tag": "t", "version": 2}
+    assert s.apply(add("t", [blob("a", 5)], update=True)) == {"tag": "t", "version": 2}
+
+
+def test_put_replaces_and_reindexes():
+    s = store_with(add("t", [blob("a", 1)]),
+                   {"type": "tag_put", "tag": "t", "urls": [blob("b", 1)], "wall": 3.0})
+    assert s.get("t").urls == [blob("b", 1)] and s.by_blob == {"b": {"t"}}
+
+
+def test_delete_removes_tag_and_index_and_stays_deleted():
+    s = store_with(add("t", [blob("a", 1)]), {"type": "tag_delete", "tag": "t"})
+    assert s.get("t") is None and s.by_blob == {} and s.names() == []
+    assert s.apply({"type": "tag_delete", "tag": "t"}) == {"tag": "t", "deleted": False}
+    s.apply(add("t", []))  # only a new write brings a tag of that name back, empty
+    assert s.get("t").urls == [] and s.get("t").version == 1
+
+
+def test_attributes_set_change_delete():
+    s = store_with({"type": "tag_attr", "tag": "t", "attr": "owner", "value": "ops"})
+    assert s.get("t").attrs == {"owner": "ops"} and s.get("t").version == 1
+    assert s.apply({"type": "tag_attr", "tag": "t", "attr": "owner", "value": "ops"})[
+        "version"] == 1  # the same value is no change
+    s.apply({"type": "tag_attr", "tag": "t", "attr": "owner", "value": None})
+    assert s.get("t").attrs == {} and s.get("t").version == 2
+
+
+def test_public_hides_tokens():
+    s = store_with({"type": "tag_attr", "tag": "t", "attr": "ddfs:read-token", "value": "x"},
+                   {"type": "tag_attr", "tag": "t", "attr": "a", "value": "1"})
+    assert s.get("t").public()["user-data"] == {"a": "1"}
+
+
+def test_blob_moved_rewrites_every_tag_holding_the_blob():
+    s = store_with(add("t1", [blob("a", 1, 2, 3), blob("b", 1)]), add("t2", [blob("a", 1, 2, 3)]),
+                   add("t3", [blob("b", 9)]))
+    result = s.apply({"type": "blob_moved", "blob": "a", "urls": blob("a", 2, 3, 4)})
+    assert result == {"blob": "a", "tags": 2}
+    assert s.get("t1").urls == [blob("a", 2, 3, 4), blob("b", 1)]
+    assert s.get("t2").urls == [blob("a", 2, 3, 4)]
+    assert s.get("t3").urls == [blob("b", 9)]
+    assert s.apply({"type": "blob_moved", "blob": "a", "urls": blob("a", 2, 3, 4)}) == {
+        "blob": "a", "tags": 0}  # idempotent
+    assert s.referenced()["a"] == set(blob("a", 2, 3, 4))
+    s.check_invariants()
+
+
+def test_a_retried_op_is_applied_once():
+    s = tg.TagStore()
+    first = s.apply(add("t", [blob("a", 1)], op="c/1"))
+    again = s.apply(add("t", [blob("a", 1)], op="c/1"))
+    assert first == again and len(s.get("t").urls) == 1
+
+
+def test_the_op_memory_is_bounded(monkeypatch):
+    monkeypatch.setattr(tg, "MAX_OPS", 5)
+    s = tg.TagStore()
+    for i in range(8):
+        s.apply(add("t", [], op=f"c/{i}"))
+    assert list(s.ops) == [f"c/{i}" for i in range(3, 8)]
+
+
+def test_snapshot_round_trip_keeps_everything():
+    s = store_with(add("t1", [blob("a", 1), ["tag://t2"]], op="x"), add("t2", [blob("b", 2)]),
+                   {"type": "tag_attr", "tag": "t1", "attr": "k", "value": "v"})
+    back = tg.TagStore.from_snapshot(s.snapshot())
+    assert {n: vars(t) for n, t in back.tags.items()} == {n: vars(t) for n, t in s.tags.items()}
+    assert back.by_blob == s.by_blob and dict(back.ops) == dict(s.ops)
+    back.check_invariants()
+
+
+def test_concurrent_writers_lose_nothing_in_any_interleaving():
+    """8 writers x 200 adds of one tag, interleaved at random: every URL is there at the end."""
+    rng = random.Random(7)
+    entries = [add("t", [[f"http://w{w}/{i}"]], op=f"w{w}/{i}") for w in range(8)
+               for i in range(200)]
+    rng.shuffle(entries)
+    s = store_with(*entries)
+    assert {u[0] for u in s.get("t").urls} == {f"http://w{w}/{i}" for w in range(8)
+                                                for i in range(200)}
+    assert s.get("t").version == 1600
+
+
+@pytest.mark.parametrize("kind,kw,why", [
+    ("add", {"tag": "bad name"}, "bad tag name"),
+    ("add", {"tag": "x" * 512}, "bad tag name"),
+    ("add", {"tag": "t", "urls": [["no-scheme"]]}, "bad replica set"),
+    ("add", {"tag": "t", "urls": [[]]}, "bad replica set"),
+    ("add", {"tag": "t", "urls": "disco://x"}, "must be a list"),
+    ("add", {"tag": "t", "urls": [["tag://bad name"]]}, "bad tag link"),
+    ("setattr", {"tag": "t", "attr": "ddfs:other", "value": "v"}, "reserved"),
+    ("setattr", {"tag": "t", "attr": "a", "value": "v" * 4097}, "at most"),
+    ("setattr", {"tag": "t", "attr": "", "value": "v"}, "bad attribute"),
+    ("frob", {"tag": "t"}, "unknown tag write"),
+])
+def test_check_write_refuses_bad_writes(kind, kw, why):
+    with pytest.raises(tg.TagError, match=why):
+        tg.TagStore().check_write(kind, **kw)
+
+
+def test_check_write_of_a_missing_tag_says_not_found():
+    with pytest.raises(tg.TagNotFound):
+        tg.TagStore().check_write("delete", "t")
+    with pytest.raises(tg.TagNotFound):
+        tg.TagStore().check_write("delattr", "t", attr="a")
+
+
+def test_check_write_builds_the_entry():
+    s = store_with(add("t", []))
+    assert s.check_write("add", "t", urls=["http://x/1", ["disco://h:1/vol0/blob/ab/n"]]) == {
+        "type": "tag_add", "tag": "t", "urls": [["http://x/1"], ["disco://h:1/vol0/blob/ab/n"]]}
+    assert s.check_write("delete", "t") == {"type": "tag_delete", "tag": "t"}
+    assert s.check_write("delattr", "t", attr="a") == {"type": "tag_attr", "tag": "t",
+                                                        "attr": "a", "value": None}
+
+
+def test_blob_of_and_links():
+    assert tg.blob_of("disco://h:1/vol0/blob/ab/name$1") == "name$1"
+    assert tg.blob_of("disco://h:1/vol0/job/x") is None
+    assert tg.blob_of("http://h/vol0/blob/ab/x") is None
+    assert tg.tag_link("tag://data:x") == "data:x"
+    assert tg.tag_link("http://x") is None
