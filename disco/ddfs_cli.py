@@ -91,7 +91,7 @@ def _progress(label: str, total: int):
 
 @_command("push")
 @click.argument("tag")
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option("-n", "--replicas", type=int, help="Copies of each blob [DDFS_BLOB_REPLICAS].")
 @click.option("-r", "--recursive", is_flag=True, help="Push the files of directories too.")
 @click.option("-u", "--update", is_flag=True, help="Skip blobs the tag holds already.")
@@ -104,6 +104,8 @@ def push(ctx, tag, files, replicas, recursive, update):
     """
     paths = []
     for f in files:
+        if not os.path.exists(f):
+            _fail(f"{f}: no such file or directory")
         if os.path.isdir(f):
             if not recursive:
                 _fail(f"{f} is a directory (use -r to push its files)")
