@@ -13,7 +13,7 @@ import uuid
 
 from disco import jobpack
 from disco.client import Connection, NotMaster, resolve_master
-from disco.error import CommError, JobError, UsageError
+from disco.error import CommError, DataNotFound, JobError, UsageError
 from disco.worker.classic.worker import Params
 from mesh import message as m
 
@@ -216,12 +216,10 @@ class Job:
             raise UsageError(f"Job.run got unknown keywords {sorted(unknown)}; "
                              f"known: {', '.join(JOB_ARGS)}")
         get = lambda key: jobargs[key] if key in jobargs else getattr(self, key, None)  # noqa: E731
-        inputs = _inputs(get("input"))
+        inputs = self._expand_tags(_inputs(get("input")))
         code = {name: get(name) for name in jobpack.FUNCTIONS}
         if code["map"] is None and code["reduce"] is None:
             raise UsageError("a job needs map=, reduce= or both")
-        if get("save_results"):
-            raise UsageError("save_results=True needs DDFS, which this release does not have yet")
         params = get("params")
         code.update(params=Params() if params is None else params, sort=bool(get("sort")),
                     profile=bool(get("profile")))
@@ -230,6 +228,7 @@ class Job:
                   "has_reduce": code["reduce"] is not None,
                   "partitions": 1 if partitions in (None, 0) else int(partitions),
                   "sort": bool(get("sort")), "profile": bool(get("profile")),
+                  "save_results": bool(get("save_results")),
                   "owner": f"{os.environ.get('USER', 'user')}@{os.uname().nodename}",
                   "functions": {k: _describe(v) for k, v in code.items()
                                 if k in jobpack.FUNCTIONS and v is not None}}
@@ -238,6 +237,24 @@ class Job:
         blob = jobpack.build(header, code, get("required_modules"), get("required_files"))
         self.name = self.disco.submit(blob, prefix)
         return self
+
+    def _expand_tags(self, inputs: list) -> list:
+        """``tag://NAME`` inputs become the replica sets of the tag's blobs (links followed),
+        so each blob is one map task placed near a copy."""
+        if not any(isinstance(i, str) and i.startswith("tag://") for i in inputs):
+            return inputs
+        from disco.ddfs import DDFS
+        ddfs = DDFS(self.disco.master)
+        out = []
+        for inp in inputs:
+            if isinstance(inp, str) and inp.startswith("tag://"):
+                try:
+                    out.extend(ddfs.blobs(inp, ignore_missing=False))
+                except DataNotFound:
+                    raise UsageError(f"input {inp}: no such tag (see `ddfs ls`)") from None
+            else:
+                out.append(inp)
+        return out
 
     # -- the job's life --
 
@@ -315,7 +332,7 @@ def result_iterator(results, notifier=None, reader=None, params=None, ddfs=None)
     task_io.register_scheme("disco", opener)
     task_io.register_scheme("dir", opener)
     reader = reader or task_io.chain_reader
-    for url in results:
+    for url in _expand_results(results, ddfs):
         fd, size, real = task_io.open_input(url)
         if notifier is not None:
             notifier(real)
@@ -324,3 +341,16 @@ def result_iterator(results, notifier=None, reader=None, params=None, ddfs=None)
         finally:
             fd.close()
 
+
+
+def _expand_results(results, master=None):
+    """Result URLs, with ``tag://`` ones (saved results) replaced by their blobs."""
+    dd = None
+    for url in results:
+        if isinstance(url, str) and url.startswith("tag://"):
+            if dd is None:
+                from disco.ddfs import DDFS
+                dd = DDFS(master)
+            yield from dd.blobs(url, ignore_missing=False)
+        else:
+            yield url

@@ -57,6 +57,7 @@ def node_settings(host=None, port=None, data=None, join=(), workers=None, name=N
         tag_replicas=_env_int("DDFS_TAG_REPLICAS", 3),
         gc_delay_s=_env_float("DDFS_GC_DELAY_S", 3600.0),
         repair_bytes_s=int(_env_float("DDFS_REPAIR_MBPS", 64.0) * (1 << 20)),
+        scrub_bytes_s=int(_env_float("DDFS_SCRUB_MBPS", 8.0) * (1 << 20)),
     )
 
 

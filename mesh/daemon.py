@@ -38,6 +38,7 @@ from mesh.journal import Journal
 from mesh.membership import Config as MeshConfig
 from mesh.node import Node
 from mesh.peers import Peers
+from mesh.scrubthread import ScrubThread
 from mesh.settings import PYTHON, NodeSettings, is_loopback
 from mesh.transport import bind_router
 from storage import repair as rp
@@ -137,6 +138,8 @@ class NodeDaemon:
         self._blobs_reported = False
         self.copier = Copier(self.volumes, self.s.name, self.s.repair_bytes_s)
         self.copier.start()
+        self.scrub = ScrubThread(self.volumes, self.janitor, self.s.name, self.s.scrub_bytes_s)
+        self.scrub.start()
         self.executor = Executor(self.worker_endpoint, self.s.data_dir, self.s.name,
                                  self.s.address, self._send_worker, self._worker_lost,
                                  self.log, spare=self.s.spare_workers)
@@ -149,7 +152,8 @@ class NodeDaemon:
             self._step(time.monotonic(), ev.Stopping())  # seen as left, never dead
         # running tasks are handed back (the master sees us leave); what the janitor has not
         # deleted in 2 s stays as trash, removed at the next start
-        for part, args in (("executor", ()), ("copier", ()), ("data", ()), ("janitor", (2.0,))):
+        for part, args in (("executor", ()), ("copier", ()), ("scrub", ()), ("data", ()),
+                           ("janitor", (2.0,))):
             if hasattr(self, part):
                 getattr(self, part).stop(*args)
         if hasattr(self, "peers"):

@@ -54,6 +54,7 @@ class NodeSettings:
     tag_replicas: int = 3         # DDFS_TAG_REPLICAS: tags live in the journal, on every voter
     gc_delay_s: float = 3600.0    # DDFS_GC_DELAY_S: an unreferenced copy goes only this old
     repair_bytes_s: int = 64 << 20  # DDFS_REPAIR_MBPS: repair copies' bandwidth per node
+    scrub_bytes_s: int = 8 << 20    # DDFS_SCRUB_MBPS: re-reading copies to find corrupt ones
 
     def __post_init__(self):
         if not 0 < self.port < 65534:
@@ -70,8 +71,9 @@ class NodeSettings:
             object.__setattr__(self, "mesh_preset", "loopback" if is_loopback(self.host) else "lan")
         if self.blob_replicas < 1 or self.tag_replicas < 1:
             raise UsageError("DDFS_BLOB_REPLICAS and DDFS_TAG_REPLICAS must be 1 or more")
-        if self.gc_delay_s < 0 or self.repair_bytes_s < 1:
-            raise UsageError("DDFS_GC_DELAY_S must be 0 or more and DDFS_REPAIR_MBPS above 0")
+        if self.gc_delay_s < 0 or self.repair_bytes_s < 1 or self.scrub_bytes_s < 1:
+            raise UsageError("DDFS_GC_DELAY_S must be 0 or more, DDFS_REPAIR_MBPS and "
+                             "DDFS_SCRUB_MBPS above 0")
         if self.mesh_preset not in ("loopback", "lan"):
             raise UsageError(f"DISCO_MESH_PRESET={self.mesh_preset!r}: expected loopback or lan")
 

@@ -14,6 +14,8 @@ through the states below; nothing else changes a task's state.
 
 Placement: a task goes only to a node that has advertised slots and has one free, preferring
 a node that holds its input (locality), then a node it has not failed on, then the least busy.
+A task start's event says whether its input was local to its node (``(input local)``) or not
+(``(input remote)``), when the input names a node at all.
 Jobs share slots fairly: each free slot goes to the job with the fewest running tasks.
 
 Events in (``step(now, event)``): ``JobSubmitted``, ``NodeSlots``, ``NodeLost``,
@@ -504,7 +506,10 @@ class Scheduler:
             node = self._place(task, nodes)
             task.state, task.node = RUNNING, node.name
             node.busy += 1
-            self._fact(job, "task_started", f"{task.id} on {node.name}", task)
+            hosts = _input_nodes(task.inputs)
+            where = "" if not hosts else " (input local)" if node.name in hosts else \
+                " (input remote)"
+            self._fact(job, "task_started", f"{task.id} on {node.name}{where}", task)
             self._out.append(AssignTask(node.name, task.spec()))
 
     def _next_job(self) -> Job | None:

@@ -80,7 +80,10 @@ _TUPLES = {"holders", "outputs", "results", "voters"}
 
 
 def to_wire(entry) -> dict:
-    """The plain map stored in the log and sent to followers."""
+    """The plain map stored in the log and sent to followers (a plain map is one already:
+    other state machines' entries, such as DDFS tags, travel in the same journal)."""
+    if isinstance(entry, dict):
+        return entry
     return {"type": _NAMES[type(entry)], **asdict(entry)}
 
 

@@ -7,7 +7,8 @@ log, feeds the scheduler core (``scheduler.core``) its events and turns what it 
 actions for the node core (``mesh.node``) to carry out. It never unpickles user code.
 
 What must survive a change of master goes through the journal: a finished task or a job's end
-is *proposed* (``Propose``) and acted on only when the node core hands it back committed
+is *proposed* (``Propose``; with ``save_results``, the end is preceded by the DDFS tag
+``disco:results:<job>`` naming the saved outputs, and the job's result is that tag) and acted on only when the node core hands it back committed
 (``Committed``). A new master builds its table from the ``JournalState`` it already holds
 (``JobTable.restore``): jobs come back with their finished tasks, everything else is scheduled
 again, and jobs the restore finds complete are ended. Task failures and events are not
@@ -203,6 +204,13 @@ class JobTable:
     def _end(self, name: str, status: str, results=(), error=None) -> None:
         record = self.jobs[name]
         record.status, record.finished = status, self.wall
+        if record.header.get("save_results") and status == core.FINISHED:
+            # the saved outputs (replica sets of DDFS blobs) go under one tag, the job's result
+            tag = f"disco:results:{name}"
+            self._out.append(Propose({"type": "tag_put", "tag": tag, "wall": self.wall,
+                                      "urls": [list(r) if isinstance(r, (list, tuple)) else [r]
+                                               for r in results]}))
+            results = [f"tag://{tag}"]
         record.results, record.error = list(results), error
         if name in self.scheduler.jobs:
             record.counts = self.scheduler.counts(name)

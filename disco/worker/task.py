@@ -45,6 +45,7 @@ class JobContext:
     address: str
     data_dir: Path
     out_dir: Path = field(init=False)
+    ddfs: object = field(default=None, init=False)  # a disco.ddfs.DDFS once results are saved
 
     def __post_init__(self):
         self.out_dir = self.data_dir / "vol0" / "jobs" / self.name
@@ -172,9 +173,26 @@ def run_task(ctx: JobContext, task: dict) -> tuple[list, dict]:
         _print_profile(profiler)
     else:
         outputs = run(ctx, task)
+    if ctx.header.get("save_results") and task["stage"] == (
+            "reduce" if ctx.header.get("has_reduce") else "map"):
+        outputs = _save_outputs(ctx, task, outputs)
     stats = {"seconds": round(time.monotonic() - started, 4),
              "records": sum(o["records"] for o in outputs)}
     return outputs, stats
+
+
+def _save_outputs(ctx: JobContext, task: dict, outputs: list) -> list:
+    """``save_results``: each final output becomes a DDFS blob with k copies; its URL is then
+    the blob's replica set (the master tags them all ``disco:results:<job>`` at the end)."""
+    from disco.ddfs import DDFS
+    if ctx.ddfs is None:
+        ctx.ddfs = DDFS(task.get("master") or ctx.address)
+    saved = []
+    for out in outputs:
+        path = ctx.data_dir / out["url"].split("/", 3)[3]
+        name = f"{ctx.name}:{path.stem}"
+        saved.append({**out, "url": ctx.ddfs.put_blob(path, name=name)})
+    return saved
 
 
 def _print_profile(profiler) -> None:
