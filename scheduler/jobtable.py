@@ -9,10 +9,10 @@ actions for the node core (``mesh.node``) to carry out. It never unpickles user 
 What must survive a change of master goes through the journal: a finished task or a job's end
 is *proposed* (``Propose``; with ``save_results``, the end is preceded by the DDFS tag
 ``disco:results:<job>`` naming the saved outputs, and the job's result is that tag) and acted
-on only when the node core hands it back committed (``Committed``). A new master builds its table from the ``JournalState`` it already holds
-(``JobTable.restore``): jobs come back with their finished tasks, everything else is scheduled
-again, and jobs the restore finds complete are ended. Task failures and events are not
-journaled (a fail-over resets them).
+on only when the node core hands it back committed (``Committed``). A new master builds its
+table from the ``JournalState`` it already holds (``JobTable.restore``): jobs come back with
+their finished tasks, everything else is scheduled again, and jobs the restore finds complete
+are ended. Task failures and events are not journaled (a fail-over resets them).
 
 Events in (``step(now, event)``): ``Committed(entry)``, ``TaskNote``, ``PurgeAsked`` and the
 scheduler's own events (``core.NodeSlots``, ``core.NodeLost``, ``core.TaskFailed``,
