@@ -344,13 +344,17 @@ def result_iterator(results, notifier=None, reader=None, params=None, ddfs=None)
 
 
 def _expand_results(results, master=None):
-    """Result URLs, with ``tag://`` ones (saved results) replaced by their blobs."""
-    dd = None
+    """Result URLs, with ``tag://`` ones (saved results) replaced by their blobs' replica
+    sets, copies on members that are not alive put last."""
+    dd, alive = None, set()
     for url in results:
         if isinstance(url, str) and url.startswith("tag://"):
             if dd is None:
                 from disco.ddfs import DDFS
                 dd = DDFS(master)
-            yield from dd.blobs(url, ignore_missing=False)
+                alive = {x["address"] for x in dd.disco.cluster_status()["members"]
+                         if x["state"] in ("alive", "suspect")}
+            for replicas in dd.blobs(url, ignore_missing=False):
+                yield sorted(replicas, key=lambda u: u.split("/")[2] not in alive)
         else:
             yield url

@@ -142,6 +142,8 @@ class JobTable:
             self._schedule(self._finished(e))
         elif isinstance(e, en.Purge) and e.job in self.jobs:
             self._forget(e.job)
+        elif isinstance(e, en.End) and e.job in self.jobs:
+            self._closed(e)
 
     def _submitted(self, e: en.Submit, restored: bool) -> None:
         if e.job in self.jobs:
@@ -203,7 +205,7 @@ class JobTable:
 
     def _end(self, name: str, status: str, results=(), error=None) -> None:
         record = self.jobs[name]
-        record.status, record.finished = status, self.wall
+        record.finished = self.wall
         if record.header.get("save_results") and status == core.FINISHED:
             # the saved outputs (replica sets of DDFS blobs) go under one tag, the job's result
             tag = f"disco:results:{name}"
@@ -219,7 +221,14 @@ class JobTable:
                                         error)))
         self._fact("job_" + status, job=name, results=len(record.results),
                    error=error["msg"] if error else None)
-        self._out.append(JobClosed(name))
+
+    def _closed(self, e: en.End) -> None:
+        """A job's end is committed: only now is it over for its clients, so what it promised
+        (its results, a saved results' tag committed just before) is durable when they hear."""
+        record = self.jobs[e.job]
+        if record.status == core.ACTIVE:
+            record.status = e.status
+            self._out.append(JobClosed(e.job))
 
     def _event(self, record: JobRecord, type_: str, msg: str, task=None, stage=None, node=None):
         if len(record.events) >= MAX_EVENTS_PER_JOB and type_ == "task_message":

@@ -2,9 +2,10 @@
 
 Theory of operation
 -------------------
-An input is a URL or a list of alternative URLs (replicas of the same data, nearest first;
-SPEC section 4). :func:`open_input` tries each alternative with :func:`open_url`, which looks the
-URL's scheme up in :data:`SCHEMES` and calls its opener. An opener takes the URL and returns
+An input is a URL or a list of alternative URLs (replicas of the same data, nearest first).
+:func:`open_input` tries each alternative with :func:`open_url`, which looks the URL's scheme
+up in :data:`SCHEMES` and calls its opener; of several alternatives, one is taken only once its
+first bytes have arrived, so a copy on a node that is gone makes the next one be tried. An opener takes the URL and returns
 ``(fileobj, size, url)``: a binary file object, its size in bytes if known (else None), and the
 URL it opened. Every opener raises :class:`~disco.error.InputError` when the input cannot be
 opened, so the next alternative can be tried.
@@ -76,14 +77,30 @@ def open_input(input) -> tuple[BinaryIO, int | None, str]:
     failures: list[tuple[str, Exception]] = []
     for url in urls:
         try:
-            return open_url(url)
+            fd, size, real = open_url(url)
         except (DiscoError, OSError) as exc:
+            failures.append((url, exc))
+            continue
+        if len(urls) == 1:
+            return fd, size, real
+        try:  # a copy on a node that is gone fails here, so the next one is tried
+            return _first_read(fd), size, real
+        except (DiscoError, OSError) as exc:
+            fd.close()
             failures.append((url, exc))
     if len(failures) == 1 and isinstance(failures[0][1], InputError):
         raise failures[0][1]
     reasons = "; ".join(f"{url}: {_reason(url, exc)}" for url, exc in failures)
     raise InputError(f"none of {len(urls)} alternative URLs could be opened: {reasons}",
                      url=urls[0])
+
+
+def _first_read(fd):
+    """``fd`` (buffered if it was not) with its first bytes read already."""
+    if not hasattr(fd, "peek"):
+        fd = io.BufferedReader(_Prefixed(b"", fd), BUFFER_BYTES)
+    fd.peek(1)
+    return fd
 
 
 def _reason(url: str, exc: Exception) -> str:

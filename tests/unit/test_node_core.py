@@ -219,13 +219,14 @@ def test_a_local_done_report_finishes_the_job_and_wakes_its_waiter():
     assert s.step(ev.Request(b"w", m.WaitJob(rid=9, job=job, timeout_s=30))) == []
     out = s.step(ev.LocalReport(task, "done", {"outputs": [{"label": 0, "url": "u", "size": 1}]}))
     out += s.step(ev.Flush())  # the done entry commits; the job ends; its end is proposed
+    assert [a for a in kinds(out, ev.Reply) if a.rid == 9] == []  # not before it is durable
+    assert s.node.state.jobs[job].end is None
+    out = s.step(ev.Flush())  # the end commits at the next turn's flush: now it is over
+    assert s.node.state.jobs[job].end.status == "finished"
     (woken,) = [a for a in kinds(out, ev.Reply) if a.rid == 9]
     assert woken.body["status"] == "finished"
     assert woken.body["counts"] == {"map": {"pending": 0, "running": 0, "done": 1, "failed": 0}}
     assert ev.RetireJob(job) in out
-    assert s.node.state.jobs[job].end is None
-    s.step(ev.Flush())  # the end commits at the next turn's flush
-    assert s.node.state.jobs[job].end.status == "finished"
 
 
 def test_a_parked_wait_is_answered_at_its_deadline():
