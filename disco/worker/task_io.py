@@ -5,10 +5,11 @@ Theory of operation
 An input is a URL or a list of alternative URLs (replicas of the same data, nearest first).
 :func:`open_input` tries each alternative with :func:`open_url`, which looks the URL's scheme
 up in :data:`SCHEMES` and calls its opener; of several alternatives, one is taken only once its
-first bytes have arrived, so a copy on a node that is gone makes the next one be tried. An opener takes the URL and returns
-``(fileobj, size, url)``: a binary file object, its size in bytes if known (else None), and the
-URL it opened. Every opener raises :class:`~disco.error.InputError` when the input cannot be
-opened, so the next alternative can be tried.
+first bytes have arrived, so a copy on a node that is gone makes the next one be tried. An
+opener takes the URL and returns ``(fileobj, size, url)``: a binary file object, its size in
+bytes if known (else None), and the URL it opened. Every opener raises
+:class:`~disco.error.InputError` when the input cannot be opened, so the next alternative can
+be tried.
 
 Built in: ``file://`` and bare paths, ``raw://DATA`` and ``http(s)://``. The cluster registers
 ``disco://``, ``dir://`` and ``tag://`` with :func:`register_scheme` when it starts a task.
