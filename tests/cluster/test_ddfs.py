@@ -266,3 +266,213 @@ def test_cli_round_trip_on_three_nodes(node_factory, tmp_path):
                                              check=False))
     assert not ddfs(nodes, "exists", "data:four", check=False).returncode == 0
     assert not ddfs(nodes, "exists", "data:x", check=False).returncode == 0
+
+
+# -- 2. chunks --------------------------------------------------------------------------------
+
+def test_chunk_bounds_each_blob_and_xcat_gives_the_lines_back(node_factory, tmp_path):
+    import random
+    nodes = start_cluster(node_factory, 3)
+    rng = random.Random(5)
+    words = [f"w{rng.getrandbits(40):x}" for _ in range(3000)]
+    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 12))) + "\n"
+             for _ in range(20000)]
+    text = "".join(lines)
+    (tmp_path / "in.txt").write_text(text)
+    bound_mb = 0.05
+    bound = int(bound_mb * (1 << 20))
+    proc = ddfs(nodes, "chunk", "text:chunked", tmp_path / "in.txt", "-S", bound_mb)
+    blobs = out(ddfs(nodes, "blobs", "text:chunked")).splitlines()
+    assert len(blobs) >= 4, proc.stderr
+    assert f"stored {len(blobs)} chunks" in proc.stderr.decode()
+    addresses = by_address(nodes)
+    for line in blobs:
+        urls = line.split()
+        assert len({node_of(u) for u in urls}) == 3
+        sizes = {(addresses[node_of(u)].data / path_of(u)).stat().st_size for u in urls}
+        assert len(sizes) == 1 and 0 < sizes.pop() <= bound
+    assert out(ddfs(nodes, "xcat", "text:chunked")) == text
+    assert ddfs(nodes, "cat", "text:chunked").stdout != text.encode()  # stored encoded
+    missing = ddfs(nodes, "chunk", "text:x", tmp_path / "nope.txt", check=False)
+    assert "nope.txt" in one_error_line(missing)
+
+
+# -- 3. the Python API ------------------------------------------------------------------------
+
+def test_python_api_push_blobs_walk_findtags_pull_and_links(node_factory, tmp_path):
+    import io
+    from disco.ddfs import DDFS
+    from disco.error import DataNotFound
+    nodes = start_cluster(node_factory, 3)
+    api = DDFS(nodes[1].address)  # a non-master: the client follows the master
+    (tmp_path / "a.txt").write_bytes(b"alpha\n")
+    url, sets = api.push("api:a", [tmp_path / "a.txt", (io.BytesIO(b"beta\n"), "b.txt")])
+    assert url == "tag://api:a" and len(sets) == 2
+    assert all(len({node_of(u) for u in s}) == 3 for s in sets)
+    assert sorted(map(tuple, api.blobs("api:a"))) == sorted(map(tuple, sets))
+    _, csets = api.push("api:c", [(io.BytesIO(b"gamma\n"), "c")], replicas=2)
+    assert [len(s) for s in csets] == [2]
+    api.tag("api:top", ["tag://api:a", "tag://api:c"])
+    api.tag("api:c", ["tag://api:top"])  # a cycle: walked once
+    assert api.list("api:") == ["api:a", "api:c", "api:top"]
+    assert api.exists("api:top") and not api.exists("api:none")
+    walked = list(api.walk("api:top"))
+    assert [w[0] for w in walked] == [("api:top",), ("api:top", "api:a"), ("api:top", "api:c")]
+    assert walked[0][1] == ["api:a", "api:c"] and walked[0][2] == []
+    assert sorted(map(tuple, walked[1][2])) == sorted(map(tuple, sets))
+    found = list(api.findtags("api:top"))
+    assert [f[0] for f in found] == ["api:top", "api:a", "api:c"]
+    assert len(api.blobs("api:top")) == 3
+    contents = sorted(fd.read() for fd, _, _ in api.pull("api:top"))
+    assert contents == [b"alpha\n", b"beta\n", b"gamma\n"]
+    api.setattr("api:a", "k", 5)
+    assert api.getattr("api:a", "k") == "5" and api.attrs("api:a") == {"k": "5"}
+    api.delattr("api:a", "k")
+    with pytest.raises(DataNotFound):
+        api.getattr("api:a", "k")
+    api.tag("api:link", ["tag://api:gone"])
+    assert api.blobs("api:link") == []
+    with pytest.raises(DataNotFound):
+        api.blobs("api:link", ignore_missing=False)
+    api.delete("api:a")
+    assert not api.exists("api:a") and api.blobs("api:top") == csets
+    with pytest.raises(DataNotFound):
+        api.delete("api:a")
+
+
+def test_concurrent_tag_updates_lose_no_url(node_factory):
+    import threading
+    from disco.ddfs import DDFS
+    nodes = start_cluster(node_factory, 3)
+    writers, each = 8, int(os.environ.get("DDFS_TAG_WRITES", "200"))
+    errors = []
+
+    def write(w: int) -> None:
+        api = DDFS(nodes[w % 3].address)
+        try:
+            for i in range(each):
+                api.tag("conc:one", [f"raw://w{w}-{i}"])
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(150)
+    took = time.monotonic() - start
+    print(f"\n{writers * each} concurrent tag writes took {took:.1f} s")
+    assert not errors, errors[:3]
+    urls = [s[0] for s in DDFS(nodes[0].address).urls("conc:one")]
+    assert len(urls) == len(set(urls)) == writers * each
+    assert set(urls) == {f"raw://w{w}-{i}" for w in range(writers) for i in range(each)}
+    version = DDFS(nodes[2].address).get("conc:one")["version"]
+    assert version == writers * each
+
+
+# -- 4. fail-over -----------------------------------------------------------------------------
+
+def test_acknowledged_tag_writes_survive_kill_9_of_the_master(node_factory):
+    import threading
+    from disco.ddfs import DDFS
+    nodes = start_cluster(node_factory, 3)
+    master = master_of(nodes)
+    others = [n for n in nodes if n is not master]
+    acked: list[str] = []
+    raised: list[str] = []
+    after_kill = threading.Event()
+    stop = threading.Event()
+    lock = threading.Lock()
+    acked_after: list[str] = []
+
+    def write(w: int) -> None:
+        api = DDFS(others[w % 2].address)
+        i = 0
+        while not stop.is_set():
+            url = f"raw://w{w}-{i}"
+            i += 1
+            killed = after_kill.is_set()
+            try:
+                api.tag("fo:stream", [url])
+            except Exception:  # noqa: BLE001 - may or may not have landed
+                with lock:
+                    raised.append(url)
+                continue
+            with lock:
+                acked.append(url)
+                if killed:
+                    acked_after.append(url)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: len(acked) >= 200, 30, "200 acknowledged writes")
+        kill9(master)
+        after_kill.set()
+        wait_for(lambda: len(acked_after) >= 200, 60, "200 writes acknowledged after the kill")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    new = wait_for(lambda: master_of(others), 10, "a new master")
+    assert new is not master
+    for node in others:
+        urls = [s[0] for s in DDFS(node.address).urls("fo:stream")]
+        assert len(urls) == len(set(urls)), "a retried write landed twice"
+        missing = set(acked) - set(urls)
+        assert not missing, f"{len(missing)} acknowledged writes lost, e.g. {sorted(missing)[:5]}"
+        assert set(urls) <= set(acked) | set(raised)
+    print(f"\n{len(acked)} writes acknowledged, {len(raised)} raised")
+
+
+# -- 5. deletes -------------------------------------------------------------------------------
+
+def _many_writes(address: str, tag: str, n: int, writers: int = 8) -> None:
+    """``n`` tag writes from ``writers`` threads (enough to make the master compact)."""
+    import threading
+    from disco.ddfs import DDFS
+
+    def write(w: int) -> None:
+        api = DDFS(address)
+        for i in range(w, n, writers):
+            api.tag(tag, [f"raw://{i}"])
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+
+
+def test_a_deleted_tag_stays_deleted_when_a_node_down_during_the_delete_returns(
+        node_factory, tmp_path):
+    from disco.ddfs import DDFS
+    nodes = start_cluster(node_factory, 3)
+    a = master_of(nodes)
+    b, c = [n for n in nodes if n is not a]
+    (tmp_path / "f.txt").write_bytes(b"to be deleted\n")
+    ddfs(a, "push", "del:x", tmp_path / "f.txt")
+    ddfs(a, "touch", "del:keep")
+    kill9(b)
+    ddfs(a, "rm", "del:x")
+    assert ddfs(a, "exists", "del:x", check=False).returncode == 1
+    _many_writes(a.address, "del:filler", 2500)  # past a compaction: b catches up by snapshot
+    wait_for(lambda: "journal_compacted" in a.log_text(), 10, "the master to compact")
+    restart(b, join=a.address)
+    wait_for(lambda: {x["name"]: x["state"] for x in status_of(a)["members"]}.get(b.address)
+             == "alive", 20, "the restarted node to be alive")
+    kill9(c)  # now every commit needs b: once one is acknowledged, b has caught up
+    DDFS(a.address).touch("del:marker")
+    kill9(a)
+    restart(c, join=b.address)  # c's log lacks the marker: only b can win the election
+    wait_for(lambda: master_of([b, c]) is b, 30, "the restarted node to become master")
+    direct = DDFS(b.address)
+    assert direct.master == b.address and status_of(b)["master"] == b.address
+    assert not direct.exists("del:x")
+    assert direct.list("del:") == ["del:filler", "del:keep", "del:marker"]
+    assert out(ddfs(b, "ls", "del:")).split() == ["del:filler", "del:keep", "del:marker"]
+    assert ddfs(c, "exists", "del:x", check=False).returncode == 1
+    assert len(direct.urls("del:filler")) == 2500
+    assert "snapshot_installed" in b.log_text()  # the catch-up path this test means to take
