@@ -476,3 +476,135 @@ def test_a_deleted_tag_stays_deleted_when_a_node_down_during_the_delete_returns(
     assert ddfs(c, "exists", "del:x", check=False).returncode == 1
     assert len(direct.urls("del:filler")) == 2500
     assert "snapshot_installed" in b.log_text()  # the catch-up path this test means to take
+
+
+# -- 6. repair --------------------------------------------------------------------------------
+
+def tag_sets(node, tag: str) -> list:
+    from disco.ddfs import DDFS
+    return DDFS(node.address).urls(tag)
+
+
+def named_copies_exist(nodes, tags, node_for_reads) -> bool:
+    """Every URL a tag names is a file on its node's disk (re-read before calling it a miss:
+    a copy may be dropped once a retag moved the tag away from it)."""
+    addresses = by_address(nodes)
+
+    def missing():
+        return {u for t in tags for s in tag_sets(node_for_reads, t) for u in s
+                if not (addresses[node_of(u)].data / path_of(u)).exists()}
+
+    first = missing()
+    if not first:
+        return True
+    again = missing()
+    assert not (first & again), f"a copy a tag names is gone: {sorted(first & again)[:3]}"
+    return True
+
+
+def test_kill_9_of_a_holder_re_replicates_then_its_extra_copies_go(node_factory, tmp_path):
+    env = {"DDFS_GC_DELAY_S": 3}
+    nodes = start_cluster(node_factory, 5, **env)
+    master = master_of(nodes)
+    files, expected = [], {}
+    for i in range(8):
+        data = make_file(tmp_path / f"f{i}.bin", 300_000 + 7919 * i, seed=i)
+        files.append(tmp_path / f"f{i}.bin")
+        expected[i] = data
+    ddfs(master, "push", "rep:a", *files[:5])
+    ddfs(master, "push", "rep:b", *files[5:])
+    before = {t: ddfs(master, "cat", t).stdout for t in ("rep:a", "rep:b")}
+    assert sorted(len(v) for v in before.values()) == sorted(
+        [sum(len(expected[i]) for i in range(5)), sum(len(expected[i]) for i in range(5, 8))])
+    held = disk_copies(nodes)
+    assert len(held) == 8 and all(len(h) == 3 for h in held.values())
+    victim = max((n for n in nodes if n is not master),
+                 key=lambda n: sum(n.address in h for h in held.values()))
+    lost = {b for b, h in held.items() if victim.address in h}
+    assert lost
+    alive = [n for n in nodes if n is not victim]
+    repairs_before = master.log_text().count('"blob_repair"')
+    kill9(victim)
+    killed_at = time.monotonic()
+    wait_for(lambda: master.log_text().count('"blob_repair"') > repairs_before, 15,
+             "the master to start re-replication")
+    started_s = time.monotonic() - killed_at
+
+    def repaired():
+        st = ddfs_status(master)
+        copies = disk_copies(alive)
+        sets = [s for t in ("rep:a", "rep:b") for s in tag_sets(master, t)]
+        return (st["under_replicated"] == 0 and st["repairs_in_flight"] == 0
+                and st["copies"] == 24 and all(len(copies.get(b, ())) >= 3 for b in held)
+                and all(len({node_of(u) for u in s}) == 3 and victim.address not in
+                        {node_of(u) for u in s} for s in sets))
+
+    wait_for(repaired, 60, "every blob to have 3 copies on alive nodes and tags naming them")
+    done_s = time.monotonic() - killed_at
+    print(f"\nre-replication started {started_s:.1f} s and finished {done_s:.1f} s after "
+          f"kill -9 of a node holding {len(lost)} of 8 blobs")
+    named_copies_exist(alive, ("rep:a", "rep:b"), master)
+    for tag, data in before.items():
+        assert ddfs(master, "cat", tag).stdout == data
+
+    restart(victim, join=master.address, **env)
+    wait_for(lambda: victim.address in ddfs_status(master)["reported"], 20,
+             "the restarted node's inventory")
+
+    def settled():
+        named_copies_exist(nodes, ("rep:a", "rep:b"), master)
+        copies = disk_copies(nodes)
+        sets = {tuple(sorted(s)) for t in ("rep:a", "rep:b") for s in tag_sets(master, t)}
+        on_disk = {tuple(sorted(f"disco://{a}/{_rel(by_address(nodes)[a], b)}" for a in h))
+                   for b, h in copies.items()}
+        return len(copies) == 8 and all(len(h) == 3 for h in copies.values()) and \
+            sets == on_disk
+
+    wait_for(settled, 60, "the extra copies to be dropped, and tags to name what remains")
+    for tag, data in before.items():
+        assert ddfs(victim, "cat", tag).stdout == data
+    assert not partials(nodes)
+
+
+def _rel(node, blob: str) -> str:
+    (path,) = [p for p in node.data.glob(f"vol*/blob/*/{blob}")]
+    return path.relative_to(node.data).as_posix()
+
+
+# -- 7. collection ----------------------------------------------------------------------------
+
+def test_unreferenced_blobs_are_collected_only_after_the_delay(node_factory, tmp_path):
+    import io
+    from disco.ddfs import DDFS
+    delay = 3.0
+    nodes = start_cluster(node_factory, 3, DDFS_GC_DELAY_S=delay)
+    api = DDFS(nodes[0].address)
+    (tmp_path / "kept.txt").write_bytes(b"kept\n")
+    (tmp_path / "later.txt").write_bytes(b"deleted later\n")
+    api.push("gc:kept", [tmp_path / "kept.txt"])
+    api.push("gc:later", [tmp_path / "later.txt"])
+    pushed_at = time.monotonic()
+    loose = api.put_blob((io.BytesIO(b"never tagged\n"), "loose"))
+    blob = path_of(loose[0]).rsplit("/", 1)[1]
+    assert disk_copies(nodes).get(blob) == {node_of(u) for u in loose}
+    wait_for(lambda: blob not in disk_copies(nodes), 40, "the untagged blob to be collected")
+    gone_s = time.monotonic() - pushed_at
+    assert gone_s >= delay - 0.2, f"collected {gone_s:.1f} s after the push, before the delay"
+    copies = disk_copies(nodes)
+    kept, later = (path_of(api.urls(t)[0][0]).rsplit("/", 1)[1] for t in ("gc:kept", "gc:later"))
+    assert len(copies[kept]) == 3 and len(copies[later]) == 3
+    assert "unreferenced" in next(n for n in nodes if n.address == master_of(nodes).address
+                                  ).log_text()
+    # a blob whose only tag is removed goes too: at once if older than the delay, else after it
+    (tmp_path / "fresh.txt").write_bytes(b"fresh\n")
+    fresh_at = time.monotonic()
+    fresh = path_of(api.push("gc:fresh", [tmp_path / "fresh.txt"])[1][0][0]).rsplit("/", 1)[1]
+    ddfs(nodes, "rm", "gc:later", "gc:fresh")
+    if time.monotonic() - fresh_at < delay - 0.5:
+        assert len(disk_copies(nodes)[fresh]) == 3
+    wait_for(lambda: later not in disk_copies(nodes), 30, "the blob of the removed tag to go")
+    wait_for(lambda: fresh not in disk_copies(nodes), 30, "the fresh blob of a removed tag to go")
+    assert time.monotonic() - fresh_at >= delay - 0.2
+    assert len(disk_copies(nodes)[kept]) == 3
+    assert ddfs(nodes, "cat", "gc:kept").stdout == b"kept\n"
+    print(f"\nan untagged blob went {gone_s:.1f} s after its push (delay {delay:g} s)")
