@@ -335,3 +335,73 @@ def test_soak_saturated_cores_and_loss_kill_no_one(lab_factory, tmp_path):
             burner.kill()
             burner.wait()
     assert not _deaths(tmp_path, names)
+
+
+WRITER = '''
+import sys, time
+from disco.ddfs import DDFS
+master, name, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+ddfs = DDFS(master)
+end, i = time.monotonic() + seconds, 0
+while time.monotonic() < end:
+    url = "http://" + name + "/" + str(i)
+    try:
+        ddfs.tag("shared", [[url]])
+        print("ok", url, time.time(), flush=True)
+    except Exception as exc:
+        print("err", url, time.time(), type(exc).__name__, flush=True)
+    i += 1
+'''
+
+
+def test_a_partition_during_tag_updates_loses_no_acknowledged_update(lab_factory, tmp_path):
+    """Writers on both sides of a cut that leaves the master in the minority: every update
+    that was acknowledged is in the tag once the cut heals; the minority's writers get errors,
+    never a false acknowledgement."""
+    names = ["a", "b", "c", "d", "e"]
+    lab = lab_factory(names)
+    start_nodes(lab, names, tmp_path)
+    index = {f"{lab.addr(i)}:{PORT}": (name, i) for i, name in enumerate(names, start=1)}
+    old_master = lab.status("a", 1)["master"]
+    minority = [index[old_master]] + [next(v for k, v in index.items() if k != old_master)]
+    majority = [v for v in index.values() if v not in minority]
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    writers = []
+    for (name, i), side in [(minority[0], "min0"), (minority[1], "min1"), (majority[0], "maj0"),
+                            (majority[1], "maj1")]:
+        writers.append(lab.run(name, [sys.executable, str(script), f"{lab.addr(i)}:{PORT}",
+                                      side, "24"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True))
+    time.sleep(5)  # the writers run before, during and after the cut
+    for name, _ in minority:
+        lab.move(name, "br1")
+    cut = time.time()
+    time.sleep(10)
+    for name, _ in minority:
+        lab.move(name, "br0")
+    healed = time.time()
+    acked, during = set(), set()
+    for proc in writers:
+        out, err = proc.communicate(timeout=90)
+        for line in out.splitlines():
+            kind, url, when = line.split()[:3]
+            if kind == "ok":
+                acked.add(url)
+                if cut + 5 < float(when) < healed:
+                    during.add(url)
+    assert acked, "no write was acknowledged"
+    deadline = time.monotonic() + 30
+    while True:
+        out = lab.call(majority[0][0], [str(BIN / "ddfs"), "-M", f"{lab.addr(majority[0][1])}:{PORT}",
+                                        "urls", "shared", "--json"])
+        if out.returncode == 0:
+            present = {s[0] for s in json.loads(out.stdout)}
+            if acked <= present:
+                break
+        assert time.monotonic() < deadline, \
+            f"acknowledged updates missing: {sorted(acked - present)[:10]} ({out.stderr})"
+        time.sleep(0.5)
+    # the majority elected a master and kept writing through the cut; the minority could not
+    assert any(u.startswith("http://maj") for u in during), sorted(during)
+    assert not any(u.startswith("http://min") for u in during), sorted(during)
