@@ -10,7 +10,10 @@ A node composes four cores and owns what sits between them:
   survive it (``scheduler.entry``). Every node applies every committed entry to its
   ``JournalState``, so a new master starts from state it already holds, and the log is
   compacted into snapshots every ``compact_every`` entries;
-- the job table and scheduler (``scheduler.jobtable``), on the master only.
+- the job table and scheduler (``scheduler.jobtable``), on the master only;
+- DDFS (``mesh.ddfs``): the tag store applied from the journal on every node, this node's blob
+  copies reported to the master, and on the master tag requests, blob placement on the ring and
+  the repair planner (``storage.repair``).
 
 The node core decides: which members are voters (alive members join, members that left or are
 dead for ``dead_voter_s`` go, one change at a time); which members the scheduler may use (slots
@@ -30,7 +33,8 @@ disk and refusal counts), ``Request`` (a decoded control-port message), ``Submis
 executor), ``Undeliverable``, ``Flush`` (end of a loop turn: proposals go to Raft as one batch,
 one fsync) and ``Stopping``. Actions out: ``Send``, ``Reply``, ``Fail``, ``raft.Persist``
 (fsync before any later action), ``StoreJobpack``, ``StartTask``, ``CancelTask``,
-``RetireJob``, ``DropJobData``, ``RememberMembers``, ``ForgetPeer`` and ``Fact``s to log.
+``RetireJob``, ``DropJobData``, ``RememberMembers``, ``ForgetPeer``, ``StoreCopy``,
+``DeleteBlob`` and ``Fact``s to log.
 """
 from __future__ import annotations
 
