@@ -23,15 +23,19 @@ from __future__ import annotations
 import io
 import os
 import random
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
-from disco.error import CommError, DataNotFound, UsageError
+from disco.error import CommError, DataNotFound, DiscoError, InputError, UsageError
 from mesh import message as m
 
 __all__ = ["DDFS", "canonizetag", "istag", "tagname", "relativizetag"]
 
 PUSH_ATTEMPTS = 3
+SPOOL_BYTES = 16 << 20  # a blob read for checking stays in memory up to this, then on disk
+REQUEST_TIMEOUT_S = 3.0
 
 
 def istag(url) -> bool:
@@ -39,10 +43,10 @@ def istag(url) -> bool:
 
 
 def tagname(tag: str) -> str:
-    """``tag://[user:token@][host/]NAME`` or ``NAME`` -> ``NAME``."""
+    """``tag://[HOST/]NAME`` or ``NAME`` -> ``NAME`` (names may hold ``@`` and ``:``, as
+    ``disco:results:Job@...`` does, so there is no ``user:token@`` part)."""
     if istag(tag):
-        rest = tag[len("tag://"):]
-        return rest.rsplit("/", 1)[-1].split("@")[-1]
+        return tag[len("tag://"):].rsplit("/", 1)[-1]
     return tag
 
 
@@ -63,7 +67,9 @@ class DDFS:
         self.master = self.disco.master
 
     def _request(self, cls, **fields):
-        return self.disco.request(cls, **fields)
+        # DDFS requests are answered in milliseconds, and a retried write is applied once (its
+        # ``op``), so a master cut off from us is given up on sooner than a job request
+        return self.disco.request(cls, wait_s=REQUEST_TIMEOUT_S, **fields)
 
     # -- tags --
 
@@ -167,12 +173,13 @@ class DDFS:
         return out
 
     def pull(self, tag: str, blobfilter=lambda url: True):
-        """Yield ``(fileobj, size, url)`` for each blob, trying its replicas in random order."""
-        from disco.worker.task_io import open_input
-        _register_disco_scheme()
+        """Yield ``(fileobj, size, url)`` for each blob, trying its replicas in random order.
+
+        Each file holds the whole blob, already checked against its checksum (``open_blob``):
+        a corrupt or unreachable copy is passed over for the next replica."""
         for replicas in self.blobs(tag):
             if blobfilter(replicas[0]):
-                yield open_input(random.sample(replicas, len(replicas)))
+                yield open_blob(random.sample(replicas, len(replicas)))
 
     # -- blobs --
 
@@ -192,19 +199,26 @@ class DDFS:
         from mesh.transfer import push_blob
         fileobj, name, size, reopen = _open_source(source, name)
         failed_nodes: set = set(exclude)
-        reasons = []
+        reasons: list[str] = []
         try:
             for attempt in range(max(1, attempts)):
-                place = self._request(m.BlobPlace, prefix=name, replicas=int(replicas or 0),
-                                      exclude=sorted(failed_nodes))
+                try:
+                    place = self._request(m.BlobPlace, prefix=name, replicas=int(replicas or 0),
+                                          exclude=sorted(failed_nodes))
+                except (CommError, UsageError) as exc:
+                    if not reasons:
+                        raise
+                    reasons.append(str(exc))  # no nodes left to try: say why each failed
+                    break
                 if attempt:
+                    fileobj.close()
                     fileobj = reopen()
                 stored, failed, _ = push_blob(fileobj, place["name"], size, place["nodes"],
-                                              progress=progress)
+                                              progress=progress, all_or_none=True)
                 if not failed:
                     return [f"disco://{a}/{stored[a]}" for a in place["nodes"]]
                 failed_nodes |= set(failed)
-                reasons = [f"{a}: {why}" for a, why in sorted(failed.items())]
+                reasons += [f"{a}: {why}" for a, why in sorted(failed.items())]
                 if all(_permanent(why) for why in failed.values()):
                     break
         finally:
@@ -226,9 +240,13 @@ class DDFS:
             fd, _, real = open_input(url if "://" in str(url) else os.path.abspath(url))
             base = _safe_name(os.path.basename(real.rstrip("/")) or "chunk")
             try:
-                for chunk in ck.chunk_input(fd, chunk_bytes=chunk_size or ck.DEFAULT_CHUNK_BYTES,
-                                            max_record_bytes=max_record_size or
-                                            ck.DEFAULT_MAX_RECORD_BYTES, name=real):
+                size = chunk_size or ck.DEFAULT_CHUNK_BYTES
+                record = min(max_record_size or ck.DEFAULT_MAX_RECORD_BYTES,
+                             size - ck.CHUNK_OVERHEAD)
+                if record < 1:
+                    raise UsageError(f"chunk size {size} bytes is too small for any record")
+                for chunk in ck.chunk_input(fd, chunk_bytes=size, max_record_bytes=record,
+                                            name=real):
                     data = chunk.data if isinstance(chunk.data, bytes) else b"".join(chunk.data)
                     sets.append(self.put_blob((io.BytesIO(data), f"{base}-{chunk.index}"),
                                               replicas=replicas, attempts=retries,
@@ -241,6 +259,47 @@ class DDFS:
     def status(self) -> dict:
         """The master's view of DDFS: tags, blobs, copies, under-replicated blobs, repairs."""
         return self._request(m.DdfsStatus)
+
+
+def open_blob(replicas, spool_bytes: int = SPOOL_BYTES):
+    """``(fileobj, size, url)`` of one blob: read whole from the first of ``replicas`` (URLs,
+    tried in turn) that gives every byte and whose bytes match their checksum.
+
+    A copy's checksum is only known to be right once its last byte is read, and bytes handed
+    on cannot be taken back; so a replica is read into a spool (memory up to ``spool_bytes``,
+    then a temporary file) before anything is returned, and a replica that fails halfway,
+    a corrupt one included, is followed by the next. InputError names every replica and why
+    it failed when none could be read."""
+    from disco.worker.task_io import open_url
+    _register_disco_scheme()
+    urls = [replicas] if isinstance(replicas, str) else list(replicas)
+    if not urls:
+        raise UsageError("a blob needs at least one replica URL")
+    failures = []
+    for url in urls:
+        spool = tempfile.SpooledTemporaryFile(spool_bytes)
+        try:
+            fd, _, real = open_url(url)
+            try:
+                shutil.copyfileobj(fd, spool, 1 << 20)
+            finally:
+                fd.close()
+        except (DiscoError, OSError) as exc:
+            spool.close()
+            failures.append((url, exc))
+            continue
+        size = spool.tell()
+        spool.seek(0)
+        return spool, size, real
+    if len(failures) == 1 and isinstance(failures[0][1], InputError):
+        raise failures[0][1]
+    reasons = "; ".join(f"{url}: {_reason(url, exc)}" for url, exc in failures)
+    raise InputError(f"none of {len(urls)} replicas could be read: {reasons}", url=urls[0])
+
+
+def _reason(url: str, exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return text[len(url) + 2:] if text.startswith(url + ": ") else text
 
 
 def _replica_sets(urls) -> list:

@@ -21,8 +21,9 @@ between peers) and answers each before taking the next:
   node's volumes (``storage.volume``), each chunk acknowledged with ``PutAck`` (the writer's
   credit); the end is answered ``Stored`` only once the blob and its checksum are fsynced and
   renamed into place, or ``Error`` (a full disk, a checksum that does not match, a name that
-  exists) with nothing left behind. A put whose writer goes quiet for ``PUT_IDLE_S`` is
-  aborted, as are all open puts when the server stops;
+  exists) with nothing left behind. A ``PutEnd`` whose size is ``ABANDON`` (-1) gives the put
+  up: its partial file goes at once and the answer is ``Error`` (code ``aborted``). A put whose
+  writer goes quiet for ``PUT_IDLE_S`` is aborted, as are all open puts when the server stops;
 - anything else (wrong frame count, not msgpack, another message type, a path outside the
   served tree, a negative offset, a missing or unreadable file) -> ``Error(rid, code, msg)``
   with the code of ``common.error.code_of``: ``protocol`` (``RemoteProtocolError``: the
@@ -62,6 +63,7 @@ from common.error import DataNotFound, DiscoError, RemoteProtocolError, code_of,
 from mesh import log as mesh_log
 from mesh import message as m
 from mesh.janitor import TRASH_PREFIX
+from mesh.transfer import ABANDON
 from storage.volume import PARTIAL_PREFIX
 from mesh.transport import bind_router
 
@@ -246,6 +248,12 @@ class DataServer:
 
     def _put_end(self, ident: bytes, msg: m.PutEnd, data) -> list:
         writer = self._open_put(ident, msg.rid)
+        if msg.size == ABANDON:
+            del self._puts[(ident, msg.rid)]
+            writer.abort()
+            self.log.info("put_abandoned", blob=writer.name, bytes=writer.size, why="client")
+            return [m.encode(m.Error(rid=msg.rid, code="aborted",
+                                     msg=f"put of {writer.name!r} abandoned by the client"))]
         info = writer.commit(expected_checksum=msg.checksum or None, expected_size=msg.size)
         del self._puts[(ident, msg.rid)]
         self.stored_blobs += 1

@@ -208,12 +208,16 @@ class DdfsCore:
         if msg.replicas < 0:
             raise Refusal("UsageError", f"replicas must be 1 or more, not {msg.replicas}")
         exclude = set(msg.exclude)
-        writable = [a for a in self._writable() if a not in exclude]
-        k = msg.replicas or min(self.cfg.ddfs.k, len(writable))
+        members = self._writable()
+        writable = [a for a in members if a not in exclude]
+        # k counts the members, not those left after the exclusions: a retry that excludes a
+        # node that failed still writes k copies, or fails (SPEC §6: k replicas or an error)
+        k = msg.replicas or min(self.cfg.ddfs.k, len(members))
         if not writable or k > len(writable):
+            left = f" ({len(exclude & set(members))} excluded)" if exclude & set(members) else ""
             raise Refusal("CommError" if not msg.replicas else "UsageError",
                           f"{k or 1} replicas asked for, but {len(writable)} nodes can take "
-                          "new blobs now")
+                          f"new blobs now{left}")
         wall_us = int((self._now + self.cfg.wall_offset) * 1e6)
         name = f"{msg.prefix}${wall_us:x}-{self.raft.term:x}-{next(self._ops):x}"
         ring = self.planner.ring(writable) if self.planner is not None else Ring(writable)

@@ -15,7 +15,10 @@ checked as it is read: the first chunk carries its checksum (a local blob's sits
 ``push_blob`` streams one file to the data ports of k nodes at once (``PutStart``, ``PutData``
 chunks with at most ``window`` unacknowledged per node, ``PutEnd``): the file is read once, in
 chunks, so memory stays bounded however big it is; it returns each node's stored path, and
-each failed node's error, and never raises for one node's failure.
+each failed node's error, and never raises for one node's failure. A node whose connection
+drops fails at once (its put died with the connection), not after the time-out; with
+``all_or_none`` the first failure makes the others abandon the put before committing it
+(``PutEnd`` with size ``ABANDON``), so a push that must be retried leaves no copy behind.
 """
 from __future__ import annotations
 
@@ -196,94 +199,156 @@ class _Checked(io.RawIOBase):
 
 
 PUSH_TIMEOUT_S = 30.0  # per answer awaited from one node
+ABANDON = -1  # PutEnd(size=ABANDON): the client gives the put up; the node removes its partial
+ABANDON_WAIT_S = 2.0
 
 
 def push_blob(fileobj, name: str, size: int, addresses: list[str], *,
               chunk_bytes: int = CHUNK_BYTES, window: int = WINDOW,
               timeout_s: float = PUSH_TIMEOUT_S, progress=None,
-              ctx: zmq.Context | None = None) -> tuple[dict, dict, str]:
+              ctx: zmq.Context | None = None, all_or_none: bool = False) -> tuple[dict, dict, str]:
     """Store ``size`` bytes read from ``fileobj`` as blob ``name`` on every node of
     ``addresses`` (control addresses; their data ports are PORT+1).
 
     Returns ``(stored, failed, checksum)``: address -> the blob's path on that node for each
     node that fsynced it, address -> the reason for each that did not. ``progress(n)`` is
-    called with each chunk's byte count as it is sent.
+    called with each chunk's byte count as it is sent. A node fails when it answers ``Error``,
+    when it is silent for ``timeout_s``, or at once when its connection drops (a node that
+    died; its put is gone with the connection). With ``all_or_none``, the first failure ends
+    the push: the other nodes are told to abandon the put (``PutEnd`` with size ``ABANDON``)
+    before they commit, so nothing is left anywhere for the caller's retry to leave behind;
+    those nodes are in neither dict.
     """
-    ctx = ctx or zmq.Context.instance()
-    keys = security.process_keys()
-    socks: dict[str, zmq.Socket] = {}
-    failed: dict[str, str] = {}
-    poller = zmq.Poller()
-    for address in addresses:
-        sock = ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        security.dial(sock, keys)
-        sock.connect(data_endpoint(address))
-        sock.send(m.encode(m.PutStart(rid=1, name=name, size=size)))
-        socks[address] = sock
-        poller.register(sock, zmq.POLLIN)
-    unacked = {a: 1 for a in socks}  # PutStart is answered with PutAck(0)
-    stored: dict[str, str] = {}
-    hasher = xxhash.xxh3_64()
-
-    def fail(address: str, why: str) -> None:
-        failed[address] = why
-        sock = socks.pop(address)
-        poller.unregister(sock)
-        sock.close(linger=0)
-        unacked.pop(address, None)
-
-    def answer(block_until) -> None:
-        """Take answers until ``block_until()`` holds for every node left, or they time out."""
-        deadline = time.monotonic() + timeout_s
-        while socks and not all(block_until(a) for a in socks):
-            left = deadline - time.monotonic()
-            ready = dict(poller.poll(max(0, int(left * 1000)))) if left > 0 else {}
-            if not ready:
-                for address in [a for a in socks if not block_until(a)]:
-                    fail(address, f"no answer within {timeout_s:g} s")
-                return
-            for address, sock in list(socks.items()):
-                if sock not in ready:
-                    continue
-                try:
-                    reply = m.decode(sock.recv())
-                except Exception as exc:  # noqa: BLE001 - a broken peer is one failed node
-                    fail(address, f"bad answer: {exc}")
-                    continue
-                if isinstance(reply, m.Error):
-                    fail(address, reply.msg)
-                elif isinstance(reply, m.PutAck):
-                    unacked[address] -= 1
-                elif isinstance(reply, m.Stored):
-                    stored[address] = reply.path
-                    unacked[address] -= 1
-                deadline = time.monotonic() + timeout_s
-
+    push = _Push(ctx or zmq.Context.instance(), name, size, addresses, window, timeout_s)
     try:
         offset = 0
-        while socks:
-            answer(lambda a: unacked[a] < window)
+        while push.socks and not (all_or_none and push.failed):
+            push.answer(lambda a: push.unacked[a] < window)
+            if all_or_none and push.failed:
+                break
             data = fileobj.read(min(chunk_bytes, size - offset)) if offset < size else b""
             if not data:
                 break
-            hasher.update(data)
-            for address, sock in socks.items():
-                sock.send_multipart([m.encode(m.PutData(rid=1, offset=offset)), data],
-                                    copy=False)
-                unacked[address] += 1
+            push.hasher.update(data)
+            push.send_data(offset, data)
             offset += len(data)
             if progress is not None:
                 progress(len(data))
-        checksum = hasher.hexdigest()
-        if offset != size:
-            for address in list(socks):
-                fail(address, f"the source gave {offset} bytes, {size} expected")
-        for address, sock in socks.items():
-            sock.send(m.encode(m.PutEnd(rid=1, size=size, checksum=checksum)))
-            unacked[address] += 1
-        answer(lambda a: a in stored)
+        if offset != size and not push.failed:
+            for address in list(push.socks):
+                push.fail(address, f"the source gave {offset} bytes, {size} expected")
+        if all_or_none and push.failed:
+            push.abandon()
+        else:
+            push.finish(size)
     finally:
-        for sock in socks.values():
-            sock.close(linger=0)
-    return stored, failed, hasher.hexdigest()
+        push.close()
+    return push.stored, push.failed, push.hasher.hexdigest()
+
+
+class _Push:
+    """One blob's put to several data ports: a DEALER and a disconnect monitor per node."""
+
+    def __init__(self, ctx: zmq.Context, name: str, size: int, addresses: list[str],
+                 window: int, timeout_s: float):
+        self.timeout_s = timeout_s
+        self.socks: dict[str, zmq.Socket] = {}
+        self.monitors: dict[zmq.Socket, str] = {}
+        self.failed: dict[str, str] = {}
+        self.stored: dict[str, str] = {}
+        self.hasher = xxhash.xxh3_64()
+        self.poller = zmq.Poller()
+        keys = security.process_keys()
+        for address in addresses:
+            sock = ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            security.dial(sock, keys)
+            monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+            sock.connect(data_endpoint(address))
+            sock.send(m.encode(m.PutStart(rid=1, name=name, size=size)))
+            self.socks[address] = sock
+            self.monitors[monitor] = address
+            self.poller.register(sock, zmq.POLLIN)
+            self.poller.register(monitor, zmq.POLLIN)
+        self.unacked = {a: 1 for a in self.socks}  # PutStart is answered with PutAck(0)
+
+    def fail(self, address: str, why: str) -> None:
+        self.failed[address] = why
+        sock = self.socks.pop(address)
+        self.poller.unregister(sock)
+        self._close(sock)
+        self.unacked.pop(address, None)
+
+    def send_data(self, offset: int, data: bytes) -> None:
+        for address, sock in self.socks.items():
+            sock.send_multipart([m.encode(m.PutData(rid=1, offset=offset)), data], copy=False)
+            self.unacked[address] += 1
+
+    def finish(self, size: int) -> None:
+        """Ask every node left to commit; wait for each one's ``Stored`` (or failure)."""
+        for address, sock in self.socks.items():
+            sock.send(m.encode(m.PutEnd(rid=1, size=size, checksum=self.hasher.hexdigest())))
+            self.unacked[address] += 1
+        self.answer(lambda a: a in self.stored)
+
+    def abandon(self) -> None:
+        """Tell every node left to drop its partial copy, and wait a moment for each to say
+        so; those nodes did nothing wrong, so they end in neither ``stored`` nor ``failed``."""
+        failed = dict(self.failed)
+        for sock in self.socks.values():
+            sock.send(m.encode(m.PutEnd(rid=1, size=ABANDON, checksum="")))
+        self.answer(lambda a: False, ABANDON_WAIT_S)  # each answers Error: the put is gone
+        self.failed = failed
+
+    def answer(self, block_until, timeout_s: float | None = None) -> None:
+        """Take answers until ``block_until()`` holds for every node left, or they time out."""
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout_s
+        while self.socks and not all(block_until(a) for a in self.socks):
+            left = deadline - time.monotonic()
+            ready = dict(self.poller.poll(max(0, int(left * 1000)))) if left > 0 else {}
+            if not ready:
+                for address in [a for a in self.socks if not block_until(a)]:
+                    self.fail(address, f"no answer within {timeout_s:g} s")
+                return
+            for address, sock in list(self.socks.items()):
+                if sock in ready:
+                    self._take(address, sock)
+            for monitor, address in self.monitors.items():
+                if monitor in ready:
+                    self._disconnected(monitor, address)
+            deadline = time.monotonic() + timeout_s
+
+    def _take(self, address: str, sock: zmq.Socket) -> None:
+        while address in self.socks and sock.poll(0):
+            try:
+                reply = m.decode(sock.recv())
+            except Exception as exc:  # noqa: BLE001 - a broken peer is one failed node
+                self.fail(address, f"bad answer: {exc}")
+                return
+            if isinstance(reply, m.Error):
+                self.fail(address, reply.msg)
+            elif isinstance(reply, (m.PutAck, m.Stored)):
+                if isinstance(reply, m.Stored):
+                    self.stored[address] = reply.path
+                self.unacked[address] -= 1
+
+    def _disconnected(self, monitor: zmq.Socket, address: str) -> None:
+        while monitor.poll(0):
+            monitor.recv_multipart()
+            sock = self.socks.get(address)
+            if sock is not None:
+                self._take(address, sock)  # what it said before the connection dropped
+            if address in self.socks and address not in self.stored:
+                self.fail(address, "the connection dropped (did the node stop?)")
+
+    def _close(self, sock: zmq.Socket) -> None:
+        sock.disable_monitor()
+        sock.close(linger=0)
+
+    def close(self) -> None:
+        for sock in self.socks.values():
+            self._close(sock)
+        self.socks.clear()
+        for monitor in self.monitors:
+            monitor.close(linger=0)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import child_env, run_cli
-from disco.client import Connection
+from disco.client import Connection, answers
 from mesh import message as m
 
 pytestmark = pytest.mark.cluster
@@ -96,7 +96,8 @@ def ddfs(nodes_or_node, *args, check=True, timeout=120, input=None):
                           capture_output=True, timeout=timeout, input=input)
     if check and proc.returncode != 0:
         raise AssertionError(f"ddfs {' '.join(map(str, args))} exited {proc.returncode}:\n"
-                             f"{proc.stdout[-2000:]!r}\n{proc.stderr.decode()[-4000:]}")
+                             f"{len(proc.stdout)} bytes on stdout, ending {proc.stdout[-200:]!r}\n"
+                             f"{proc.stderr.decode()[-4000:]}")
     return proc
 
 
@@ -608,3 +609,106 @@ def test_unreferenced_blobs_are_collected_only_after_the_delay(node_factory, tmp
     assert len(disk_copies(nodes)[kept]) == 3
     assert ddfs(nodes, "cat", "gc:kept").stdout == b"kept\n"
     print(f"\nan untagged blob went {gone_s:.1f} s after its push (delay {delay:g} s)")
+
+
+# -- 8. faults --------------------------------------------------------------------------------
+
+def _flip_a_byte(path: Path, offset: int) -> None:
+    os.chmod(path, 0o600)
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    os.chmod(path, 0o400)
+
+
+def test_a_corrupt_copy_is_refused_and_another_replica_read(node_factory, tmp_path):
+    from disco.ddfs import DDFS
+    nodes = start_cluster(node_factory, 3)
+    data = make_file(tmp_path / "c.bin", 3 << 20 | 77, seed=9)
+    text = b"".join(b"line %d of the text\n" % i for i in range(20000))
+    (tmp_path / "t.txt").write_bytes(text)
+    ddfs(nodes, "push", "bad:bin", tmp_path / "c.bin")
+    ddfs(nodes, "chunk", "bad:text", tmp_path / "t.txt", "-S", 0.05)
+    addresses = by_address(nodes)
+    for tag in ("bad:bin", "bad:text"):
+        for replicas in tag_sets(nodes[0], tag):
+            first = addresses[node_of(replicas[0])].data / path_of(replicas[0])
+            _flip_a_byte(first, first.stat().st_size // 2)
+    assert ddfs(nodes, "cat", "bad:bin").stdout == data
+    assert ddfs(nodes, "xcat", "bad:text").stdout == text
+    url = tag_sets(nodes[0], "bad:bin")[0][0]
+    lone = ddfs(nodes, "cat", url, check=False)  # one URL, corrupt: a clear error, no bytes
+    assert "checksum" in one_error_line(lone) and lone.stdout == b""
+    pulled = [fd.read() for fd, _, _ in DDFS(nodes[0].address).pull("bad:bin")]
+    assert pulled == [data]
+
+
+def test_kill_9_of_a_receiver_mid_push_leaves_no_visible_partial_blob(node_factory, tmp_path):
+    import threading
+    from disco.ddfs import DDFS
+    nodes = start_cluster(node_factory, 4)
+    master = master_of(nodes)
+    size = int(os.environ.get("DDFS_BIG_PUSH_MB", "200")) << 20
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        block = os.urandom(1 << 20)
+        for i in range(size >> 20):
+            f.write(block[i % 256:] + block[:i % 256])
+    result: dict = {}
+
+    def push() -> None:
+        try:
+            result["sets"] = DDFS(master.address).push("big:one", [big])[1]
+        except Exception as exc:  # noqa: BLE001 - checked below
+            result["error"] = exc
+
+    pusher = threading.Thread(target=push)
+    started = time.monotonic()
+    pusher.start()
+    others = [n for n in nodes if n is not master]
+
+    def receiving():
+        for n in others:
+            for p in n.data.glob("vol*/blob/*/.partial-*"):
+                try:
+                    if p.stat().st_size > size // 4:
+                        return n
+                except FileNotFoundError:
+                    pass
+        return None
+
+    victim = wait_for(receiving, 60, "a quarter of the blob to reach a non-master node")
+    kill9(victim)
+    pusher.join(240)
+    took = time.monotonic() - started
+    alive = [n for n in nodes if n is not victim]
+    print(f"\na {size >> 20} MiB push with a receiver killed took {took:.1f} s: "
+          f"{'ok' if 'sets' in result else result.get('error')}")
+    if "sets" in result:
+        (replicas,) = result["sets"]
+        assert len({node_of(u) for u in replicas}) == 3
+        assert victim.address not in {node_of(u) for u in replicas}
+        addresses = by_address(alive)
+        for u in replicas:
+            assert (addresses[node_of(u)].data / path_of(u)).stat().st_size == size
+        # the attempt the kill broke was abandoned on the other nodes, not left as an orphan
+        assert disk_copies(alive) == {path_of(replicas[0]).rsplit("/", 1)[1]:
+                                      {node_of(u) for u in replicas}}
+    else:
+        err = str(result["error"])
+        assert "could not store" in err and victim.address in err
+    # nothing half-written is visible: every final name is a whole, checksummed blob
+    for n in alive:
+        for path in n.data.glob("vol*/blob/*/*"):
+            if path.name.startswith(".") or path.name.endswith(".xxh3"):
+                continue
+            assert path.stat().st_size == size
+            assert path.with_name(path.name + ".xxh3").exists()
+    visible = [p for p in victim.data.glob("vol*/blob/*/*") if not p.name.startswith(".")]
+    restart(victim, join=master.address)
+    wait_for(lambda: answers(victim.address, 0.5), 20, "the victim to answer again")
+    assert not list(victim.data.glob("vol*/blob/*/.partial-*")), "partials left after restart"
+    assert not [p for p in visible if not p.name.endswith(".xxh3")
+                and p.stat().st_size != size]
