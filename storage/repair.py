@@ -29,7 +29,9 @@ and returns actions, most urgent first:
    the master has held office for ``settle_s``: a copy is dropped when no tag names it, it is
    older than ``gc_delay_s`` (so a blob pushed but not yet tagged, or a repair copy whose retag
    is not committed yet, is safe) and the blob is not named by a tag write still in flight; a
-   referenced blob keeps at least the copies tags name.
+   referenced blob keeps at least the copies tags name, and loses an unnamed copy only once
+   ``k`` named ones are live (tags naming fewer, e.g. retagged under a smaller view, are
+   rewritten first).
 
 The planner never deletes a copy some committed tag names, and never one younger than the delay.
 It has no clock: ``now`` is passed in, and copy ages come as wall times with the reports.
@@ -256,10 +258,10 @@ class Planner:
                     continue
                 if wall - copy.mtime < cfg.gc_delay_s:
                     continue
-                if refs:  # an extra copy: tags name others, and they are there
+                if refs:  # an extra copy: tags name k others, and they are there
                     live_named = [n for n in named if n in holders and n in alive]
-                    if len(live_named) < min(k, len(named)):
-                        continue
+                    if len(live_named) < k:
+                        continue  # under k, or tags naming fewer: retag (or repair) first
                     out.append(Drop(node, name, "extra copy"))
                 else:
                     out.append(Drop(node, name, "unreferenced"))

@@ -168,3 +168,15 @@ def test_restart_forgets_copies_until_reported():
     p.map.node_gone(NODES[0])
     assert set(p.map.copies["a"]) == set(NODES[1:3])
     p.map.check_invariants()
+
+
+def test_no_copy_of_an_under_replicated_blob_is_dropped_because_tags_name_fewer():
+    """Found by the storage simulator (seed 113): a new master whose view held only itself
+    (k = 1) retagged a blob to its one copy; once the view grew (k = 3, two live copies) the
+    unnamed second copy counted as an "extra copy" and was dropped, though the blob was under
+    k and that copy was the source of its repair."""
+    p = planner()
+    holding(p, "a", NODES[:2], mtime=0.0)
+    actions = plan(p, wall=10_000.0, referenced={"a": {url(NODES[0], "a")}})
+    assert not [a for a in actions if isinstance(a, rp.Drop)], actions
+    assert [a.blob for a in actions if isinstance(a, rp.Copy)] == ["a"]
