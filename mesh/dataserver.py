@@ -64,7 +64,7 @@ from mesh import log as mesh_log
 from mesh import message as m
 from mesh.janitor import TRASH_PREFIX
 from mesh.transfer import ABANDON
-from storage.volume import PARTIAL_PREFIX
+from storage.volume import PARTIAL_PREFIX, DiskFull
 from mesh.transport import bind_router
 
 BATCH = 256
@@ -199,15 +199,25 @@ class DataServer:
             if handler is None:
                 raise RemoteProtocolError(f"{msg.TYPE} is not served on the data port")
             answer = handler(self, ident, msg, frames[2] if len(frames) == 3 else None)
+        except DiskFull as exc:  # no bad request: say where the room ran out, and why
+            self._end_put(ident, getattr(msg, "rid", 0))
+            self.log.warning("blob_disk_full", error=str(exc), volume=str(exc.volume))
+            self._send_error(ident, getattr(msg, "rid", 0), code_of(exc),
+                             f"disk full on {self.node_name}: {exc}")
+            return
         except DiscoError as exc:
             rid = getattr(msg, "rid", 0)
-            put = self._puts.pop((ident, rid), None)
-            if put is not None:
-                put[0].abort()
+            self._end_put(ident, rid)
             self._refuse(ident, rid, exc)
             return
         self.served_requests += 1  # before the answer, so a reader of its reply sees it
         self.sock.send_multipart([ident] + answer, copy=False)
+
+    def _end_put(self, ident: bytes, rid: int) -> None:
+        """A failed request of an open put ends it: its partial file goes."""
+        put = self._puts.pop((ident, rid), None)
+        if put is not None:
+            put[0].abort()
 
     def _fetch(self, ident: bytes, msg: m.Fetch, data) -> list:
         header, data = self._read(msg)

@@ -23,6 +23,7 @@ from storage import tags as tg
 from storage.ring import Ring
 
 PLAN_EVERY_S = 1.0
+REFUSALS_LOGGED_PER_S = 10  # more refused requests than this in a second are only counted
 BLOB_PREFIX_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-@:.")
 
 
@@ -40,6 +41,8 @@ class DdfsCore:
         self._ops = itertools.count(1)
         self._next_plan = 0.0
         self._held_since = 0.0
+        self._refusal_log = (-1e9, 0, 0)  # (window start, lines in it, lines left out)
+        self.refused_requests = 0
 
     # -- every node: its own copies --
 
@@ -113,6 +116,9 @@ class DdfsCore:
         self.planner = None
 
     def _blob_report(self, msg: m.BlobReport, ident):
+        bad = _bad_report(msg)
+        if bad:
+            raise self._refuse("protocol", f"blob report from {msg.node!r}: {bad}", msg)
         if self.planner is not None:
             self.planner.map.report(msg.node, msg.full, msg.added, msg.removed)
         return PARKED
@@ -168,6 +174,21 @@ class DdfsCore:
         if not self.is_master:
             raise Refusal("NotMaster", self.master_address() or "")
 
+    def _refuse(self, code: str, text: str, msg) -> Refusal:
+        """The refusal of a bad request, logged as ``ddfs_request_refused`` (at most
+        ``REFUSALS_LOGGED_PER_S`` lines a second; the next line says how many were left out)."""
+        self.refused_requests += 1
+        start, logged, left_out = self._refusal_log
+        if self._now - start >= 1.0:
+            start, logged = self._now, 0
+        if logged < REFUSALS_LOGGED_PER_S:
+            self._fact("ddfs_request_refused", "warning", request=msg.TYPE, code=code,
+                       error=text[:300], left_out=left_out or None, count=self.refused_requests)
+            self._refusal_log = (start, logged + 1, 0)
+        else:
+            self._refusal_log = (start, logged, left_out + 1)
+        return Refusal(code, text)
+
     def _tag_get(self, msg: m.TagGet, ident):
         self._ddfs_master()
         tag = self.tags.get(msg.tag)
@@ -192,7 +213,7 @@ class DdfsCore:
         except tg.TagNotFound as exc:
             raise Refusal("DataNotFound", str(exc)) from None
         except tg.TagError as exc:
-            raise Refusal("UsageError", str(exc)) from None
+            raise self._refuse("UsageError", str(exc), msg) from None
         op = msg.op or f"{self.cfg.name}/{self.raft.term}/{next(self._ops)}"
         entry.update(op=op, wall=self._now + self.cfg.wall_offset, update=bool(msg.update))
         blobs = {tg.set_key(s) for s in entry.get("urls", ()) if tg.blob_of(s[0])}
@@ -202,11 +223,13 @@ class DdfsCore:
 
     def _blob_place(self, msg: m.BlobPlace, ident):
         self._ddfs_master()
-        if not msg.prefix or len(msg.prefix) > 200 or set(msg.prefix) - BLOB_PREFIX_CHARS:
-            raise Refusal("UsageError", f"bad blob name {msg.prefix!r}: 1 to 200 of A-Z a-z "
-                                        "0-9 _ - @ : .")
+        if not msg.prefix or len(msg.prefix) > 200 or set(msg.prefix) - BLOB_PREFIX_CHARS \
+                or msg.prefix.startswith("."):
+            raise self._refuse("UsageError", f"bad blob name {msg.prefix!r:.250}: 1 to 200 of "
+                                             "A-Z a-z 0-9 _ - @ : ., not starting with .", msg)
         if msg.replicas < 0:
-            raise Refusal("UsageError", f"replicas must be 1 or more, not {msg.replicas}")
+            raise self._refuse("UsageError", f"replicas must be 1 or more, not {msg.replicas}",
+                               msg)
         exclude = set(msg.exclude)
         members = self._writable()
         writable = [a for a in members if a not in exclude]
@@ -214,10 +237,10 @@ class DdfsCore:
         # node that failed still writes k copies, or fails (SPEC §6: k replicas or an error)
         k = msg.replicas or min(self.cfg.ddfs.k, len(members))
         if not writable or k > len(writable):
+            # never CommError: a client takes that for a lost master and looks for another
             left = f" ({len(exclude & set(members))} excluded)" if exclude & set(members) else ""
-            raise Refusal("CommError" if not msg.replicas else "UsageError",
-                          f"{k or 1} replicas asked for, but {len(writable)} nodes can take "
-                          f"new blobs now{left}")
+            raise Refusal("UsageError", f"{k or 1} replicas asked for, but {len(writable)} "
+                                        f"nodes can take new blobs now{left}")
         wall_us = int((self._now + self.cfg.wall_offset) * 1e6)
         name = f"{msg.prefix}${wall_us:x}-{self.raft.term:x}-{next(self._ops):x}"
         ring = self.planner.ring(writable) if self.planner is not None else Ring(writable)
@@ -245,6 +268,19 @@ class DdfsCore:
         pending = self.tag_pending.pop(wire.get("op") or "", None)
         if pending is not None and pending[0]:
             self._out.append(Reply(pending[0], pending[1], result))
+
+
+def _bad_report(msg: m.BlobReport) -> str:
+    """What is wrong with a ``BlobReport``'s rows, or "" (rows: name, size, checksum, path,
+    mtime; removed: names)."""
+    for row in msg.added:
+        if not (isinstance(row, (list, tuple)) and len(row) == 5 and isinstance(row[0], str)
+                and type(row[1]) is int and row[1] >= 0 and isinstance(row[2], str)
+                and isinstance(row[3], str) and type(row[4]) in (int, float)):
+            return f"bad row {row!r:.100}: expected [name, size, checksum, path, mtime]"
+    if not all(isinstance(name, str) for name in msg.removed):
+        return "removed must list blob names"
+    return ""
 
 
 DDFS_REQUESTS = {

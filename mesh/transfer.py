@@ -237,6 +237,8 @@ def push_blob(fileobj, name: str, size: int, addresses: list[str], *,
         if offset != size and not push.failed:
             for address in list(push.socks):
                 push.fail(address, f"the source gave {offset} bytes, {size} expected")
+        if all_or_none and not push.failed:  # every chunk taken by every node, or none commits
+            push.answer(lambda a: push.unacked[a] == 0)
         if all_or_none and push.failed:
             push.abandon()
         else:

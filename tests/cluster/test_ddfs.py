@@ -712,3 +712,112 @@ def test_kill_9_of_a_receiver_mid_push_leaves_no_visible_partial_blob(node_facto
     assert not list(victim.data.glob("vol*/blob/*/.partial-*")), "partials left after restart"
     assert not [p for p in visible if not p.name.endswith(".xxh3")
                 and p.stat().st_size != size]
+
+
+def test_a_full_disk_fails_the_push_clearly_and_leaves_nothing(node_factory, tmp_path):
+    first = node_factory(workers=1)
+    second = node_factory(workers=1, args=("--join", first.address))
+    small = node_factory(workers=1, args=("--join", first.address))
+    small.proc.send_signal(signal.SIGTERM)
+    assert small.proc.wait(20) == 0
+    vol = small.data / "vol0"
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(vol)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a 1 MiB tmpfs (needs root): {mounted.stderr.strip()}")
+    try:
+        restart(small, join=first.address)
+        nodes = [first, second, small]
+        wait_for(lambda: ready(nodes), 30, "three nodes, one with a 1 MiB volume")
+        make_file(tmp_path / "two.bin", 2 << 20)
+        proc = ddfs(nodes, "push", "full:x", tmp_path / "two.bin", check=False)
+        line = one_error_line(proc)
+        assert "disk full" in line and small.address in line, line
+        assert not disk_copies(nodes) and not partials(nodes)
+        assert ddfs(nodes, "exists", "full:x", check=False).returncode == 1
+        # two copies fit elsewhere: a placement on the full node is retried without it
+        for i in range(3):
+            ddfs(nodes, "push", "--replicas", "2", "full:two", tmp_path / "two.bin")
+        sets = tag_sets(first, "full:two")
+        assert len(sets) == 3 and all(small.address not in {node_of(u) for u in s} and
+                                      len(s) == 2 for s in sets)
+        assert not partials(nodes) and not list(vol.glob("blob/*/*"))
+        assert small.alive() and "blob_disk_full" in small.log_text()
+    finally:
+        subprocess.run(["umount", "-l", str(vol)], capture_output=True)
+
+
+def test_malformed_ddfs_requests_are_refused_logged_and_survived(node_factory):
+    import zmq
+    nodes = start_cluster(node_factory, 3)
+    master = master_of(nodes)
+    conn = Connection(master.address, 5)
+    bad_writes = [dict(kind="add", tag="bad name", urls=[["raw://x"]]),
+                  dict(kind="add", tag="x" * 600, urls=[]),
+                  dict(kind="explode", tag="ok"),
+                  dict(kind="add", tag="ok", urls=[[1, 2]]),
+                  dict(kind="add", tag="ok", urls=[[]]),
+                  dict(kind="add", tag="ok", urls=[["tag://bad name"]]),
+                  dict(kind="setattr", tag="ok", attr="ddfs:mine", value="v"),
+                  dict(kind="setattr", tag="ok", attr="a", value="v" * 5000),
+                  dict(kind="delattr", tag="nosuch", attr="a"),
+                  dict(kind="delete", tag="nosuch")]
+    for fields in bad_writes:
+        with pytest.raises(Exception) as err:
+            conn.request(m.TagWrite, **fields)
+        assert type(err.value).__name__ in ("UsageError", "DataNotFound"), err.value
+    for fields in (dict(prefix="../etc"), dict(prefix=""), dict(prefix=".hidden"),
+                   dict(prefix="ok", replicas=-1), dict(prefix="ok", replicas=9)):
+        with pytest.raises(Exception) as err:
+            conn.request(m.BlobPlace, **fields)
+        assert type(err.value).__name__ == "UsageError", err.value
+    # a peer's blob report with rows of the wrong shape (one-way: the Error has rid 0)
+    peer = zmq.Context.instance().socket(zmq.DEALER)
+    peer.setsockopt(zmq.LINGER, 0)
+    peer.connect(f"tcp://127.0.0.1:{master.port}")
+    peer.send(m.encode(m.BlobReport(term=1, node=nodes[1].address, full=True,
+                                    added=[["x"], 1], removed=[])))
+    assert peer.poll(5000)
+    reply = m.decode(peer.recv())
+    assert isinstance(reply, m.Error) and "row" in reply.msg
+    peer.close()
+    assert ddfs_status(master)["reported"] == sorted(n.address for n in nodes)
+    assert not conn.request(m.TagList, prefix="ok")
+
+    # the data port: PutData with no PutStart, garbage, wrong offsets, bad names, bad sums
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(f"tcp://127.0.0.1:{master.port + 1}")
+
+    def ask(*frames, rid=None):
+        sock.send_multipart(list(frames))
+        assert sock.poll(5000), "no answer from the data port"
+        reply = m.decode(sock.recv_multipart()[0])
+        if rid is not None:
+            assert reply.rid == rid
+        return reply
+
+    assert isinstance(ask(m.encode(m.PutData(rid=3, offset=0)), b"x" * 10, rid=3), m.Error)
+    assert isinstance(ask(m.encode(m.PutEnd(rid=4, size=1, checksum="00")), rid=4), m.Error)
+    for garbage in (b"", b"\xc1" * 50, b"not msgpack at all"):
+        assert isinstance(ask(garbage), m.Error)
+    assert isinstance(ask(m.encode(m.PutStart(rid=5, name="../../x", size=1)), rid=5), m.Error)
+    assert isinstance(ask(m.encode(m.PutStart(rid=6, name="ok-blob", size=-5)), rid=6), m.Error)
+    assert isinstance(ask(m.encode(m.PutStart(rid=7, name="ok-blob", size=4)), rid=7), m.PutAck)
+    assert isinstance(ask(m.encode(m.PutData(rid=7, offset=2)), b"ab", rid=7), m.Error)
+    assert isinstance(ask(m.encode(m.PutData(rid=7, offset=0)), b"ab", rid=7), m.Error)  # gone
+    assert isinstance(ask(m.encode(m.PutStart(rid=8, name="ok-blob", size=4)), rid=8), m.PutAck)
+    assert isinstance(ask(m.encode(m.PutData(rid=8, offset=0)), b"abcd", rid=8), m.PutAck)
+    reply = ask(m.encode(m.PutEnd(rid=8, size=4, checksum="0123456789abcdef")), rid=8)
+    assert isinstance(reply, m.Error) and "expected" in reply.msg
+    assert isinstance(ask(m.encode(m.PutData(rid=9, offset=0))), m.Error)  # no data frame
+    sock.close()
+    assert not disk_copies([master]) and not partials([master])
+
+    assert master.alive() and all(n.alive() for n in nodes)
+    log = master.log_text()
+    assert "ddfs_request_refused" in log and "bad_data_request" in log
+    assert master_of(nodes) is master
+    (ok_file := master.data / "after.txt").write_bytes(b"still serving\n")
+    ddfs(nodes, "push", "after:x", ok_file)
+    assert ddfs(nodes, "cat", "after:x").stdout == b"still serving\n"
