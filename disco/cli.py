@@ -81,15 +81,17 @@ def _node_options(func):
                      help="Cluster secret [env DISCO_SECRET_FILE]."),
         click.option("--insecure", is_flag=True, help="Allow binding a non-loopback address "
                      "without a secret."),
+        click.option("--http-port", type=int, help="The status page, /metrics and /api/ "
+                     "[env DISCO_HTTP_PORT; port+2; 0 turns it off]."),
     ]
     for opt in reversed(opts):
         func = opt(func)
     return func
 
 
-def _settings(host, port, data, join, workers, name, secret_file, insecure):
+def _settings(host, port, data, join, workers, name, secret_file, insecure, http_port):
     return node_settings(host=host, port=port, data=data, join=join, workers=workers, name=name,
-                         secret_file=secret_file, insecure=insecure)
+                         secret_file=secret_file, insecure=insecure, http_port=http_port)
 
 
 @cli.command()
@@ -118,7 +120,7 @@ def start(**opts):
     err_path = s.log_dir / "daemon.err"
     argv = [sys.executable, "-m", "disco.cli", "nodaemon", "--no-console",
             "--host", s.host, "--port", str(s.port), "--data", str(s.data_dir),
-            "--workers", str(s.workers), "--name", s.name]
+            "--workers", str(s.workers), "--name", s.name, "--http-port", str(s.http_port)]
     for seed in s.join:
         argv += ["--join", seed]
     if s.secret_file:
@@ -138,11 +140,22 @@ def start(**opts):
                   f"(log: {err_path})")
         if answers(f"{_dial(s.host)}:{s.port}", 0.3):
             click.echo(f"node {s.name} started at {s.address} (pid {proc.pid}, data {s.data_dir})")
+            if s.http_port:
+                click.echo(f"status page: {_page_url(s)}")
             click.echo(f"join another node to it with: disco start --join {s.address} "
                        "--port OTHER_PORT --data OTHER_DIR")
             return
     proc.terminate()
     _fail(f"the node did not answer within {START_TIMEOUT_S:g} s (log: {s.log_dir})")
+
+
+def _page_url(s) -> str:
+    url = f"http://{_dial(s.host)}:{s.http_port}/"
+    if s.secret_file:
+        from mesh.httpserver import token_for
+        from mesh.security import read_secret
+        url += f"?token={token_for(read_secret(s.secret_file))}"
+    return url
 
 
 @cli.command()

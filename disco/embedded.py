@@ -24,20 +24,21 @@ _clusters: dict[int, "Embedded"] = {}
 
 
 def free_port_pair(host: str = "127.0.0.1") -> int:
-    """A port P such that P and P+1 are both free on ``host`` right now."""
+    """A port P such that P, P+1 and P+2 (control, data, HTTP) are all free on ``host`` now."""
     for _ in range(100):
         with socket.socket() as a:
             a.bind((host, 0))
             port = a.getsockname()[1]
-            if port >= 65534:
+            if port >= 65533:
                 continue
-            with socket.socket() as b:
+            with socket.socket() as b, socket.socket() as c:
                 try:
                     b.bind((host, port + 1))
+                    c.bind((host, port + 2))
                 except OSError:
                     continue
                 return port
-    raise CommError("no free pair of loopback ports")
+    raise CommError("no three free consecutive loopback ports")
 
 
 class Embedded:

@@ -38,7 +38,7 @@ def _env_float(name: str, default: float) -> float:
 
 
 def node_settings(host=None, port=None, data=None, join=(), workers=None, name=None,
-                  secret_file=None, insecure=False) -> NodeSettings:
+                  secret_file=None, insecure=False, http_port=None) -> NodeSettings:
     """Resolve a node's settings from flags (None = not given) and the environment."""
     env = os.environ
     host = host or env.get("DISCO_HOST") or "127.0.0.1"
@@ -53,6 +53,8 @@ def node_settings(host=None, port=None, data=None, join=(), workers=None, name=N
         insecure=insecure, max_failures=_env_int("DISCO_MAX_FAILURES", 10),
         dead_voter_s=float(_env_int("DISCO_DEAD_VOTER_S", 60)),
         mesh_preset=env.get("DISCO_MESH_PRESET", ""),
+        http_port=http_port if http_port is not None else (
+            _env_int("DISCO_HTTP_PORT", -1) if env.get("DISCO_HTTP_PORT") else None),
         blob_replicas=_env_int("DDFS_BLOB_REPLICAS", 3),
         tag_replicas=_env_int("DDFS_TAG_REPLICAS", 3),
         gc_delay_s=_env_float("DDFS_GC_DELAY_S", 3600.0),

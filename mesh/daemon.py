@@ -33,6 +33,7 @@ from mesh.copier import Copier
 from mesh.datadir import DataDir, digest_of
 from mesh.dataserver import DataServer
 from mesh.executor import Executor
+from mesh.httpserver import HttpServer, token_for
 from mesh.janitor import Janitor
 from mesh.journal import Journal
 from mesh.membership import Config as MeshConfig
@@ -58,6 +59,7 @@ class NodeDaemon:
         self.refused = {"bad_frames": 0, "bad_messages": 0, "bad_data_requests": 0,
                         "unauthenticated": 0}  # shown by `disco status --json`
         self.events: collections.deque = collections.deque()  # from the executor, undelivered
+        self.task_counts = {"started": {}, "finished": {}, "failed": {}}  # by stage, /metrics
 
     # -- life cycle --
 
@@ -70,17 +72,21 @@ class NodeDaemon:
             self._init_node()
             self.dir.write_pid(self.s.name, self.s.address)
             self.log.info("node_started", address=self.s.address, workers=self.s.workers,
-                          data=str(self.s.data_dir), pid=os.getpid())
+                          data=str(self.s.data_dir), pid=os.getpid(),
+                          http=self.http.url if self.http else None)
+            if self.http is not None:
+                self.http.start()
             self._loop()
         finally:
             self._shutdown()
         return 0
 
     def _prepare(self) -> None:
-        self.keys = None
+        self.keys, self.token = None, None
         if self.s.secret_file:
             path = str(Path(self.s.secret_file).expanduser().absolute())
             self.keys = security.keys_from_file(path)
+            self.token = token_for(security.read_secret(path))
             os.environ["DISCO_SECRET_FILE"] = path  # our clients, peers and workers use it too
         elif not is_loopback(self.s.host) and not self.s.insecure:
             raise UsageError(f"refusing to bind {self.s.host}: without a cluster secret a node "
@@ -103,6 +109,16 @@ class NodeDaemon:
         self.data = DataServer(self.ctx, f"tcp://{self.s.host}:{self.s.port + 1}",
                                self.s.data_dir, self.s.name, self.keys, self.volumes)
         self.data.start()
+        self.http = None
+        if self.s.http_port:
+            try:
+                self.http = HttpServer(self.s.host, self.s.http_port, self.s.address, self.token,
+                                       self._local_info, self._counters,
+                                       self.s.log_dir / "node.jsonl", self.log)
+            except OSError as exc:
+                raise UsageError(f"cannot serve HTTP on {self.s.host}:{self.s.http_port}: "
+                                 f"{exc.strerror} (--http-port N picks another port, 0 turns "
+                                 "the status page off)") from None
         self.worker_endpoint = f"ipc://@disco-{os.getpid()}-{self.s.port}"
         self.wsock = bind_router(self.ctx, self.worker_endpoint, self.keys)
         self.poller = zmq.Poller()
@@ -136,6 +152,7 @@ class NodeDaemon:
         if self._stale_partials:
             self.log.info("partial_blobs_removed", count=self._stale_partials)
         self._blobs_reported = False
+        self._blob_bytes, self._sizes = 0, {}  # what the volumes hold, kept from their changes
         self.copier = Copier(self.volumes, self.s.name, self.s.repair_bytes_s)
         self.copier.start()
         self.scrub = ScrubThread(self.volumes, self.janitor, self.s.name, self.s.scrub_bytes_s)
@@ -152,9 +169,9 @@ class NodeDaemon:
             self._step(time.monotonic(), ev.Stopping())  # seen as left, never dead
         # running tasks are handed back (the master sees us leave); what the janitor has not
         # deleted in 2 s stays as trash, removed at the next start
-        for part, args in (("executor", ()), ("copier", ()), ("scrub", ()), ("data", ()),
-                           ("janitor", (2.0,))):
-            if hasattr(self, part):
+        for part, args in (("http", ()), ("executor", ()), ("copier", ()), ("scrub", ()),
+                           ("data", ()), ("janitor", (2.0,))):
+            if getattr(self, part, None) is not None:
                 getattr(self, part).stop(*args)
         if hasattr(self, "peers"):
             self.peers.close(linger_ms=500)
@@ -198,7 +215,12 @@ class NodeDaemon:
         if not self._blobs_reported:  # the first tick: every copy the volumes hold
             self._blobs_reported = True
             added, removed = list(self.volumes.inventory().values()), []
+        for b in added:
+            self._blob_bytes += b.size - self._sizes.get(b.name, 0)
+            self._sizes[b.name] = b.size
+        self._blob_bytes -= sum(self._sizes.pop(n, 0) for n in removed)
         return ev.Tick(tuple(self.executor.task_ids()), used, free, refused,
+                       blob_bytes=self._blob_bytes,
                        blobs_added=tuple(_blob_row(b) for b in added),
                        blobs_removed=tuple(removed), copies_ended=tuple(self.copier.ended()))
 
@@ -266,6 +288,8 @@ class NodeDaemon:
             return
         report = self.executor.on_message(frames[0], msg, now)
         if report is not None:
+            if report.kind in ("done", "failed"):
+                self._count("finished" if report.kind == "done" else "failed", report.task)
             self._step(now, report)
 
     # -- carrying out the node core's actions --
@@ -300,6 +324,31 @@ class NodeDaemon:
         for path in self.volumes.remove(a.blob):
             self.janitor.remove(path)
 
+    def _start_task(self, a: ev.StartTask) -> None:
+        self._count("started", a.task)
+        self.executor.assign(a.task)
+
+    def _count(self, kind: str, task: dict) -> None:
+        by_stage = self.task_counts[kind]
+        stage = task.get("stage", "?")
+        by_stage[stage] = by_stage.get(stage, 0) + 1
+
+    # -- what the HTTP thread reads (plain values, copied) --
+
+    def _local_info(self) -> dict:
+        workers = [{"pid": w.popen.pid, "job": w.job, "task": (w.task or {}).get("id")}
+                   for w in list(self.executor.workers.values())]
+        return {"tasks": list(self.executor.task_ids()), "workers": workers,
+                "slots": self.s.workers}
+
+    def _counters(self) -> dict:
+        journal = sum(p.stat().st_size for p in (self.s.data_dir / "journal").glob("*")
+                      if p.is_file())
+        return {"tasks": {k: dict(v) for k, v in self.task_counts.items()},
+                "served_bytes": self.data.served_bytes, "served_requests": self.data.served_requests,
+                "repair_bytes": self.copier.copied_bytes, "journal_bytes": journal,
+                "blob_bytes": self._blob_bytes}
+
     def _fact(self, a: ev.Fact) -> None:
         getattr(self.log, a.level, self.log.info)(a.event, **a.fields)
 
@@ -310,7 +359,7 @@ _ACTIONS = {
     ev.Fail: lambda self, a: self._error(a.ident, a.rid, a.code, a.msg),
     rf.Persist: lambda self, a: self.journal.persist(a),
     ev.StoreJobpack: NodeDaemon._store_jobpack,
-    ev.StartTask: lambda self, a: self.executor.assign(a.task),
+    ev.StartTask: NodeDaemon._start_task,
     ev.CancelTask: lambda self, a: self.executor.cancel(a.task),
     ev.RetireJob: lambda self, a: self.executor.job_ended(a.job),
     ev.DropJobData: NodeDaemon._drop_job_data,

@@ -48,6 +48,7 @@ class Tick:
     disk_used: int = 0
     disk_free: int = 0
     refused: dict = field(default_factory=dict)
+    blob_bytes: int = 0        # bytes of the DDFS copies this node holds
     blobs_added: tuple = ()    # blob copies stored since the last tick: [name, size, sum, path, mtime]
     blobs_removed: tuple = ()  # names of copies deleted since the last tick
     copies_ended: tuple = ()   # (blob, error) of ``StoreCopy`` actions that ended ("" = stored)

@@ -495,7 +495,8 @@ class Node(ClientRequests, DdfsCore):
 
     def _meta(self, tick: Tick) -> dict:
         return {"slots": self.cfg.slots, "busy": len(tick.tasks), "tasks": list(tick.tasks),
-                "disk_used": tick.disk_used, "disk_free": tick.disk_free}
+                "disk_used": tick.disk_used, "disk_free": tick.disk_free,
+                "blob_bytes": tick.blob_bytes}
 
     def _address(self, name: str) -> str | None:
         member = self.members.members.get(name)

@@ -102,7 +102,8 @@ class ClientRequests:
                          "incarnation": member.incarnation,
                          "slots": {"busy": meta.get("busy", 0), "total": meta.get("slots", 0)},
                          "disk": {"used": meta.get("disk_used", 0),
-                                  "free": meta.get("disk_free", 0)}})
+                                  "free": meta.get("disk_free", 0)},
+                         "data": {"blobs": meta.get("blob_bytes", 0)}})
         return {"node": self.cfg.name, "master": self.raft.leader, "term": self.raft.term,
                 "members": rows, "voters": sorted(self.raft.voters),
                 "refused": {**self.tick.refused, "bad_peer_messages": self.bad_peer_messages}}

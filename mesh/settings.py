@@ -50,6 +50,7 @@ class NodeSettings:
     spare_workers: int = 1
     dead_voter_s: float = 60.0  # a member dead this long stops being a Raft voter
     mesh_preset: str = ""  # membership timings: "loopback" or "lan"; "" picks by --host
+    http_port: int | None = None  # the status page, /metrics, /api/: None = port + 2, 0 = off
     blob_replicas: int = 3        # DDFS_BLOB_REPLICAS: copies of each blob kept (fewer nodes: all)
     tag_replicas: int = 3         # DDFS_TAG_REPLICAS: tags live in the journal, on every voter
     gc_delay_s: float = 3600.0    # DDFS_GC_DELAY_S: an unreferenced copy goes only this old
@@ -58,7 +59,12 @@ class NodeSettings:
 
     def __post_init__(self):
         if not 0 < self.port < 65534:
-            raise UsageError(f"--port {self.port} is out of range (1-65533; the node also uses port+1)")
+            raise UsageError(f"--port {self.port} is out of range (1-65533; the node also "
+                            "uses port+1 and port+2)")
+        if self.http_port is None:
+            object.__setattr__(self, "http_port", self.port + 2)
+        if not 0 <= self.http_port < 65536:
+            raise UsageError(f"--http-port {self.http_port} is out of range (0 turns it off)")
         if self.workers < 0:
             raise UsageError("--workers must be 0 or more")
         if self.max_failures < 1:
