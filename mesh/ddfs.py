@@ -242,7 +242,7 @@ class DdfsCore:
             raise Refusal("UsageError", f"{k or 1} replicas asked for, but {len(writable)} "
                                         f"nodes can take new blobs now{left}")
         wall_us = int((self._now + self.cfg.wall_offset) * 1e6)
-        name = f"{msg.prefix}${wall_us:x}-{self.raft.term:x}-{next(self._ops):x}"
+        name = tg.blob_name(msg.prefix, wall_us, self.raft.term, next(self._ops), msg.replicas)
         ring = self.planner.ring(writable) if self.planner is not None else Ring(writable)
         return {"name": name, "nodes": ring.replicas(name, k), "replicas": k}
 

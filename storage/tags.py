@@ -88,6 +88,23 @@ def blob_of(url: str) -> str | None:
     return None
 
 
+def blob_name(prefix: str, wall_us: int, term: int, seq: int, replicas: int = 0) -> str:
+    """A new blob's name: ``PREFIX$WALL-TERM-SEQ`` (hex), unique in the cluster; a push that
+    asked for its own number of copies (``--replicas K``) keeps it in the name
+    (``PREFIX$WALL-TERM-SEQ-kK``), so repair keeps that many and no more (``blob_replicas``)."""
+    name = f"{prefix}${wall_us:x}-{term:x}-{seq:x}"
+    return f"{name}-k{replicas}" if replicas > 0 else name
+
+
+_REPLICAS = re.compile(r"\$[0-9a-f]+-[0-9a-f]+-[0-9a-f]+-k([1-9][0-9]{0,2})")
+
+
+def blob_replicas(name: str) -> int | None:
+    """The copies a blob's push asked for (see ``blob_name``), or None: the cluster's k."""
+    found = _REPLICAS.search(name)
+    return int(found[1]) if found and found.end() == len(name) else None
+
+
 def set_key(replicas: list) -> str:
     """What identifies a replica set for ``update``: its blob's name, else its first URL."""
     first = replicas[0] if replicas else ""
@@ -97,7 +114,7 @@ def set_key(replicas: list) -> str:
 def tag_link(url: str) -> str | None:
     """The tag a ``tag://NAME`` URL links to, else None."""
     if url.startswith("tag://"):
-        return url[len("tag://"):].rsplit("/", 1)[-1].split("@")[-1] or None
+        return url[len("tag://"):].rsplit("/", 1)[-1] or None
     return None
 
 

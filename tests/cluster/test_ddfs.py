@@ -269,6 +269,24 @@ def test_cli_round_trip_on_three_nodes(node_factory, tmp_path):
     assert not ddfs(nodes, "exists", "data:x", check=False).returncode == 0
 
 
+@pytest.mark.xfail(strict=True, reason="storage/repair.py plans every blob at the cluster's k; "
+                   "it should keep a blob at storage.tags.blob_replicas(name) copies when set")
+def test_push_replicas_k_is_kept_by_repair(node_factory, tmp_path):
+    """``push --replicas 1`` is one copy for good, not one copy until the planner's next turn."""
+    nodes = start_cluster(node_factory, 3)
+    (tmp_path / "one.txt").write_bytes(b"one copy\n")
+    ddfs(nodes, "push", "--replicas", "1", "k:one", tmp_path / "one.txt")
+    master = master_of(nodes)
+    wait_for(lambda: ddfs_status(master)["blobs"] == 1, 10, "the copy to be reported")
+    deadline = time.monotonic() + 5  # five turns of the planner
+    while time.monotonic() < deadline:
+        st = ddfs_status(master)
+        assert st["copies"] == 1 and st["under_replicated"] == 0 and \
+            st["repairs_in_flight"] == 0, st
+        assert len(tag_sets(master, "k:one")[0]) == 1
+        time.sleep(0.2)
+
+
 # -- 2. chunks --------------------------------------------------------------------------------
 
 def test_chunk_bounds_each_blob_and_xcat_gives_the_lines_back(node_factory, tmp_path):

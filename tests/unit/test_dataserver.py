@@ -209,3 +209,73 @@ def test_stop_is_prompt_and_leaves_no_thread(tmp_path, ctx):
 def test_a_taken_port_is_a_usage_error(node, ctx):
     with pytest.raises(UsageError, match=f"127.0.0.1:{node.port + 1}"):
         DataServer(ctx, f"tcp://127.0.0.1:{node.port + 1}", node.dir, "n2", None)
+
+
+@pytest.fixture
+def store(tmp_path, ctx):
+    """A started DataServer that stores blobs (a real ``Volumes``)."""
+    from storage.volume import Volumes
+    port = free_port_pair()
+    volumes = Volumes(tmp_path)
+    server = DataServer(ctx, f"tcp://127.0.0.1:{port + 1}", tmp_path, "n1", None, volumes)
+    server.start()
+    server.port, server.dir, server.volumes = port, tmp_path, volumes
+    yield server
+    server.stop()
+
+
+def leftovers(root) -> list:
+    return sorted(p.name for p in root.glob("vol0/blob/*/*"))
+
+
+def put(sock, *frames):
+    sock.send_multipart(list(frames))
+    return answer(sock)[0]
+
+
+def test_a_put_is_stored_whole_and_checked(store, ctx):
+    import xxhash
+    sock = client(ctx, store)
+    assert isinstance(put(sock, m.encode(m.PutStart(rid=1, name="b1", size=6))), m.PutAck)
+    assert put(sock, m.encode(m.PutData(rid=1, offset=0)), b"abc").offset == 3
+    assert put(sock, m.encode(m.PutData(rid=1, offset=3)), b"def").offset == 6
+    stored = put(sock, m.encode(m.PutEnd(rid=1, size=6, checksum=xxhash.xxh3_64_hexdigest(
+        b"abcdef"))))
+    assert isinstance(stored, m.Stored) and stored.size == 6
+    assert (store.dir / stored.path).read_bytes() == b"abcdef"
+    assert leftovers(store.dir) == ["b1", "b1.xxh3"]
+
+
+def test_an_abandoned_put_leaves_nothing_at_once(store, ctx):
+    sock = client(ctx, store)
+    put(sock, m.encode(m.PutStart(rid=1, name="b2", size=6)))
+    put(sock, m.encode(m.PutData(rid=1, offset=0)), b"abc")
+    assert any(n.startswith(".partial-") for n in leftovers(store.dir))
+    reply = put(sock, m.encode(m.PutEnd(rid=1, size=-1, checksum="")))
+    assert isinstance(reply, m.Error) and reply.code == "aborted"
+    assert leftovers(store.dir) == [] and store.bad_requests == 0
+    reply = put(sock, m.encode(m.PutData(rid=1, offset=3)), b"def")
+    assert isinstance(reply, m.Error) and "no open put" in reply.msg
+
+
+def test_bad_puts_are_refused_and_end_the_put(store, ctx):
+    sock = client(ctx, store)
+    assert "no open put" in put(sock, m.encode(m.PutData(rid=9, offset=0)), b"x").msg
+    assert isinstance(put(sock, m.encode(m.PutStart(rid=2, name="../x", size=1))), m.Error)
+    assert isinstance(put(sock, m.encode(m.PutStart(rid=3, name="ok", size=-1))), m.Error)
+    put(sock, m.encode(m.PutStart(rid=4, name="ok", size=4)))
+    assert "offset" in put(sock, m.encode(m.PutData(rid=4, offset=1)), b"x").msg
+    assert "no open put" in put(sock, m.encode(m.PutData(rid=4, offset=0)), b"x").msg
+    put(sock, m.encode(m.PutStart(rid=5, name="ok", size=2)))
+    put(sock, m.encode(m.PutData(rid=5, offset=0)), b"xy")
+    wrong = put(sock, m.encode(m.PutEnd(rid=5, size=2, checksum="0" * 16)))
+    assert isinstance(wrong, m.Error) and "expected" in wrong.msg
+    assert leftovers(store.dir) == [] and store.bad_requests >= 5 and store.alive
+
+
+def test_a_put_too_big_for_the_volume_says_disk_full(store, ctx, monkeypatch):
+    monkeypatch.setattr(store.volumes, "free_bytes", lambda volume: 10)
+    sock = client(ctx, store)
+    reply = put(sock, m.encode(m.PutStart(rid=1, name="big", size=11)))
+    assert isinstance(reply, m.Error) and reply.msg.startswith("disk full on n1: ")
+    assert leftovers(store.dir) == []

@@ -167,3 +167,14 @@ def test_blob_of_and_links():
     assert tg.blob_of("http://h/vol0/blob/ab/x") is None
     assert tg.tag_link("tag://data:x") == "data:x"
     assert tg.tag_link("http://x") is None
+
+
+def test_a_blob_name_keeps_the_copies_its_push_asked_for():
+    plain = tg.blob_name("data.txt", 0x1234, 2, 7)
+    assert plain == "data.txt$1234-2-7" and tg.blob_replicas(plain) is None
+    one = tg.blob_name("data.txt", 0x1234, 2, 7, replicas=1)
+    assert one == "data.txt$1234-2-7-k1" and tg.blob_replicas(one) == 1
+    assert tg.blob_replicas(tg.blob_name("a-k3", 1, 1, 1)) is None  # a prefix that looks alike
+    assert tg.blob_replicas(tg.blob_name("x", 1, 1, 1, replicas=12)) == 12
+    for name in ("x$1-2-3-k0", "x$1-2-3-k3.gz", "x-k3", "x$1-2-k3"):
+        assert tg.blob_replicas(name) is None, name

@@ -10,7 +10,7 @@ import zmq
 from disco.embedded import free_port_pair
 from disco.error import CommError, InputError
 from mesh import message as m
-from mesh.transfer import RemoteFile
+from mesh.transfer import RemoteFile, push_blob
 
 
 class FakeDataPort:
@@ -99,3 +99,78 @@ def test_an_error_reply_names_the_url(serve):
     server = serve(b"", error="vol0/x does not exist")
     with pytest.raises(InputError, match="does not exist"):
         RemoteFile(f"127.0.0.1:{server.port}", "vol0/x").read()
+
+
+@pytest.fixture
+def stores(tmp_path):
+    """Three real DataServers storing blobs, each in its own data dir."""
+    from mesh.dataserver import DataServer
+    from storage.volume import Volumes
+    ctx = zmq.Context()
+    servers = []
+    for i in range(3):
+        port = free_port_pair()
+        data = tmp_path / f"n{i}"
+        server = DataServer(ctx, f"tcp://127.0.0.1:{port + 1}", data, f"n{i}", None,
+                            Volumes(data))
+        server.start()
+        server.address, server.dir = f"127.0.0.1:{port}", data
+        servers.append(server)
+    yield servers
+    for server in servers:
+        server.stop()
+    ctx.destroy(linger=0)
+
+
+def files_of(server) -> list:
+    return sorted(p.name for p in server.dir.glob("vol0/blob/*/*"))
+
+
+def test_push_blob_stores_every_copy(stores):
+    import io
+    content = os.urandom(3 * 4096 + 5)
+    stored, failed, checksum = push_blob(io.BytesIO(content), "b", len(content),
+                                         [s.address for s in stores], chunk_bytes=4096)
+    assert not failed and set(stored) == {s.address for s in stores}
+    for s in stores:
+        assert (s.dir / stored[s.address]).read_bytes() == content
+
+
+def test_one_failure_abandons_the_put_everywhere_when_all_or_none(stores):
+    import io
+    (stores[1].dir / "vol0" / "blob").mkdir(parents=True, exist_ok=True)
+    stores[1].volumes.free_bytes = lambda volume: 0  # this node's disk is full
+    content = os.urandom(10_000)
+    stored, failed, _ = push_blob(io.BytesIO(content), "b", len(content),
+                                  [s.address for s in stores], chunk_bytes=4096,
+                                  all_or_none=True)
+    assert stored == {} and list(failed) == [stores[1].address]
+    assert "disk full" in failed[stores[1].address]
+    assert all(files_of(s) == [] for s in stores)
+    # without all_or_none, the others keep their copies
+    stored, failed, _ = push_blob(io.BytesIO(content), "c", len(content),
+                                  [s.address for s in stores], chunk_bytes=4096)
+    assert set(stored) == {stores[0].address, stores[2].address} and list(failed) == [
+        stores[1].address]
+
+
+def test_a_dropped_connection_fails_its_node_at_once(stores):
+    import time
+
+    class Source:
+        """Stops the second node's server once the push is under way."""
+        def __init__(self):
+            self.reads = 0
+
+        def read(self, n):
+            self.reads += 1
+            if self.reads == 3:
+                stores[1].stop()
+            return b"x" * n
+
+    t0 = time.monotonic()
+    stored, failed, _ = push_blob(Source(), "d", 40 * 4096, [s.address for s in stores],
+                                  chunk_bytes=4096, timeout_s=20, all_or_none=True)
+    assert list(failed) == [stores[1].address] and "dropped" in failed[stores[1].address]
+    assert time.monotonic() - t0 < 10  # not the 20 s time-out
+    assert files_of(stores[0]) == [] and files_of(stores[2]) == []
