@@ -83,15 +83,18 @@ def _node_options(func):
                      "without a secret."),
         click.option("--http-port", type=int, help="The status page, /metrics and /api/ "
                      "[env DISCO_HTTP_PORT; port+2; 0 turns it off]."),
+        click.option("--config", type=click.Path(dir_okay=False), help="A TOML config file "
+                     "[env DISCO_CONFIG; ~/.config/disco/config.toml, /etc/disco/config.toml]."),
     ]
     for opt in reversed(opts):
         func = opt(func)
     return func
 
 
-def _settings(host, port, data, join, workers, name, secret_file, insecure, http_port):
+def _settings(host, port, data, join, workers, name, secret_file, insecure, http_port, config):
     return node_settings(host=host, port=port, data=data, join=join, workers=workers, name=name,
-                         secret_file=secret_file, insecure=insecure, http_port=http_port)
+                         secret_file=secret_file, insecure=insecure, http_port=http_port,
+                         config=config)
 
 
 @cli.command()
@@ -102,6 +105,9 @@ def nodaemon(console, **opts):
     from disco import log as disco_log
     from mesh import daemon
     s = _settings(**opts)
+    from disco.settings import resolve
+    sort_mb, _ = resolve(config=opts["config"])["sort_mb"]
+    os.environ.setdefault("DISCO_SORT_MB", str(sort_mb))  # read by the workers
     s.log_dir.mkdir(parents=True, exist_ok=True)
     disco_log.configure(s.log_dir / "node.jsonl", console=console, node=s.name)
     sys.exit(daemon.main(s))
@@ -123,6 +129,8 @@ def start(**opts):
             "--workers", str(s.workers), "--name", s.name, "--http-port", str(s.http_port)]
     for seed in s.join:
         argv += ["--join", seed]
+    if opts.get("config"):
+        argv += ["--config", os.path.abspath(opts["config"])]
     if s.secret_file:
         secret = os.path.abspath(s.secret_file)
         argv += ["--secret-file", secret]
@@ -479,6 +487,46 @@ def _node_action(verb: str, doc: str):
 
 _node_action("blacklist", "Stop scheduling new tasks on NODE.")
 _node_action("whitelist", "Schedule tasks on NODE again.")
+
+
+@cli.group()
+def config():
+    """The settings in effect: `disco config show`."""
+
+
+@config.command("show")
+@click.option("--config", "path", type=click.Path(dir_okay=False),
+              help="A TOML config file [env DISCO_CONFIG].")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: key -> value, source.")
+def config_show(path, as_json):
+    """Print every setting's effective value and where it came from (flag, env, file,
+    default). Keys are those of the config file.
+
+    \b
+    Example ~/.config/disco/config.toml:
+      workers = 4
+      join = ["10.0.0.1:8989"]
+      secret_file = "~/.disco.secret"
+      ddfs_blob_replicas = 2
+    """
+    from disco.settings import SETTINGS, config_path, default_data_dir, resolve
+    values = resolve(config=path)
+    if as_json:
+        click.echo(json.dumps({k: {"value": v, "source": src} for k, (v, src) in values.items()}))
+        return
+    where = config_path(path)
+    click.echo(f"config file: {where or 'none (see --config, DISCO_CONFIG)'}")
+    port = values["port"][0]
+    derived = {"http_port": f"{port + 2} (port+2)", "data": str(default_data_dir(port)),
+               "name": f"{values['host'][0]}:{port}", "mesh_preset": "by --host"}
+    rows = [("KEY", "VALUE", "SOURCE", "ENV")]
+    for st in SETTINGS:
+        value, source = values[st.key]
+        if source == "default" and st.key in derived and not value:
+            value = derived[st.key]
+        shown = ",".join(value) if isinstance(value, list) else ("" if value is None else value)
+        rows.append((st.key, str(shown), source, st.env))
+    _table(rows)
 
 
 @cli.command()
