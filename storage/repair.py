@@ -9,7 +9,9 @@ compares three things for every blob it knows:
 
 - *live copies*: copies on members that are alive (a dead, left or restarted-but-unreported
   member's copies do not count);
-- *the ring's choice*: ``ring.replicas(blob, k)`` over alive, non-blacklisted members;
+- *the ring's choice*: ``ring.replicas(blob, k)`` over alive, non-blacklisted members, where a
+  blob's ``k`` is the configured one or, if fewer alive members can hold it (the writable ones
+  and those already holding it: a blacklisted member's copy counts), that many (``k_of``);
 - *the tags' view*: which URLs the committed tags name for the blob (``referenced``).
 
 and returns actions, most urgent first:
@@ -173,9 +175,8 @@ class Planner:
             if now - started > cfg.copy_timeout_s or key[0] not in alive:
                 del self.inflight[key]
         ring = self.ring(writable)
-        k = min(cfg.k, len(ring))
         out: list = []
-        if k == 0:
+        if not len(ring):
             return out
         urgent, rebalance = [], []
         for name, holders in self.map.copies.items():
@@ -187,9 +188,10 @@ class Planner:
                     wall - c.mtime >= cfg.gc_delay_s for c in live.values()):
                 continue  # garbage: collected below, not worth copying
             copying = sum(1 for n in writable if (n, name) in self.inflight)
+            k = self.k_of(live, ring)
             want = ring.replicas(name, k)
             if len(live) + copying < k:
-                urgent.append((len(live), name, live, want))
+                urgent.append((len(live), name, live, want, k))
             elif len(live) >= k and name not in self.retagging:
                 self._retag(name, live, want, refs, k, out)
                 if refs and copying == 0 and len(live) <= k and any(n not in live for n in want):
@@ -198,7 +200,7 @@ class Planner:
         for target, _ in self.inflight:
             busy[target] = busy.get(target, 0) + 1
         urgent.sort(key=lambda x: (x[0], x[1]))
-        for _, name, live, want in urgent:
+        for _, name, live, want, k in urgent:
             copying = {n for n in writable if (n, name) in self.inflight}
             needed = k - len(live) - len(copying)
             order = want + [n for n in ring.replicas(name, len(ring)) if n not in want]
@@ -225,8 +227,14 @@ class Planner:
                     out.append(self._copy(now, target, name, live, want))
                     busy[target] = busy.get(target, 0) + 1
         if now - held_since >= cfg.settle_s and alive <= self.map.full:
-            out.extend(self._collect(wall, alive, referenced, pending, ring, k))
+            out.extend(self._collect(wall, alive, referenced, pending, ring))
         return out
+
+    def k_of(self, live, ring: Ring) -> int:
+        """How many copies a blob is kept at: ``k``, or fewer if fewer alive nodes can hold
+        it (the writable ones, and those that hold it already: a blacklisted node's copy
+        counts, the blacklist only says where new copies may not go)."""
+        return min(self.cfg.k, len(ring) + sum(1 for n in live if n not in ring))
 
     def _copy(self, now: float, target: str, name: str, live: dict, want: list) -> Copy:
         self.inflight[(target, name)] = now
@@ -245,14 +253,15 @@ class Planner:
             self.retagging.add(name)
             out.append(Retag(name, urls))
 
-    def _collect(self, wall: float, alive: set, referenced: dict, pending: set, ring: Ring,
-                 k: int) -> list:
+    def _collect(self, wall: float, alive: set, referenced: dict, pending: set,
+                 ring: Ring) -> list:
         cfg, out = self.cfg, []
         for name, holders in self.map.copies.items():
             if name in pending or name in self.retagging:
                 continue
             refs = referenced.get(name)
             named = {_node_of(u) for u in refs} if refs else set()
+            k = self.k_of([n for n in holders if n in alive], ring)
             for node, copy in holders.items():
                 if node not in alive or node in named or (node, name) in self.inflight:
                     continue

@@ -118,7 +118,7 @@ class Params:
             detect_s=rng.uniform(0.5, 4.0), join_s=rng.uniform(0.1, 1.0), lease_s=lease,
             elect_s=(lease + 0.3, lease + rng.uniform(0.5, 2.0)), skew_s=skew,
             commit_s=(0.005, rng.choice([0.1, 0.5, 2.0])),
-            rate=rng.choice([2e6, 8e6]), tag_window_s=window,
+            rate=rng.choice([2e5, 2e6, 8e6]), tag_window_s=window,
             planner=rp.Config(
                 k=k, per_node=rng.choice([1, 2, 4]), max_inflight=rng.choice([4, 16]),
                 copy_timeout_s=rng.uniform(3.0, 10.0), gc_delay_s=gc_delay,
@@ -134,13 +134,14 @@ class Params:
         (elected, its view joined, dead hosts detected), every report in full (a lost delta is
         mended by the next full one), an order lost before settling timed out, the copiers'
         leftover orders done, then ``missing`` copies ``per_node`` per round (a round: the
-        copies, their CopyDone with the next tick, the next plan), one rebalancing round, the
-        retag committed, and slack for the network."""
+        copies, their CopyDone with the next tick, the next plan; as if all went to one
+        target), two rounds more for rebalancing copies holding a target's slots, the retag
+        committed, and slack for the network."""
         c, net = self.planner, self.delay_s[1] + 1.5 * (self.stall > 0)
         master = self.elect_s[1] + 0.3 + max(self.join_s, self.detect_s) + 0.3
         reports = TICK_S + net + c.full_every_s
         round_s = c.per_node * self.copy_max_s + TICK_S + PLAN_S + 2 * net
-        rounds = math.ceil(missing / c.per_node) + 1
+        rounds = math.ceil(missing / c.per_node) + 2
         return (master + reports + c.copy_timeout_s + queued * self.copy_max_s
                 + rounds * round_s + PLAN_S + self.commit_s[1] + 2 * net + 2.0)
 
@@ -267,6 +268,7 @@ class Sim:
         self.link_free: dict[tuple, float] = {}    # FIFO per link: its last delivery time
         self.isolated: frozenset = frozenset()      # host names cut off from the others
         self.lossy = False
+        self.blacklist: set[str] = set()            # addresses the scheduler blacklisted
         self.settling = False
         # membership, per observer: name -> name -> alive
         self.views = {h.name: {x.name: False for x in self.hosts} for h in self.hosts}
@@ -292,6 +294,8 @@ class Sim:
         self.facts: Counter = Counter()
         self.violations: list[tuple[str, str]] = []
         self.clients = itertools.count()
+        self.bound: float | None = None             # the repair bound computed at settling
+        self.repaired_after: float | None = None    # when repair was first complete then
 
     # -- the queue --
 
@@ -359,6 +363,10 @@ class Sim:
     def alive_to(self, master: Master) -> set:
         view = self.views[master.host.name]
         return {h.address for h in self.hosts if view[h.name] or h is master.host}
+
+    def writable(self, master: Master) -> list:
+        """Alive and not blacklisted (``mesh.ddfs._writable``)."""
+        return sorted(self.alive_to(master) - self.blacklist)
 
     # -- hosts --
 
@@ -640,7 +648,7 @@ class Sim:
     # -- the master's requests (mesh.ddfs) --
 
     def _blob_place(self, master: Master, msg: m.BlobPlace, call: Call, rid: int):
-        writable = sorted(self.alive_to(master))
+        writable = self.writable(master)
         k = min(self.p.planner.k, len(writable))
         wall_us = int(self.wall(master.host) * 1e6)
         name = f"{msg.prefix}${wall_us:x}-{master.term:x}-{next(master.ops):x}"
@@ -681,7 +689,8 @@ class Sim:
         copies = master.planner.map.copies
         for key in [k for k in master.dropping if k[0] not in copies.get(k[1], ())]:
             del master.dropping[key]  # its removal is reported
-        actions = master.planner.plan(self.now, self.wall(master.host), alive, sorted(alive),
+        actions = master.planner.plan(self.now, self.wall(master.host), alive,
+                                      self.writable(master),
                                       referenced, pending, master.held_since)
         self._check_core(master)
         for action in actions:
@@ -711,14 +720,14 @@ class Sim:
         if (a.node, a.blob) in master.dropping:
             self.facts["drop_ordered_again"] += 1
         master.dropping[(a.node, a.blob)] = self.now
-        # copies the planner counts that went with a disk it cannot know of yet
-        unseen = sum(1 for n in master.planner.map.copies.get(a.blob, ())
-                     if (n, a.blob) in self.lost_copies)
+        counted = tuple(master.planner.map.copies.get(a.blob, ()))  # the copies it relied on
+        if any((n, a.blob) in self.lost_copies and self.by_address[n].up for n in counted):
+            self.facts["drop_relied_on_restarted_empty_disk"] += 1
         msg = m.DropBlob(term=master.term, master=master.host.address, blob=a.blob)
         if a.node == master.host.address:
-            self._drop_blob(master.host, msg, (self.now, unseen))
+            self._drop_blob(master.host, msg, (self.now, counted))
         else:
-            self.send(master.host, a.node, msg, (self.now, unseen))
+            self.send(master.host, a.node, msg, (self.now, counted))
 
     def _blob_report(self, host: Host, msg: m.BlobReport, meta=None) -> None:
         self.log("report", host.name, msg)
@@ -808,7 +817,7 @@ class Sim:
         row = host.disk.get(msg.blob)
         if row is None:
             return
-        planned, unseen = meta
+        planned, counted = meta
         since = self.named_since(rp.blob_url(host.address, row[3]))
         if since is not None and since <= planned:
             self.violation("gc_dropped_referenced", f"{host.name} dropped {msg.blob} (planned "
@@ -826,6 +835,7 @@ class Sim:
         self.last_drop[msg.blob] = max(self.last_drop.get(msg.blob, -math.inf), planned)
         if msg.blob not in self.reference.by_blob:
             self.collected.add(msg.blob)
+        unseen = sum(1 for n in counted if (n, msg.blob) in self.lost_copies)
         self._below_k(msg.blob, planned, unseen)
         self._copy_destroyed(msg.blob, "drop")
 
@@ -846,8 +856,8 @@ class Sim:
 
     def _below_k(self, blob: str, planned: float, unseen: int) -> None:
         """A drop never leaves a referenced blob with fewer than k copies on disk (up or
-        down), counting those ``unseen``: in the planner's map, but gone with a disk its
-        membership could not have seen go yet (a failure detector lags; so does a report)."""
+        down), counting those ``unseen``: copies the planner relied on that went with a disk,
+        before its membership could see it or after it planned (faults, not the planner)."""
         since = self.blob_named_since(blob)
         held = len(self.copies(blob)) + unseen
         if since is not None and since <= planned and held < self.k_of(blob):
@@ -962,26 +972,30 @@ class Sim:
         elif body != first:
             self.violation("answer", f"{msg.op} answered {body}, committed as {first}")
 
-    def check_repaired(self) -> None:
-        """(d): every referenced blob that still has a copy on an up host is at k on alive
-        hosts, and its tags name only those copies."""
+    def unrepaired(self) -> list[str]:
+        """(d): what keeps a referenced blob that still has a copy on an up host from being at
+        k on alive hosts with its tags naming only those copies."""
         master = self.master
         if master is None or not master.active:
-            self.violation("not_repaired", "no master after settling")
-            return
+            return ["no master"]
         alive = self.alive_to(master)
-        k = min(self.p.planner.k, len(alive))
+        k = min(self.p.planner.k, sum(1 for h in self.hosts if h.up))
         referenced = self.reference.referenced()
+        out = []
         for blob in sorted(referenced):
             holders = self.copies(blob)
             if not any(h.up for h in holders):
-                self.facts["unrepairable"] += 1
-                continue
+                continue  # lost, or only on hosts left down: nothing to repair from
             live = {rp.blob_url(h.address, h.disk[blob][3]) for h in holders
-                    if h.address in alive}
+                    if h.up and h.address in alive}
             if len(live) < k or not referenced[blob] <= live:
-                self.violation("not_repaired", f"{blob}: {len(live)} live copies of {k}; tags "
-                               f"name {sorted(referenced[blob] - live)} not alive")
+                out.append(f"{blob}: {len(live)} live copies of {k}; tags name "
+                           f"{sorted(referenced[blob] - live)} not alive")
+        return out
+
+    def check_repaired(self) -> None:
+        for problem in self.unrepaired():
+            self.violation("not_repaired", problem)
 
     def check_end(self) -> None:
         """(b) at the end: every acknowledged write holds unless a later one replaced it."""
@@ -1014,13 +1028,14 @@ class Sim:
         for blob in sorted(set(self.pushed) | set(self.reference.by_blob)):
             up = sum(1 for h in self.copies(blob) if h.up)
             if up:
-                out += max(0, k - up) + 1  # and its retag may need one copy moved
+                out += max(0, k - up)
         return out
 
     def settle(self, extra_s: float = 6.0) -> float:
         """Stop the faults, heal, restart all but a random minority of the down hosts; check
         (d) at the bound and each second for ``extra_s`` more. Returns the bound."""
         self.settling, self.lossy = True, False
+        self.blacklist.clear()
         self.heal()
         down = [h for h in self.hosts if not h.up]
         keep = self.rng.randint(0, (len(self.hosts) - 1) // 2)
@@ -1030,8 +1045,15 @@ class Sim:
         for host in self.rng.sample(up, max(0, keep - len(down))):
             self.crash(host)  # a minority stays down, disks kept
         queued = max(len(h.orders) + 1 for h in self.hosts)
-        bound = self.p.repair_bound_s(self.missing_copies(), queued)
-        self.run(bound)
+        bound = self.bound = self.p.repair_bound_s(self.missing_copies(), queued)
+        self.facts["unrepairable"] += sum(1 for b in self.reference.by_blob
+                                          if not any(h.up for h in self.copies(b)))
+        started, step = self.now, 0.5
+        while self.now - started < bound - step / 2:
+            self.run(step)
+            if self.repaired_after is None and not self.unrepaired():
+                self.repaired_after = self.now - started
+        self.run(started + bound - self.now)
         self.check_repaired()
         for _ in range(int(extra_s)):
             self.run(1.0)
@@ -1179,7 +1201,7 @@ def _fault(sim: Sim) -> None:
         return
     rng = sim.rng
     fault = rng.choice(["crash", "crash", "crash_master", "lose_disk", "isolate", "isolate",
-                        "lossy"])
+                        "lossy", "blacklist"])
     up = [h for h in sim.hosts if h.up]
     if fault in ("crash", "lose_disk", "crash_master") and up:
         host = sim.master.host if fault == "crash_master" and sim.master else rng.choice(up)
@@ -1195,6 +1217,10 @@ def _fault(sim: Sim) -> None:
         rest = [x for x in names if x not in first]
         sim.isolate(first + rng.sample(rest, size - len(first)))
         sim.at(sim.now + rng.uniform(0.5, 10), lambda _: sim.heal())
+    elif fault == "blacklist" and up:
+        address = rng.choice(up).address
+        sim.blacklist.add(address)
+        sim.at(sim.now + rng.uniform(2, 15), sim.blacklist.discard, address)
     elif fault == "lossy":
         sim.lossy = True
         sim.at(sim.now + rng.uniform(1, 10), _calm_network, sim)

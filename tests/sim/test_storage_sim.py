@@ -39,11 +39,14 @@ def formed(seed: int = 1, **params) -> ss.Sim:
 
 
 def push(sim: ss.Sim, tag: str | None = "t0", seconds: float = 3.0) -> ss.Pushed:
-    """One client push (tagged, unless ``tag`` is None); returns the acknowledged blob."""
+    """One client push, tagged as soon as it is acknowledged (unless ``tag`` is None); returns
+    the acknowledged blob."""
     client = ss.Client(sim, tag_share=0.0)
     before = set(sim.pushed)
     client.push()
-    sim.run(seconds)
+    deadline = sim.now + seconds
+    while set(sim.pushed) == before and sim.now < deadline:
+        sim.run(0.01)
     (name,) = set(sim.pushed) - before
     pushed = sim.pushed[name]
     if tag is not None:
@@ -119,14 +122,51 @@ def test_the_same_seed_replays_the_same_run():
     assert first.now == again.now
 
 
-# ---- bugs the simulator found (each failed before its fix) -----------------------------------
+# ---- bugs the simulator found (each scenario failed before its fix) -------------------------
+
+FAST_GC = rp.Config(k=3, gc_delay_s=1.0, settle_s=0.0, full_every_s=2.0)
+
 
 def test_no_copy_of_an_under_replicated_blob_is_dropped_as_an_extra():
     """Was: a master that took over with only itself in view (k = 1) retagged a blob to its
     one copy; once its view grew (k = 3, two live copies) the unnamed copy was dropped as an
     "extra copy" although the blob was under k and that copy was its repair's source
-    (``drop_below_k``, chaos seed 113)."""
-    sim = ss.chaos(113, strict=False)
+    (``drop_below_k``, found by chaos seed 113)."""
+    sim = formed(20, n=4, planner=FAST_GC, join_s=3.0, elect_s=(0.5, 0.6), lease_s=0.3)
+    blobs = [push(sim) for _ in range(3)]
+    for host in sim.hosts:
+        sim.crash(host)
+    for host in sim.hosts:
+        sim.start(host)  # the master elected sees only itself for join_s: k = 1
+    sim.run(1.0)
+    master = sim.master.host
+    pushed = next(p for p in blobs if master in sim.copies(p.name))
+    third = next(h for h in sim.copies(pushed.name) if h is not master)
+    sim.crash(third)  # so its view grows to the other holder and the non-holder: k = 3
+    sim.run(15.0)
+    assert not sim.violations, sim.violations[:1]
+    assert sim.facts["plan_retag"] and len(sim.copies(pushed.name)) >= 3
+
+
+def test_a_blacklisted_nodes_copy_still_counts_towards_k():
+    """Was: k was counted over the writable (alive, not blacklisted) nodes, so with two of four
+    blacklisted it was 2: a blob was retagged to two copies and its third, on an alive but
+    blacklisted node, dropped as an extra (``drop_below_k``, found by chaos seed 185)."""
+    sim = formed(21, n=4, planner=FAST_GC)
+    pushed = push(sim)
+    holders = sim.copies(pushed.name)
+    other = next(h for h in sim.hosts if h not in holders)
+    black = next(h for h in holders if h is not sim.master.host)
+    sim.blacklist |= {black.address, other.address}
+    sim.run(10.0)
+    assert not sim.violations, sim.violations[:1]
+    assert len(sim.copies(pushed.name)) == 3
+    assert sim.reference.referenced()[pushed.name] == set(pushed.urls)
+
+
+@pytest.mark.parametrize("seed", [113, 185])
+def test_chaos_seeds_that_found_bugs(seed):
+    sim = ss.chaos(seed, strict=False)
     assert not sim.violations, sim.violations[:1]
 
 

@@ -180,3 +180,35 @@ def test_no_copy_of_an_under_replicated_blob_is_dropped_because_tags_name_fewer(
     actions = plan(p, wall=10_000.0, referenced={"a": {url(NODES[0], "a")}})
     assert not [a for a in actions if isinstance(a, rp.Drop)], actions
     assert [a.blob for a in actions if isinstance(a, rp.Copy)] == ["a"]
+
+
+def test_a_blacklisted_nodes_copy_still_counts_towards_k():
+    """Found by the storage simulator (seed 185): with two of four nodes blacklisted the
+    writable ring had two nodes, so k became 2; the planner retagged a blob to two copies and
+    dropped its third, on an alive but blacklisted node, as an extra: k = 3 means three copies
+    on alive nodes, the blacklist only says where new ones may go."""
+    p = planner()
+    writable = NODES[:2]
+    holding(p, "a", NODES[:3])
+    refs = {"a": {url(n, "a") for n in NODES[:3]}}
+    assert plan(p, alive=NODES[:4], writable=writable, wall=10_000.0, referenced=refs) == []
+
+
+def test_a_copy_on_a_blacklisted_node_moves_to_a_writable_one_before_it_goes():
+    p = planner()
+    black = NODES[4]
+    writable = NODES[:4]
+    want = Ring(writable).replicas("a", 3)
+    holding(p, "a", want[:2] + [black])
+    refs = {"a": {url(n, "a") for n in want[:2] + [black]}}
+    actions = plan(p, writable=writable, wall=10_000.0, referenced=refs)
+    assert actions == [rp.Copy(want[2], "a", tuple(url(n, "a") for n in want[:2] + [black]),
+                               10, "c0ffee")]
+    p.map.report(want[2], False, [row("a")], [])
+    p.copied(want[2], "a")
+    assert plan(p, writable=writable, wall=10_000.0, referenced=refs) == [
+        rp.Retag("a", tuple(url(n, "a") for n in want))]
+    p.retagged("a")
+    refs = {"a": {url(n, "a") for n in want}}
+    assert plan(p, writable=writable, wall=10_000.0, referenced=refs) == [
+        rp.Drop(black, "a", "extra copy")]
