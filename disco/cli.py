@@ -106,8 +106,9 @@ def nodaemon(console, **opts):
     from mesh import daemon
     s = _settings(**opts)
     from disco.settings import resolve
-    sort_mb, _ = resolve(config=opts["config"])["sort_mb"]
-    os.environ.setdefault("DISCO_SORT_MB", str(sort_mb))  # read by the workers
+    resolved = resolve(config=opts["config"])
+    for key in ("sort_mb", "log_mb", "log_files"):  # read by the log and the workers
+        os.environ.setdefault(f"DISCO_{key.upper()}", str(resolved[key][0]))
     s.log_dir.mkdir(parents=True, exist_ok=True)
     disco_log.configure(s.log_dir / "node.jsonl", console=console, node=s.name)
     sys.exit(daemon.main(s))
@@ -487,6 +488,89 @@ def _node_action(verb: str, doc: str):
 
 _node_action("blacklist", "Stop scheduling new tasks on NODE.")
 _node_action("whitelist", "Schedule tasks on NODE again.")
+
+
+@cli.command()
+@click.option("--port", type=int, help="This machine's node by its control port.")
+@click.option("--data", type=click.Path(file_okay=False), help="This machine's node by its "
+              "data dir.")
+@click.option("--node", "node", metavar="HOST:PORT", help="Any node of the cluster (its "
+              "HTTP port, PORT+2, is asked).")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new events.")
+@click.option("--job", help="Only events of this job (JOB, @ or @?TEXT need --node/--master).")
+@click.option("--level", type=click.Choice(["debug", "info", "warning", "error"]),
+              help="Only events at this level or above.")
+@click.option("-n", "--lines", type=int, default=50, show_default=True,
+              help="How many recent events to start with.")
+@click.option("--json", "as_json", is_flag=True, help="The events as JSON lines.")
+def logs(port, data, node, follow, job, level, lines, as_json):
+    """A node's recent log events, readably.
+
+    \b
+    Examples:
+      disco logs --port 8989 -n 20          the node on this machine's port 8989
+      disco logs --node 10.0.0.2:8989 -f    follow another node of the cluster
+      disco logs --job @ --level warning
+    """
+    if node:
+        fetch = _remote_logs(node)
+    else:
+        data_dir = _find_data(port, data)
+        fetch = _local_logs(data_dir / "logs" / "node.jsonl")
+    if job and ("@" == job or job.startswith("@?")):
+        job = _jobname(_disco(node), job)
+    order = ["debug", "info", "warning", "error", "critical"]
+    floor = order.index(level) if level else 0
+    offset = -max(1, lines)
+    while True:
+        events, offset = fetch(offset)
+        for e in events:
+            if job and e.get("job") != job:
+                continue
+            lvl = e.get("level", "info")
+            if lvl in order and order.index(lvl) < floor:
+                continue
+            click.echo(json.dumps(e) if as_json else _log_line(e))
+        if not follow:
+            return
+        time.sleep(1.0)
+
+
+def _log_line(e: dict) -> str:
+    rest = " ".join(f"{k}={v}" for k, v in e.items()
+                    if k not in ("timestamp", "level", "event", "node"))
+    stamp = str(e.get("timestamp", ""))[:23].replace("T", " ")
+    return f"{stamp} {e.get('level', ''):7} {e.get('event', '')} {rest}".rstrip()
+
+
+def _local_logs(path: Path):
+    from mesh.httpserver import NodeView
+    view = NodeView("", lambda: {}, path)
+    return lambda offset: (lambda r: (r["events"], r["offset"]))(view.logs(offset))
+
+
+def _remote_logs(node: str):
+    import urllib.error
+    import urllib.request
+    host, port = parse_address(node)
+    headers = {}
+    secret = os.environ.get("DISCO_SECRET_FILE")
+    if secret:
+        from mesh.httpserver import token_for
+        from mesh.security import read_secret
+        headers["X-Disco-Token"] = token_for(read_secret(secret))
+
+    def fetch(offset):
+        url = f"http://{host}:{port + 2}/api/logs?offset={offset}"
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                        timeout=10) as resp:
+                body = json.loads(resp.read())
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise error.CommError(f"cannot read the log of {node} over HTTP ({url}): "
+                                  f"{getattr(exc, 'reason', exc)}") from None
+        return body["events"], body["offset"]
+    return fetch
 
 
 @cli.group()

@@ -56,6 +56,8 @@ SETTINGS = [
             "stops voting"),
     Setting("mesh_preset", "DISCO_MESH_PRESET", str, "", "membership timings: loopback or lan"),
     Setting("sort_mb", "DISCO_SORT_MB", int, 256, "sort memory of one reduce task, MiB"),
+    Setting("log_mb", "DISCO_LOG_MB", float, 64.0, "size of one log file before it rotates, MiB"),
+    Setting("log_files", "DISCO_LOG_FILES", int, 5, "log files kept per log"),
     Setting("ddfs_blob_replicas", "DDFS_BLOB_REPLICAS", int, 3, "copies of each blob"),
     Setting("ddfs_tag_replicas", "DDFS_TAG_REPLICAS", int, 3, "accepted; tags live on every "
             "voter"),

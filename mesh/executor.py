@@ -19,6 +19,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from mesh import log as mesh_log
 from mesh import message as m
 from mesh.event import LocalReport
 
@@ -182,6 +183,12 @@ class Executor:
         argv = [sys.executable, "-m", "disco.worker.runtime", self.endpoint, wid.decode(),
                 str(self.data_dir), self.node, self.address, str(os.getpid())]
         log_path = self.data_dir / "logs" / "workers.log"
+        limit, keep = mesh_log._limits()
+        try:
+            if log_path.stat().st_size >= limit:  # workers' raw output: rotated at a spawn
+                mesh_log.rotate(log_path, keep)
+        except OSError:
+            pass
         with open(log_path, "ab") as err:
             popen = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
                                      stdout=err, stderr=err, cwd=self.data_dir)

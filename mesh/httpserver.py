@@ -15,8 +15,9 @@ recent events. Pages are rendered by ``mesh.web``.
 Routes (GET unless said): ``/`` the cluster, ``/jobs``, ``/job/NAME``, ``/node``; the same
 with ``?fragment=1`` return only the page's live part (the page's script polls it); ``/api/
 cluster``, ``/api/jobs``, ``/api/job/NAME`` (``?offset=N`` for events), ``/api/node``: the JSON
-behind the pages; ``POST /api/job/NAME/kill`` and ``/purge``; ``/metrics``, the Prometheus text
-format.
+behind the pages; ``/api/logs?offset=N`` the node's log events from byte N (negative: the
+last -N lines), for ``disco logs``; ``POST /api/job/NAME/kill`` and ``/purge``;
+``/metrics``, the Prometheus text format.
 
 Access: without a cluster secret the node binds loopback only and asks for nothing. With a
 secret every request needs the token (``token_for(secret)``, the same on every node), as
@@ -118,6 +119,36 @@ class NodeView:
         return {**hello, "member": me, "term": status["term"], "master": status["master"],
                 "tasks": info["tasks"], "workers": info["workers"], "slots": info["slots"],
                 "log": self.log_tail()}
+
+    def logs(self, offset: int, limit: int = 2000) -> dict:
+        """Log events from byte ``offset`` of the node's log (negative: about the last
+        ``-offset`` lines); ``offset`` in the answer is where to go on from. A rotated file is
+        read again from its start."""
+        try:
+            with open(self.log_file, "rb") as f:
+                f.seek(0, 2)
+                size = f.tell()
+                if offset < 0:
+                    start = max(0, size - 256 * -offset)
+                elif offset > size:
+                    start = 0  # rotated since
+                else:
+                    start = offset
+                f.seek(start)
+                data = f.read(min(size - start, 16 << 20))
+                pos = start + len(data)
+        except OSError:
+            return {"events": [], "offset": 0}
+        if start and offset < 0:
+            data = data.split(b"\n", 1)[-1]  # from a line's start
+        end = data.rfind(b"\n") + 1
+        events = []
+        for line in data[:end].splitlines()[-(-offset if offset < 0 else limit):]:
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+        return {"events": events, "offset": pos - (len(data) - end)}  # a partial line: later
 
     def log_tail(self) -> list[dict]:
         try:
@@ -295,6 +326,8 @@ class HttpServer:
                 return 404, "application/json", json.dumps({"error": "no such job"})
         elif parts == ["node"]:
             data = self.view.node()
+        elif parts == ["logs"]:
+            data = self.view.logs(int((query.get("offset") or ["-200"])[0]))
         else:
             return 404, "application/json", json.dumps({"error": "no such API"})
         return 200, "application/json", json.dumps(data, default=repr)

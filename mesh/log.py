@@ -1,16 +1,99 @@
 """structlog, configured once per process (SPEC §8).
 
 Daemons write one JSON object per line to ``<data>/logs/<name>.jsonl``; a process attached to
-a terminal also gets readable console lines on stderr. Bind ``node``, ``job``, ``task`` and
+a terminal also gets readable console lines on stderr. Log files rotate by size
+(``RotatingFile``: ``DISCO_LOG_MB`` per file, default 64, and ``DISCO_LOG_FILES`` kept,
+default 5: ``node.jsonl``, ``node.jsonl.1``, ...), also when several processes (a node's
+workers) write one file. Bind ``node``, ``job``, ``task`` and
 ``stage`` with ``structlog.contextvars`` or ``log.bind``. ``disco.log`` re-exports this module's
 names for code on the user's side.
 """
 from __future__ import annotations
 
+import fcntl
+import os
 import sys
 from pathlib import Path
 
 import structlog
+
+DEFAULT_LOG_MB = 64
+DEFAULT_LOG_FILES = 5
+
+
+def _limits() -> tuple[int, int]:
+    try:
+        mb = float(os.environ.get("DISCO_LOG_MB") or DEFAULT_LOG_MB)
+        files = int(os.environ.get("DISCO_LOG_FILES") or DEFAULT_LOG_FILES)
+    except ValueError:
+        mb, files = DEFAULT_LOG_MB, DEFAULT_LOG_FILES
+    return max(1, int(mb * (1 << 20))), max(1, files)
+
+
+def rotate(path: Path, keep: int) -> None:
+    """``path`` becomes ``path.1``, ``path.1`` becomes ``path.2``, ...; at most ``keep`` files
+    in all (the oldest goes)."""
+    for i in range(keep - 1, 0, -1):
+        older = path.with_name(f"{path.name}.{i}")
+        if older.exists():
+            if i + 1 >= keep:
+                older.unlink(missing_ok=True)
+            else:
+                os.replace(older, path.with_name(f"{path.name}.{i + 1}"))
+    if keep == 1:
+        path.unlink(missing_ok=True)
+    elif path.exists():
+        os.replace(path, path.with_name(f"{path.name}.1"))
+
+
+class RotatingFile:
+    """An append-only text file that rotates when it grows past ``max_bytes``.
+
+    Several processes may share one: the rotation happens under an exclusive ``flock`` of
+    ``PATH.lock``, and a writer whose file was rotated by another (its open file is no longer
+    the one at ``path``) reopens before writing.
+    """
+
+    def __init__(self, path: Path, max_bytes: int | None = None, keep: int | None = None):
+        limit, files = _limits()
+        self.path, self.max_bytes, self.keep = Path(path), max_bytes or limit, keep or files
+        self._f = open(self.path, "a", buffering=1, encoding="utf-8")
+
+    def write(self, text: str) -> int:
+        try:
+            st = os.fstat(self._f.fileno())
+            if st.st_size >= self.max_bytes or self._moved(st):
+                self._roll()
+        except OSError:
+            pass  # logging never stops the process
+        return self._f.write(text)
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def fileno(self) -> int:
+        return self._f.fileno()
+
+    def close(self) -> None:
+        self._f.close()
+
+    def _moved(self, st) -> bool:
+        try:
+            here = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        return (here.st_ino, here.st_dev) != (st.st_ino, st.st_dev)
+
+    def _roll(self) -> None:
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:  # another writer may have rotated it while we waited
+                if os.path.exists(self.path) and os.stat(self.path).st_size >= self.max_bytes:
+                    rotate(self.path, self.keep)
+            finally:
+                self._f.close()
+                self._f = open(self.path, "a", buffering=1, encoding="utf-8")
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
 _configured = False
 
@@ -19,7 +102,7 @@ class _Tee:
     """Write each rendered JSON line to a file and, optionally, a console renderer to stderr."""
 
     def __init__(self, path: Path | None, console: bool):
-        self._file = open(path, "a", buffering=1, encoding="utf-8") if path else None
+        self._file = RotatingFile(path) if path else None
         self._console = structlog.dev.ConsoleRenderer(colors=False) if console else None
 
     def __call__(self, logger, method, event_dict):
@@ -58,4 +141,4 @@ def get(**context):
     return structlog.get_logger().bind(**context)
 
 
-__all__ = ["configure", "get"]
+__all__ = ["configure", "get", "RotatingFile", "rotate"]

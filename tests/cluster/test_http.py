@@ -90,6 +90,12 @@ def test_pages_api_and_metrics_of_a_three_node_cluster(node_factory):
     code, page = get(http_of(nodes[0]) + "/node?fragment=1")
     assert code == 200 and "<html" not in page and "Recent log events" in page
     assert get(http_of(nodes[0]) + "/job/nope")[0] == 404
+    code, body = get(http_of(nodes[1]) + "/api/logs?offset=-5")
+    logs = json.loads(body)
+    assert len(logs["events"]) == 5 and logs["offset"] > 0
+    out = run_cli("logs", "--node", nodes[2].address, "-n", "3", "--json")
+    assert len(out.stdout.splitlines()) == 3
+    assert all(json.loads(x)["node"] == nodes[2].address for x in out.stdout.splitlines())
     # /metrics, parsed by prometheus_client's own parser
     code, text = get(http_of(nodes[0]) + "/metrics")
     families = {f.name: f for f in text_string_to_metric_families(text)}
