@@ -22,6 +22,7 @@ __all__ = ["Disco", "Job", "JobError", "Params", "result_iterator"]
 FIND_MASTER_S = 30.0  # how long a client looks for a (new) master before giving up
 REQUEST_TIMEOUT_S = 10.0
 LONG_POLL_S = 5.0  # a wait re-asks this often, so a new master is found quickly
+WATCH_TIMEOUT_S = 3.0  # show=True polls events: a master silent this long is looked for anew
 JOB_ARGS = ("input", "map", "reduce", "combiner", "partition", "partitions", "sort", "params",
             "map_reader", "reduce_reader", "map_init", "reduce_init", "required_modules",
             "required_files", "save_results", "profile", "name", "prefix")
@@ -34,6 +35,8 @@ class Disco:
         self.master = resolve_master(master)  # the node we were told about
         self.conn = Connection(self.master, REQUEST_TIMEOUT_S)
         self._known: list[str] | None = None  # every member's address, learned once
+        self.on_switch = None  # called (old, new) when the node that answered is left behind
+        self._answered: str | None = None
 
     def request(self, cls, wait_s: float | None = None, **fields):
         """Send a request to the master, following it from whichever node answers.
@@ -45,6 +48,7 @@ class Disco:
         while True:
             try:
                 reply = self.conn.request(cls, wait_s=wait_s, **fields)
+                self._answered = self.conn.address
                 if self._known is None:
                     self._learn_members()
                 return reply
@@ -58,10 +62,13 @@ class Disco:
                 raise CommError(f"no master found through {self.master} within "
                                 f"{FIND_MASTER_S:g} s")
             self.conn.close()
+            lost = self.conn.address
             if not target:
                 time.sleep(0.2)
                 target = self._find_master()
             self.conn = Connection(target or self.master, REQUEST_TIMEOUT_S)
+            if self.on_switch is not None and lost == self._answered != self.conn.address:
+                self.on_switch(lost, self.conn.address)  # the node that answered is gone
 
     def _learn_members(self) -> None:
         try:
@@ -158,14 +165,26 @@ class Disco:
         from disco.progress import Progress
         progress = Progress(jobname, sys.stderr)
         offset = 0
-        while True:
-            reply = self.request(m.GetEvents, job=jobname, offset=offset)
-            offset = reply["offset"]
-            progress.show(reply)
-            if reply["status"] != "active" or (deadline and time.monotonic() >= deadline):
-                return reply
-            if len(reply["events"]) < 5000:
-                time.sleep(min(poll_interval, 0.5))
+
+        def switched(old: str, new: str) -> None:
+            nonlocal offset
+            progress.note(f"{old} does not answer as master; following {new} (the new "
+                          "master's event list starts again)")
+            offset = 0
+        self.on_switch = switched
+        try:
+            while True:
+                reply = self.request(m.GetEvents, wait_s=WATCH_TIMEOUT_S, job=jobname,
+                                     offset=offset)
+                offset = reply["offset"]
+                progress.show(reply)
+                if reply["status"] != "active" or (deadline and time.monotonic() >= deadline):
+                    return reply
+                if len(reply["events"]) < 5000:
+                    time.sleep(min(poll_interval, 0.5))
+        finally:
+            self.on_switch = None
+            progress.close()
 
     def result_iterator(self, *args, **kwargs):
         return result_iterator(*args, **kwargs)

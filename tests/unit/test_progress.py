@@ -1,0 +1,45 @@
+"""Progress while waiting (disco/progress.py): plain lines off a terminal, a live display on
+one; notes about the wait itself."""
+from __future__ import annotations
+
+import io
+
+from disco.progress import Progress
+
+
+def reply(done, running, failed=0, pending=0, events=()):
+    return {"events": list(events), "counts": {"map": {"pending": pending, "running": running,
+                                                       "done": done, "failed": failed}}}
+
+
+def test_plain_lines_when_counts_change_and_for_notable_events():
+    out = io.StringIO()
+    p = Progress("J@1", out, live=False)
+    p.show(reply(0, 2, pending=2))
+    p.show(reply(0, 2, pending=2))  # no change: no line
+    p.show(reply(1, 2, failed=1, pending=1, events=[
+        {"type": "task_failed", "msg": "ValueError: x", "node": "h:1"}]))
+    p.note("the master changed")
+    p.close()
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("J@1: map 0/4 done, 2 running, 0 failed")
+    assert lines[1] == "J@1: task_failed [h:1]: ValueError: x"
+    assert lines[2].startswith("J@1: map 1/4 done, 2 running, 1 failed")
+    assert lines[3] == "J@1: the master changed"
+    assert len(lines) == 4
+
+
+class Tty(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_a_live_display_on_a_terminal():
+    out = Tty()
+    p = Progress("J@1", out)
+    assert p._live is not None
+    p.show(reply(3, 1, failed=2, events=[{"type": "task_failed", "msg": "boom"}]))
+    p.close()
+    text = out.getvalue()
+    assert "J@1 map" in text and "3/4" in text and "1 running, 2 failed" in text
+    assert "task_failed: boom" in text
