@@ -33,7 +33,9 @@ and returns actions, most urgent first:
    is not committed yet, is safe) and the blob is not named by a tag write still in flight; a
    referenced blob keeps at least the copies tags name, and loses an unnamed copy only once
    ``k`` named ones are live (tags naming fewer, e.g. retagged under a smaller view, are
-   rewritten first).
+   rewritten first). A copy ordered dropped counts no more (as live, as a source, for a retag)
+   until its node reports it gone, or back with a new mtime, or ``copy_timeout_s`` passes (the
+   order was lost): a drop whose report is late or lost never lets a second copy go.
 
 The planner never deletes a copy some committed tag names, and never one younger than the delay.
 It has no clock: ``now`` is passed in, and copy ages come as wall times with the reports.
@@ -139,6 +141,7 @@ class Planner:
         self.cfg = config or Config()
         self.map = BlobMap()
         self.inflight: dict[tuple[str, str], float] = {}  # (target, blob) -> started
+        self.dropping: dict[tuple[str, str], tuple] = {}  # (node, blob) -> (ordered, mtime)
         self.retagging: set[str] = set()                  # blobs with a retag proposed
         self._ring: tuple[tuple, Ring] = ((), Ring(()))
 
@@ -174,13 +177,17 @@ class Planner:
         for key, started in list(self.inflight.items()):
             if now - started > cfg.copy_timeout_s or key[0] not in alive:
                 del self.inflight[key]
+        for key, (ordered, mtime) in list(self.dropping.items()):
+            copy = self.map.copies.get(key[1], {}).get(key[0])
+            if copy is None or copy.mtime != mtime or now - ordered > cfg.copy_timeout_s:
+                del self.dropping[key]  # reported gone (or back, anew), or the order was lost
         ring = self.ring(writable)
         out: list = []
         if not len(ring):
             return out
         urgent, rebalance = [], []
         for name, holders in self.map.copies.items():
-            live = {n: c for n, c in holders.items() if n in alive}
+            live = self._live(name, holders, alive)
             if not live:
                 continue  # nothing to copy from; the tags keep naming what was
             refs = referenced.get(name)
@@ -207,7 +214,8 @@ class Planner:
             for target in order:
                 if needed <= 0 or len(self.inflight) >= cfg.max_inflight:
                     break
-                if target in live or target in copying or busy.get(target, 0) >= cfg.per_node:
+                if target in live or target in copying or busy.get(target, 0) >= cfg.per_node \
+                        or (target, name) in self.dropping:
                     continue
                 out.append(self._copy(now, target, name, live, want))
                 busy[target] = busy.get(target, 0) + 1
@@ -227,8 +235,15 @@ class Planner:
                     out.append(self._copy(now, target, name, live, want))
                     busy[target] = busy.get(target, 0) + 1
         if now - held_since >= cfg.settle_s and alive <= self.map.full:
-            out.extend(self._collect(wall, alive, referenced, pending, ring))
+            out.extend(self._collect(now, wall, alive, referenced, pending, ring))
         return out
+
+    def _live(self, name: str, holders: dict, alive: set) -> dict:
+        """The copies that count: on alive members, and not ordered dropped (until the node
+        reports it gone or the order times out, such a copy is no source, names no tag and
+        keeps no other copy from going)."""
+        return {n: c for n, c in holders.items()
+                if n in alive and (n, name) not in self.dropping}
 
     def k_of(self, live, ring: Ring) -> int:
         """How many copies a blob is kept at: ``k``, or fewer if fewer alive nodes can hold
@@ -253,7 +268,7 @@ class Planner:
             self.retagging.add(name)
             out.append(Retag(name, urls))
 
-    def _collect(self, wall: float, alive: set, referenced: dict, pending: set,
+    def _collect(self, now: float, wall: float, alive: set, referenced: dict, pending: set,
                  ring: Ring) -> list:
         cfg, out = self.cfg, []
         for name, holders in self.map.copies.items():
@@ -261,19 +276,21 @@ class Planner:
                 continue
             refs = referenced.get(name)
             named = {_node_of(u) for u in refs} if refs else set()
-            k = self.k_of([n for n in holders if n in alive], ring)
-            for node, copy in holders.items():
-                if node not in alive or node in named or (node, name) in self.inflight:
+            live = self._live(name, holders, alive)
+            k = self.k_of(live, ring)
+            for node, copy in list(live.items()):
+                if node in named or (node, name) in self.inflight:
                     continue
                 if wall - copy.mtime < cfg.gc_delay_s:
                     continue
                 if refs:  # an extra copy: tags name k others, and they are there
-                    live_named = [n for n in named if n in holders and n in alive]
-                    if len(live_named) < k:
+                    if sum(1 for n in named if n in live) < k:
                         continue  # under k, or tags naming fewer: retag (or repair) first
                     out.append(Drop(node, name, "extra copy"))
                 else:
                     out.append(Drop(node, name, "unreferenced"))
+                self.dropping[(node, name)] = (now, copy.mtime)
+                del live[node]
         return out
 
     def under_replicated(self, alive: set, k: int) -> int:

@@ -203,7 +203,6 @@ class Master:
         self.next_plan = 0.0
         self.pending: dict[str, tuple] = {}       # op -> (call, rid, blobs it names)
         self.log: list[Proposal] = []             # proposed, not yet committed
-        self.dropping: dict[tuple, float] = {}    # (node, blob) -> when a drop was ordered
         self.ops = itertools.count(1)
 
 
@@ -686,9 +685,6 @@ class Sim:
         for _, _, blobs in master.pending.values():
             pending |= blobs
         referenced = master.tags.referenced()
-        copies = master.planner.map.copies
-        for key in [k for k in master.dropping if k[0] not in copies.get(k[1], ())]:
-            del master.dropping[key]  # its removal is reported
         actions = master.planner.plan(self.now, self.wall(master.host), alive,
                                       self.writable(master),
                                       referenced, pending, master.held_since)
@@ -699,8 +695,6 @@ class Sim:
             _PLANNED[type(action)](self, master, action, referenced)
 
     def _order_copy(self, master: Master, a: rp.Copy, referenced: dict) -> None:
-        if any((u.split("/")[2], a.blob) in master.dropping for u in a.sources):
-            self.facts["copy_from_dropped"] += 1
         msg = m.CopyBlob(term=master.term, master=master.host.address, blob=a.blob,
                          size=a.size, checksum=a.checksum, sources=list(a.sources))
         if a.target == master.host.address:
@@ -709,17 +703,12 @@ class Sim:
             self.send(master.host, a.target, msg)
 
     def _order_retag(self, master: Master, a: rp.Retag, referenced: dict) -> None:
-        if any((u.split("/")[2], a.blob) in master.dropping for u in a.urls):
-            self.facts["retag_names_dropped"] += 1
         self.propose(master, {"type": "blob_moved", "blob": a.blob, "urls": list(a.urls)})
 
     def _order_drop(self, master: Master, a: rp.Drop, referenced: dict) -> None:
         copy = master.planner.map.copies.get(a.blob, {}).get(a.node)
         if copy is not None and rp.blob_url(a.node, copy.path) in referenced.get(a.blob, ()):
             self.violation("planner_dropped_referenced", f"{a} although its tags name it")
-        if (a.node, a.blob) in master.dropping:
-            self.facts["drop_ordered_again"] += 1
-        master.dropping[(a.node, a.blob)] = self.now
         counted = tuple(master.planner.map.copies.get(a.blob, ()))  # the copies it relied on
         if any((n, a.blob) in self.lost_copies and self.by_address[n].up for n in counted):
             self.facts["drop_relied_on_restarted_empty_disk"] += 1
@@ -1124,21 +1113,24 @@ class Client:
             self.recent = [p for p in self.recent if sim.now - p.at < sim.p.tag_window_s / 2]
             self.recent.append(pushed)
             if sim.rng.random() < self.tag_share:
-                sim.at(sim.now + sim.rng.uniform(0, sim.p.tag_window_s / 2), self.tag)
+                late = sim.rng.random() < 0.25  # a slow client: maybe after the delay
+                wait = sim.rng.uniform(0, 1.5 * sim.p.planner.gc_delay_s) if late else \
+                    sim.rng.uniform(0, sim.p.tag_window_s / 2)
+                sim.at(sim.now + wait, self.tag, pushed)
         else:
             sim.facts["push_failed"] += 1
             if tries > 1:
                 sim.at(sim.now + 0.3, lambda _: self.push(tries - 1))
 
-    def tag(self, _=None) -> None:
+    def tag(self, pushed: Pushed) -> None:
+        """Tag ``pushed``, maybe with other recent pushes, within the window from now."""
         sim = self.sim
-        fresh = [p for p in self.recent if sim.now - p.at < sim.p.tag_window_s / 2]
-        if not fresh:
-            return
-        chosen = sim.rng.sample(fresh, sim.rng.randint(1, min(3, len(fresh))))
+        others = [p for p in self.recent if p is not pushed and
+                  sim.now - p.at < sim.p.tag_window_s / 2]
+        chosen = [pushed] + sim.rng.sample(others, sim.rng.randint(0, min(2, len(others))))
         kind = "put" if sim.rng.random() < 0.15 else "add"
         self.write(kind, sim.rng.choice(TAGS), [p.urls for p in chosen],
-                   deadline=min(p.at for p in chosen) + sim.p.tag_window_s)
+                   deadline=sim.now + sim.p.tag_window_s)
 
     def copy_tag(self, _=None) -> None:
         """Read a tag and add (some of) its replica sets to another, as ``ddfs tag`` of
@@ -1151,6 +1143,8 @@ class Client:
                 sets = reply.body["urls"]
                 chosen = sim.rng.sample(sets, sim.rng.randint(1, min(4, len(sets))))
                 self.write("add", target, chosen, sim.now + 6.0)
+                if sim.rng.random() < 0.4:  # a move: the source goes at once
+                    self.write("delete", source, [], sim.now + 6.0)
         Call(sim, lambda rid: m.TagGet(rid=rid, tag=source), got, sim.now + 6.0).ask()
 
     def delete(self, _=None) -> None:

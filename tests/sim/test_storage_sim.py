@@ -164,7 +164,30 @@ def test_a_blacklisted_nodes_copy_still_counts_towards_k():
     assert sim.reference.referenced()[pushed.name] == set(pushed.urls)
 
 
-@pytest.mark.parametrize("seed", [113, 185])
+def test_a_copy_ordered_dropped_no_longer_counts():
+    """Was: a copy the planner had ordered dropped counted as live until its node reported it
+    gone; with that report lost, a blacklisting moved the ring onto the dropped copy, a retag
+    named it and the copy it replaced was dropped as an extra: two copies left, the tags naming
+    one that was gone (``drop_below_k``, found by chaos seed 66)."""
+    sim = formed(22, n=4, planner=rp.Config(k=3, gc_delay_s=1.0, settle_s=0.0,
+                                             full_every_s=30.0))
+    master = sim.master.host
+    pushed = next(p for p in (push(sim) for _ in range(4)) if master in sim.copies(p.name))
+    spare = next(h for h in sim.hosts if h not in sim.copies(pushed.name))
+    spare.store(list(master.disk[pushed.name]), sim)  # a stray old copy: an extra
+    while pushed.name in spare.disk:
+        sim.run(0.01)
+    sim.isolate([spare.name])  # its report of the drop is lost
+    sim.run(0.6)
+    sim.heal()
+    named = [h for h in sim.copies(pushed.name) if h is not master]
+    sim.blacklist.add(named[0].address)  # the ring now wants the spare, not named[0]
+    sim.run(5.0)
+    assert not sim.violations, sim.violations[:1]
+    assert len(sim.copies(pushed.name)) >= 3
+
+
+@pytest.mark.parametrize("seed", [66, 113, 185])
 def test_chaos_seeds_that_found_bugs(seed):
     sim = ss.chaos(seed, strict=False)
     assert not sim.violations, sim.violations[:1]

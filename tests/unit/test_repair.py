@@ -212,3 +212,44 @@ def test_a_copy_on_a_blacklisted_node_moves_to_a_writable_one_before_it_goes():
     refs = {"a": {url(n, "a") for n in want}}
     assert plan(p, writable=writable, wall=10_000.0, referenced=refs) == [
         rp.Drop(black, "a", "extra copy")]
+
+
+def test_a_copy_ordered_dropped_no_longer_counts():
+    """Found by the storage simulator (seed 66 of a run of 3,000): a copy the planner had
+    ordered dropped still counted as live until its node reported it gone (never, if that node
+    crashed first): a retag named it, and the next plan dropped another copy as an extra,
+    leaving the blob at two copies with its tags naming one that was gone."""
+    p = planner()
+    want = Ring(NODES).replicas("a", 3)
+    extra = next(n for n in NODES if n not in want)
+    holding(p, "a", want + [extra])
+    refs = {"a": {url(n, "a") for n in want}}
+    assert plan(p, wall=10_000.0, referenced=refs) == [rp.Drop(extra, "a", "extra copy")]
+    assert plan(p, wall=10_000.0, referenced=refs) == []  # not ordered again
+    # a named holder dies before the drop is reported: the dropped copy is no source, no
+    # retag names it, and no other copy goes
+    alive = [n for n in NODES if n != want[0]]
+    actions = plan(p, alive=alive, wall=10_000.0, referenced=refs)
+    assert [type(a) for a in actions] == [rp.Copy], actions
+    assert actions[0].target != extra
+    assert not any(extra in s for s in actions[0].sources)
+
+
+def test_a_dropped_copy_counts_again_once_reported_back_or_the_order_timed_out():
+    p = planner(copy_timeout_s=5.0)
+    want = Ring(NODES).replicas("a", 3)
+    extra = next(n for n in NODES if n not in want)
+    holding(p, "a", want + [extra])
+    refs = {"a": {url(n, "a") for n in want}}
+    assert plan(p, wall=10_000.0, referenced=refs, now=10.0) == [
+        rp.Drop(extra, "a", "extra copy")]
+    assert plan(p, wall=10_000.0, referenced=refs, now=12.0) == []
+    # the order was lost: after the time-out the copy counts, and goes, again
+    assert plan(p, wall=10_000.0, referenced=refs, now=16.0) == [
+        rp.Drop(extra, "a", "extra copy")]
+    # reported gone, then a new copy there: it counts at once
+    p.map.report(extra, False, [], ["a"])
+    p.map.report(extra, False, [row("a", mtime=20.0)], [])
+    p.map.check_invariants()
+    assert plan(p, wall=10_000.0, referenced=refs, now=17.0) == [
+        rp.Drop(extra, "a", "extra copy")]
