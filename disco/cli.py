@@ -1,4 +1,4 @@
-"""The ``disco`` command: node daemons (SPEC §2) and jobs (SPEC §5).
+"""The ``disco`` command: node daemons and jobs.
 
 Every command exits 0 on success and otherwise prints one line, ``disco: error: ...``, on
 stderr (no traceback for user errors). Job commands talk to ``--master`` / ``DISCO_MASTER``
@@ -117,7 +117,14 @@ def nodaemon(console, **opts):
 @cli.command()
 @_node_options
 def start(**opts):
-    """Start a node daemon in the background; return once it answers."""
+    """Start a node daemon in the background; return once it answers.
+
+    \b
+    Examples:
+      disco start                                    a new cluster on 127.0.0.1:8989
+      disco start --port 9000 --data /tmp/n2 --join 127.0.0.1:8989
+      disco start --host 10.0.0.5 --secret-file ~/.disco.secret
+    """
     s = _settings(**opts)
     running = _running_pid(s.data_dir)
     if running:
@@ -141,13 +148,12 @@ def start(**opts):
     with open(err_path, "ab") as err:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=err, start_new_session=True, env=_child_env())
-    from disco.client import answers
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             _fail(f"the node exited with status {proc.returncode}: {_last_line(err_path)} "
                   f"(log: {err_path})")
-        if answers(f"{_dial(s.host)}:{s.port}", 0.3):
+        if _answers_as(f"{_dial(s.host)}:{s.port}", proc.pid):
             click.echo(f"node {s.name} started at {s.address} (pid {proc.pid}, data {s.data_dir})")
             if s.http_port:
                 click.echo(f"status page: {_page_url(s)}")
@@ -156,6 +162,21 @@ def start(**opts):
             return
     proc.terminate()
     _fail(f"the node did not answer within {START_TIMEOUT_S:g} s (log: {s.log_dir})")
+
+
+def _answers_as(address: str, pid: int) -> bool:
+    """True once the node at ``address`` answers and is our own process ``pid`` (another node
+    on that port answers too, but is not the one we started)."""
+    from disco.client import Connection
+    from disco.settings import PYTHON
+    from mesh import message as m
+    conn = Connection(address, 0.3)
+    try:
+        return conn.request(m.Hello, python=PYTHON).get("pid") == pid
+    except error.DiscoError:
+        return False
+    finally:
+        conn.close()
 
 
 def _page_url(s) -> str:
@@ -171,7 +192,11 @@ def _page_url(s) -> str:
 @click.option("--port", type=int, help="Find the node by its control port [env DISCO_PORT].")
 @click.option("--data", type=click.Path(file_okay=False), help="Find the node by its data dir.")
 def stop(port, data):
-    """Stop a node gracefully (SIGTERM) and wait until it has exited."""
+    """Stop a node gracefully (SIGTERM) and wait until it has exited.
+
+    \b
+    Example: disco stop --port 9000
+    """
     _stop(_find_data(port, data))
 
 
@@ -192,7 +217,14 @@ def restart(ctx, **opts):
 @click.option("--host", help="Host of the node to ask [env DISCO_HOST; 127.0.0.1].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def status(port, data, host, as_json):
-    """Show the cluster as one node sees it: members, states, slots, disk, master, term."""
+    """Show the cluster as one node sees it: members, states, slots, disk, master, term.
+
+    Asks the node of --port/--data/--host, else the one DISCO_MASTER names, else
+    127.0.0.1:8989.
+
+    \b
+    Examples: disco status;  disco status --port 9000 --json
+    """
     from disco.client import Connection
     from mesh import message as m
     address = _node_address(port, data, host)
@@ -201,13 +233,19 @@ def status(port, data, host, as_json):
         click.echo(json.dumps(state))
         return
     click.echo(f"node {state['node']}   master {state['master'] or '-'}   term {state['term']}")
-    rows = [("NAME", "ADDRESS", "STATE", "ROLE", "SLOTS", "DISK USED", "DISK FREE")]
+    rows = [("NAME", "ADDRESS", "STATE", "ROLE", "SLOTS BUSY/TOTAL", "DDFS DATA", "FS USED",
+             "FS FREE")]
     for mem in state["members"]:
+        gone = mem["state"] in ("dead", "left")
         rows.append((mem["name"], mem["address"], mem["state"],
                      "master" if mem["master"] else "-",
-                     f"{mem['slots']['busy']}/{mem['slots']['total']}",
-                     _size(mem["disk"]["used"]), _size(mem["disk"]["free"])))
+                     "-" if gone else f"{mem['slots']['busy']}/{mem['slots']['total']}",
+                     "-" if gone else _size(mem.get("data", {}).get("blobs", 0)),
+                     "-" if gone else _size(mem["disk"]["used"]),
+                     "-" if gone else _size(mem["disk"]["free"])))
     _table(rows)
+    click.echo("(DDFS DATA: the blob copies the node holds; FS USED/FREE: its data dir's "
+               "filesystem)")
 
 
 def _find_data(port, data) -> Path:
@@ -236,6 +274,10 @@ def _node_address(port, data, host) -> str:
             _fail(f"no node runs from {data} (no node.json there)")
         host_, port_ = parse_address(info["address"])
         return f"{_dial(host_)}:{port_}"
+    master = os.environ.get("DISCO_MASTER", "")
+    if host is None and port is None and master and not master.startswith("local"):
+        parse_address(master)
+        return master  # any node of the cluster shows the cluster
     s = node_settings(host=host, port=port)
     return f"{_dial(s.host)}:{s.port}"
 
@@ -293,7 +335,8 @@ def _last_line(path: Path) -> str:
         lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:
         return "no output"
-    return lines[-1] if lines else "no output"
+    last = lines[-1] if lines else "no output"
+    return last.removeprefix("disco: error: ")  # the daemon's own one-line error
 
 
 # -- jobs ----------------------------------------------------------------------------------
@@ -339,7 +382,15 @@ def _jobname(disco, name: str) -> str:
 @click.argument("jobclass")
 @click.argument("inputs", nargs=-1, required=True)
 def run(master, wait_, partitions, name, jobclass, inputs):
-    """Submit MODULE.JOBCLASS over INPUT... and print the job's name."""
+    """Submit MODULE.JOBCLASS over INPUT... and print the job's name.
+
+    MODULE is imported from the current directory, as Python would.
+
+    \b
+    Examples:
+      disco run wordcount.WordCount data.txt --wait
+      disco run wordcount.WordCount tag://data:text -p 4
+    """
     module_name, _, class_name = jobclass.rpartition(".")
     if not module_name:
         _fail(f"{jobclass!r}: expected MODULE.JOBCLASS, e.g. wordcount.WordCount")
@@ -370,7 +421,13 @@ def run(master, wait_, partitions, name, jobclass, inputs):
 @click.option("--timeout", type=float, help="Give up after this many seconds.")
 @click.argument("job")
 def wait(master, show, timeout, job):
-    """Wait for JOB; exit 0 if it finished, non-zero if it failed or was killed."""
+    """Wait for JOB; exit 0 if it finished, non-zero if it failed or was killed.
+
+    JOB is a job name, @ (the most recent job) or @?TEXT (the most recent whose name contains TEXT).
+
+    \b
+    Examples: disco wait @ --show;  disco wait @?WordCount --timeout 60
+    """
     disco = _disco(master)
     name = _jobname(disco, job)
     try:
@@ -402,7 +459,13 @@ def jobs(master, as_json):
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.argument("job")
 def events(master, as_json, job):
-    """Print JOB's events: task starts (with their node), messages, failures, progress."""
+    """Print JOB's events: task starts (with their node), messages, failures, progress.
+
+    JOB is a job name, @ (the most recent job) or @?TEXT (the most recent whose name contains TEXT).
+
+    \b
+    Examples: disco events @;  disco events @?WordCount --json
+    """
     disco = _disco(master)
     name = _jobname(disco, job)
     offset = 0
@@ -414,8 +477,10 @@ def events(master, as_json, job):
                 click.echo(json.dumps(event))
             else:
                 when = time.strftime("%H:%M:%S", time.localtime(event["time"]))
-                where = " ".join(f"{k}={event[k]}" for k in ("stage", "task", "node") if k in event)
-                click.echo(f"{when} {event['type']:<14} {where + ' ' if where else ''}{event['msg']}")
+                msg = event["msg"]
+                where = " ".join(f"{k}={event[k]}" for k in ("stage", "task", "node")
+                                 if k in event and str(event[k]) not in msg)
+                click.echo(f"{when} {event['type']:<14} {where + ' ' if where else ''}{msg}")
         if reply["offset"] == offset or not reply["events"]:
             return
         offset = reply["offset"]
@@ -425,7 +490,13 @@ def events(master, as_json, job):
 @_master_option
 @click.argument("job")
 def results(master, job):
-    """Print JOB's result URLs, one per line."""
+    """Print JOB's result URLs, one per line.
+
+    JOB is a job name, @ (the most recent job) or @?TEXT (the most recent whose name contains TEXT).
+
+    \b
+    Example: disco results @ | head
+    """
     disco = _disco(master)
     state, urls = disco.results(_jobname(disco, job))
     if state != "finished":
@@ -446,15 +517,22 @@ def _job_action(verb: str, doc: str):
     cli.command(verb)(command)
 
 
-_job_action("kill", "Stop JOB's running tasks and mark it killed.")
-_job_action("purge", "Delete JOB and all its data (kills it first if it runs).")
+JOB_NOTE = ("JOB is a job name, @ (the most recent job) or @?TEXT (the most recent whose "
+            "name contains TEXT).")
+_job_action("kill", f"Stop JOB's running tasks and mark it killed.\n\n{JOB_NOTE}\n\n"
+            "\b\nExample: disco kill @")
+_job_action("purge", "Delete JOB and all its data (kills it first if it runs).\n\n"
+            f"{JOB_NOTE}\n\n\b\nExample: disco purge @?WordCount")
 
 
 @cli.command()
 @_master_option
 @click.argument("job")
 def jobdict(master, job):
-    """Print JOB's job dict (inputs, functions, partitions...) as JSON."""
+    """Print JOB's job dict (inputs, functions, partitions...) as JSON.
+
+    JOB is a job name, @ (the most recent job) or @?TEXT (the most recent whose name contains TEXT).
+    """
     disco = _disco(master)
     click.echo(json.dumps(disco.jobdict(_jobname(disco, job)), indent=2, default=str))
 

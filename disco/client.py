@@ -1,4 +1,4 @@
-"""Talking to the cluster: request/reply with one node, and finding that node (SPEC §3).
+"""Talking to the cluster: request/reply with one node, and finding that node.
 
 ``Connection`` (from ``mesh.client``) sends one request at a time and raises ``CommError``
 naming the node on a time-out, ``NotMaster`` (with ``.master``) when the node is not the master.

@@ -1,4 +1,4 @@
-"""Disco's classic API: ``Job``, ``Disco``, ``result_iterator`` (SPEC §4).
+"""Disco's classic API: ``Job``, ``Disco``, ``result_iterator``.
 
 Use ``Job().run(input=..., map=..., reduce=...)`` and ``job.wait()``; or subclass ``Job`` and
 set the same names as class attributes (functions as staticmethods or methods). ``Disco`` is

@@ -1,4 +1,4 @@
-"""An embedded single-node cluster for the life of the client process (SPEC §3).
+"""An embedded single-node cluster for the life of the client process.
 
 ``DISCO_MASTER=local`` (or ``local:N``) starts a real node daemon as a child process on free
 loopback ports with a temporary data dir, and stops it (and removes the dir) at exit.

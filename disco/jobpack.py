@@ -1,4 +1,4 @@
-"""The job pack: what a client sends to run a job (SPEC §4).
+"""The job pack: what a client sends to run a job.
 
 A msgpack map ``{"header": {...}, "code": bytes, "files": {name: bytes}}``. The header is plain
 data the master reads (inputs, stages, partitions, names); ``code`` is a cloudpickle of the job's

@@ -1,4 +1,4 @@
-"""structlog, configured once per process (SPEC §8): ``mesh.log``, under Disco's old name.
+"""structlog, configured once per process: ``mesh.log``, under Disco's old name.
 
 ``from disco import log`` then ``log.configure(...)`` and ``log.get(...)`` work as before; the
 one configuration lives in ``mesh.log``.

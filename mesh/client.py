@@ -1,4 +1,4 @@
-"""Request/reply with one node's control port over zmq (SPEC §3).
+"""Request/reply with one node's control port over zmq.
 
 Use ``Connection`` to ask one node something: it sends one request at a time on a DEALER and
 waits for the reply with the same ``rid``; on a time-out it drops the socket (lazy pirate) and

@@ -1,4 +1,4 @@
-"""structlog, configured once per process (SPEC §8).
+"""structlog, configured once per process.
 
 Daemons write one JSON object per line to ``<data>/logs/<name>.jsonl``; a process attached to
 a terminal also gets readable console lines on stderr. Log files rotate by size

@@ -1,4 +1,4 @@
-"""Quorum election and the replicated job journal: Raft, as a pure state machine (SPEC §9).
+"""Quorum election and the replicated job journal: Raft, as a pure state machine.
 
 Theory of operation (Ongaro & Ousterhout, "In Search of an Understandable Consensus
 Algorithm", 2014; sections in brackets)

@@ -129,13 +129,23 @@ class ClientRequests:
     def _purge(self, msg, ident):
         self._table(jt.PurgeAsked(msg.job))  # every node deletes its data once committed
 
+    def _member_address(self, node: str) -> str:
+        """The address of the member named or addressed ``node``; else a usage error."""
+        members = self.members.members
+        if node in members:
+            return members[node].address
+        if any(x.address == node for x in members.values()):
+            return node
+        known = ", ".join(sorted(x.name for x in members.values()))
+        raise Refusal("UsageError", f"no member named {node!r} (members: {known})")
+
     @_master_only
     def _blacklist(self, msg, ident):
-        self._table(core.NodeBlacklisted(self._address(msg.node) or msg.node))
+        self._table(core.NodeBlacklisted(self._member_address(msg.node)))
 
     @_master_only
     def _whitelist(self, msg, ident):
-        self._table(core.NodeWhitelisted(self._address(msg.node) or msg.node))
+        self._table(core.NodeWhitelisted(self._member_address(msg.node)))
 
     @_master_only
     def _query(self, msg, ident):

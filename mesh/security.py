@@ -1,4 +1,4 @@
-"""The cluster secret and CurveZMQ (SPEC §10).
+"""The cluster secret and CurveZMQ.
 
 A cluster is defined by its secret: a file of 32 bytes or more (a trailing newline is ignored).
 Every holder derives the same CurveZMQ key pair from it (BLAKE2b, keyed and personalised, as the

@@ -1,6 +1,6 @@
 """The master's brain: jobs, stages, tasks, placement and retries, as a pure state machine.
 
-Theory of operation (SPEC §4, §9)
+Theory of operation
 ---------------------------------
 A job is a map stage (one task per input) and, if it has a reduce, a reduce stage (one task
 per partition label that the maps produced), created when the last map finishes. Tasks move
@@ -87,7 +87,7 @@ class TaskRestored:
 
 @dataclass(frozen=True)
 class InputLost:
-    """A running task could not read ``url``; if a task of the job made it, re-make it (SPEC §9)."""
+    """A running task could not read ``url``; if a task of the job made it, re-make it."""
     task: str
     node: str
     url: str

@@ -150,8 +150,8 @@ class JobTable:
             return
         header = e.header
         self.jobs[e.job] = JobRecord(e.job, header, e.submitted)
-        self._fact("job_submitted", job=e.job, inputs=len(header["inputs"]),
-                   restored=restored or None)
+        self._fact("job_resumed" if restored else "job_submitted", job=e.job,
+                   inputs=len(header["inputs"]))
         self._schedule(core.JobSubmitted(
             e.job, list(header["inputs"]), bool(header.get("has_map")),
             bool(header.get("has_reduce")), header["partitions"], self.max_failures))

@@ -1,4 +1,4 @@
-"""Stable partitioning of map output (SPEC section 7).
+"""Stable partitioning of map output.
 
 A key's partition is ``xxh64(key_bytes(key)) % nr_partitions``. ``key_bytes`` never involves
 Python's salted ``hash``, so every process, whatever its ``PYTHONHASHSEED``, sends a key to the

@@ -1,4 +1,4 @@
-"""The record format: versioned, framed, compressed and checksummed (SPEC section 7).
+"""The record format: versioned, framed, compressed and checksummed.
 
 Chunks, map outputs, spilled sort runs and results are all record files. Keys and values are
 any picklable Python objects. Layout (all integers little-endian; see docs/record-format.md)::
@@ -16,7 +16,7 @@ out of the CPU cache and encode slower).
 
 Readers never stop silently: a bad magic, an unknown version, codec or flag, a checksum mismatch
 or a file that ends inside a frame each raise ``RecordFormatError``. Decoding unpickles, so only
-read data from a trusted cluster (SPEC section 10).
+read data from a trusted cluster.
 
 Use ``RecordWriter`` to write, ``iter_records`` to read files (``shuffle.recordfile`` has
 ``write_file``/``read_file`` for paths) and

@@ -1,4 +1,4 @@
-"""Running one map or reduce task inside a worker (SPEC §4, §7).
+"""Running one map or reduce task inside a worker.
 
 A map task reads its input through the map reader, calls ``map(entry, params)`` on every
 entry, combines (``combiner(key, value, buffer, done, params)``) when a combiner is given,

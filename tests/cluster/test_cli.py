@@ -141,3 +141,31 @@ def test_script_with_main_functions_and_a_module_next_to_it(node, project, maste
     assert "reduce 1/1 done" in proc.stderr  # show=True printed progress
     if master is None:
         assert proc.stderr.count("started an embedded cluster") == 1
+
+
+def test_rough_edges_a_new_user_met(node, tmp_path):
+    env = child_env(DISCO_MASTER=node.address)
+    # blacklisting a node that does not exist is refused, naming the members
+    proc = run_cli("blacklist", "10.9.9.9:1", env=env, check=False)
+    assert proc.returncode == 1 and "no member named '10.9.9.9:1'" in proc.stderr
+    # `disco status` asks the node DISCO_MASTER names, and says what its disk columns are
+    out = run_cli("status", env=env)
+    assert node.address in out.stdout and "FS USED" in out.stdout and "DDFS DATA" in out.stdout
+    # each `disco events` line says its text once
+    run_cli("run", "--wait", "jobmod.WordCount", "raw://a b a", env=env, cwd=_jobdir(tmp_path))
+    lines = run_cli("events", "@", env=env).stdout.splitlines()
+    started = [x for x in lines if " task_started " in x]
+    assert started and all(x.count(":map:0") + x.count(":reduce:") <= 1 for x in started)
+    # starting a node on a port another node holds fails, with one clean line
+    proc = run_cli("start", "--port", node.port, "--data", tmp_path / "other", "--workers", "1",
+                   check=False, timeout=60)
+    assert proc.returncode == 1, proc.stdout
+    assert proc.stderr.count("disco: error:") == 1 and "started" not in proc.stdout
+
+
+def _jobdir(tmp_path):
+    d = tmp_path / "jobs"
+    d.mkdir(exist_ok=True)
+    (d / "jobmod.py").write_text(JOBMOD)
+    (d / "helpers.py").write_text("def split_words(line):\n    return line.split()\n")
+    return d

@@ -114,3 +114,14 @@ def test_disco_config_show_prints_values_and_sources(tmp_path, monkeypatch):
     bad = write(tmp_path, "nope = 1\n")
     out = CliRunner().invoke(cli, ["config", "show", "--config", str(bad)])
     assert out.exit_code == 1 and "unknown key 'nope'" in out.output
+
+
+def test_shell_completion_scripts_come_from_click():
+    import os
+    import subprocess
+    import sys
+    for module, var in (("disco.cli", "_DISCO_COMPLETE"), ("disco.ddfs_cli", "_DDFS_COMPLETE")):
+        out = subprocess.run([sys.executable, "-c", f"from {module} import main; main()"],
+                             env={**os.environ, var: "bash_source"}, capture_output=True,
+                             text=True, timeout=60)
+        assert "complete" in out.stdout and var in out.stdout, (module, out.stderr)

@@ -1,4 +1,4 @@
-"""Ready-made job functions and readers, under the names Disco's users know (SPEC section 4).
+"""Ready-made job functions and readers, under the names Disco's users know.
 
 Use them in place of writing your own::
 

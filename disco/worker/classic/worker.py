@@ -1,4 +1,4 @@
-"""The classic worker's public names: ``Params`` (SPEC §4)."""
+"""The classic worker's public names: ``Params``."""
 from __future__ import annotations
 
 
