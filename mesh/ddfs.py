@@ -191,6 +191,10 @@ class DdfsCore:
 
     def _tag_get(self, msg: m.TagGet, ident):
         self._ddfs_master()
+        try:
+            tg.check_name(msg.tag)
+        except tg.TagError as exc:
+            raise self._refuse("UsageError", str(exc), msg) from None
         tag = self.tags.get(msg.tag)
         if tag is None:
             raise Refusal("DataNotFound", f"tag {msg.tag!r} does not exist")

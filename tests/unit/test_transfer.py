@@ -16,8 +16,10 @@ from mesh.transfer import RemoteFile, push_blob
 class FakeDataPort:
     """Serves ``content`` for Fetch; ``drop`` lists request offsets to ignore once."""
 
-    def __init__(self, content: bytes, drop=(), error: str | None = None, silent=False):
+    def __init__(self, content: bytes, drop=(), error: str | None = None, silent=False,
+                 checksum: str = ""):
         self.content, self.drop, self.error, self.silent = content, set(drop), error, silent
+        self.checksum = checksum  # sent with the first chunk, as a node does for a blob
         self.port = free_port_pair()
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.ROUTER)
@@ -49,7 +51,8 @@ class FakeDataPort:
                     continue
                 data = self.content[req.offset:req.offset + req.length]
                 eof = req.offset + len(data) >= len(self.content)
-                header = m.Chunk(rid=req.rid, offset=req.offset, size=len(self.content), eof=eof)
+                header = m.Chunk(rid=req.rid, offset=req.offset, size=len(self.content), eof=eof,
+                                 checksum=self.checksum if req.offset == 0 else "")
                 self.sock.send_multipart([ident, m.encode(header), data])
 
     def close(self):
@@ -174,3 +177,39 @@ def test_a_dropped_connection_fails_its_node_at_once(stores):
     assert list(failed) == [stores[1].address] and "dropped" in failed[stores[1].address]
     assert time.monotonic() - t0 < 10  # not the 20 s time-out
     assert files_of(stores[0]) == [] and files_of(stores[2]) == []
+
+
+def test_a_corrupt_copy_is_refused_and_the_next_replica_read(serve):
+    import xxhash
+    from disco.ddfs import open_blob
+    good = os.urandom(3 * 4096 + 9)
+    digest = xxhash.xxh3_64_hexdigest(good)
+    bad = bytearray(good)
+    bad[5000] ^= 0xFF
+    corrupt, right = serve(bytes(bad), checksum=digest), serve(good, checksum=digest)
+    urls = [f"disco://127.0.0.1:{s.port}/vol0/blob/ab/b" for s in (corrupt, right)]
+    with RemoteFile(f"127.0.0.1:{corrupt.port}", "vol0/blob/ab/b", chunk_bytes=4096) as f:
+        with pytest.raises(InputError, match="checksum mismatch"):
+            f.read()
+    fd, size, url = open_blob(urls, spool_bytes=1024)  # spooled to disk past 1 KiB
+    assert fd.read() == good and size == len(good) and url == urls[1]
+    with pytest.raises(InputError, match="checksum mismatch"):
+        open_blob(urls[:1])
+    with pytest.raises(InputError, match="none of 2 replicas"):
+        open_blob([urls[0], urls[0]])
+
+
+def test_a_local_blob_is_checked_against_its_sidecar(tmp_path):
+    import xxhash
+    from mesh.transfer import open_disco
+    folder = tmp_path / "vol0" / "blob" / "ab"
+    folder.mkdir(parents=True)
+    (folder / "b").write_bytes(b"payload!")
+    (folder / "b.xxh3").write_text(f"{xxhash.xxh3_64_hexdigest(b'payload?')} 8\n")
+    fd, size, _ = open_disco("disco://h:1/vol0/blob/ab/b", "h:1", tmp_path)
+    with pytest.raises(InputError, match="checksum mismatch"):
+        fd.read()
+    (folder / "b.xxh3").chmod(0o600)
+    (folder / "b.xxh3").write_text(f"{xxhash.xxh3_64_hexdigest(b'payload!')} 8\n")
+    fd, size, _ = open_disco("disco://h:1/vol0/blob/ab/b", "h:1", tmp_path)
+    assert fd.read() == b"payload!" and size == 8
