@@ -212,6 +212,17 @@ class Metrics:
         for kind, n in sorted(status.get("refused", {}).items()):
             refused.add_metric([kind], n)
         yield refused
+        rtt = status.get("probe_rtt")
+        if rtt:
+            from mesh.membership import RTT_BUCKETS
+            hist = HistogramMetricFamily("disco_probe_rtt_seconds", "Round trips of this node's "
+                                         "acknowledged membership probes.")
+            total, buckets = 0, []
+            for bound, n in zip(RTT_BUCKETS, rtt["buckets"]):
+                total += n
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), total))
+            hist.add_metric([], buckets, sum_value=rtt["sum"])
+            yield hist
         yield GaugeMetricFamily("disco_journal_bytes", "Size of this node's journal on disk.",
                                 value=c["journal_bytes"])
         yield GaugeMetricFamily("disco_data_bytes", "Bytes of blobs in this node's volumes.",

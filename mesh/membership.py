@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from functools import singledispatchmethod
 
 ALIVE, SUSPECT, DEAD, LEFT = "alive", "suspect", "dead", "left"
+RTT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, float("inf"))
 STATES = (ALIVE, SUSPECT, DEAD, LEFT)
 
 
@@ -163,6 +164,8 @@ class Membership:
         self.awareness = 0
         self._seq = 0
         self._probe: _Probe | None = None
+        self.rtt_buckets = [0] * len(RTT_BUCKETS)  # acked probes' round trips, by bucket
+        self.rtt_sum, self.rtt_count = 0.0, 0
         self._order: list[str] = []
         self._next_probe = 0.0
         self._next_gossip = 0.0
@@ -321,6 +324,16 @@ class Membership:
         if probe is not None and probe.seq == seq and not probe.acked:
             probe.acked = True
             self._health(-1)
+            self._rtt(self._now - probe.sent)
+
+    def _rtt(self, seconds: float) -> None:
+        """Counted for /metrics: an acked probe's round trip (direct or relayed)."""
+        self.rtt_count += 1
+        self.rtt_sum += seconds
+        for i, bound in enumerate(RTT_BUCKETS):
+            if seconds <= bound:
+                self.rtt_buckets[i] += 1
+                break
 
     def _on_nack(self, sender: str, body: dict) -> None:
         if self._probe is not None and self._probe.seq == body["seq"]:

@@ -106,6 +106,8 @@ class ClientRequests:
                          "data": {"blobs": meta.get("blob_bytes", 0)}})
         return {"node": self.cfg.name, "master": self.raft.leader, "term": self.raft.term,
                 "members": rows, "voters": sorted(self.raft.voters),
+                "probe_rtt": {"buckets": list(self.members.rtt_buckets),
+                              "sum": self.members.rtt_sum, "count": self.members.rtt_count},
                 "refused": {**self.tick.refused, "bad_peer_messages": self.bad_peer_messages}}
 
     @_master_only

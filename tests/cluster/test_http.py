@@ -107,6 +107,8 @@ def test_pages_api_and_metrics_of_a_three_node_cluster(node_factory):
         s.value for n in nodes[1:] for s in {f.name: f for f in text_string_to_metric_families(
             get(http_of(n) + "/metrics")[1])}["disco_tasks_started"].samples)
     assert "disco_job_duration_seconds" in families and "disco_raft_term" in families
+    rtt = {s.name: s.value for s in families["disco_probe_rtt_seconds"].samples}
+    assert rtt["disco_probe_rtt_seconds_count"] > 0  # three nodes probe each other
     masters = sum({f.name: f for f in text_string_to_metric_families(
         get(http_of(n) + "/metrics")[1])}["disco_is_master"].samples[0].value for n in nodes)
     assert masters == 1

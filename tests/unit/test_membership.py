@@ -17,7 +17,8 @@ import random
 import pytest
 
 from mesh import membership as mb
-from mesh.membership import ALIVE, DEAD, LEFT, SUSPECT, GossipIn, Leave, SendGossip, SetMeta, Tick
+from mesh.membership import (ALIVE, DEAD, LEFT, RTT_BUCKETS, SUSPECT, GossipIn, Leave,
+                             SendGossip, SetMeta, Tick)
 
 LAN = mb.Config.lan()
 # LAN suspicion bounds for up to 9 members: min = 4.0 * max(1, log10(N+1)) * 1 s, max = 6 * min
@@ -136,6 +137,16 @@ def test_ack_within_the_timeout_keeps_the_member_alive():
     assert sent(a.tick(0.5), "ping_req") == []
     assert changed(a.tick(1.0)) == []
     assert a.state(target) == ALIVE
+
+
+def test_an_acked_probe_counts_its_round_trip_for_metrics():
+    a = Node(peers=["b", "c"])
+    target, seq = probe(a, 0.0)
+    a.hear(target, "ack", seq=seq, now=0.04)
+    a.hear(target, "ack", seq=seq, now=0.09)  # a duplicate ack counts once
+    m = a.m
+    assert m.rtt_count == 1 and abs(m.rtt_sum - 0.04) < 1e-9
+    assert m.rtt_buckets[RTT_BUCKETS.index(0.05)] == 1 and sum(m.rtt_buckets) == 1
 
 
 def test_no_ack_within_the_timeout_asks_k_members_to_ping_the_target():
