@@ -25,6 +25,7 @@ import os
 import random
 import shutil
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from mesh import message as m
 __all__ = ["DDFS", "canonizetag", "istag", "tagname", "relativizetag"]
 
 PUSH_ATTEMPTS = 3
+PLACE_WAIT_S = 12.0  # a crashed node is marked dead within 5 s (SPEC §11); this is ample
 SPOOL_BYTES = 16 << 20  # a blob read for checking stays in memory up to this, then on disk
 REQUEST_TIMEOUT_S = 3.0
 
@@ -195,16 +197,21 @@ class DDFS:
 
     def put_blob(self, source, replicas: int | None = None, exclude=(), attempts=PUSH_ATTEMPTS,
                  progress=None, name: str | None = None) -> list:
-        """Store one blob; returns its replica set (URLs, the ring's order)."""
+        """Store one blob; returns its replica set (URLs, the ring's order).
+
+        A node that fails is left out of the next attempt, which writes every copy again under
+        a new name (the failed attempt's copies were abandoned). When too few nodes are left
+        because one seems to have died, placement is asked again until the master sees it
+        dead (k is then what the live nodes allow) or ``PLACE_WAIT_S`` passes."""
         from mesh.transfer import push_blob
         fileobj, name, size, reopen = _open_source(source, name)
         failed_nodes: set = set(exclude)
         reasons: list[str] = []
+        lost = False  # a node's connection dropped or it went silent: it may be dying
         try:
             for attempt in range(max(1, attempts)):
                 try:
-                    place = self._request(m.BlobPlace, prefix=name, replicas=int(replicas or 0),
-                                          exclude=sorted(failed_nodes))
+                    place = self._place(name, replicas, failed_nodes, lost)
                 except (CommError, UsageError) as exc:
                     if not reasons:
                         raise
@@ -219,12 +226,25 @@ class DDFS:
                     return [f"disco://{a}/{stored[a]}" for a in place["nodes"]]
                 failed_nodes |= set(failed)
                 reasons += [f"{a}: {why}" for a, why in sorted(failed.items())]
+                lost = lost or any(_lost(why) for why in failed.values())
                 if all(_permanent(why) for why in failed.values()):
                     break
         finally:
             fileobj.close()
         raise CommError(f"could not store {name!r} ({size} bytes) on enough nodes: "
                         + "; ".join(reasons))
+
+    def _place(self, name: str, replicas, exclude: set, wait: bool) -> dict:
+        """The master's ``BlobPlace``; with ``wait``, asked again while it finds too few nodes."""
+        deadline = time.monotonic() + (PLACE_WAIT_S if wait else 0)
+        while True:
+            try:
+                return self._request(m.BlobPlace, prefix=name, replicas=int(replicas or 0),
+                                     exclude=sorted(exclude))
+            except UsageError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
 
     def chunk(self, tag: str, urls, replicas: int | None = None, forceon=(), retries=PUSH_ATTEMPTS,
               delayed: bool = False, update: bool = False, token=None,
@@ -343,6 +363,11 @@ def _open_source(source, name):
 
 def _permanent(why: str) -> bool:
     return "exists" in why
+
+
+def _lost(why: str) -> bool:
+    """A failure that a node's death explains (``mesh.transfer.push_blob``'s reasons)."""
+    return "connection dropped" in why or "no answer within" in why
 
 
 _registered = False

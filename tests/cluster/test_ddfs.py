@@ -734,6 +734,52 @@ def test_kill_9_of_a_receiver_mid_push_leaves_no_visible_partial_blob(node_facto
                 and p.stat().st_size != size]
 
 
+def test_a_push_that_loses_one_of_three_nodes_writes_the_k_the_live_nodes_allow(
+        node_factory, tmp_path):
+    """k = min(3, live nodes): the retry waits until the master sees the node dead, then
+    writes two copies (never two while three nodes still count as alive)."""
+    import threading
+    from disco.ddfs import DDFS
+    nodes = start_cluster(node_factory, 3)
+    master = master_of(nodes)
+    size = 64 << 20
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(size))
+    result: dict = {}
+
+    def push() -> None:
+        try:
+            result["sets"] = DDFS(master.address).push("three:one", [big])[1]
+        except Exception as exc:  # noqa: BLE001 - checked below
+            result["error"] = exc
+
+    pusher = threading.Thread(target=push)
+    pusher.start()
+    others = [n for n in nodes if n is not master]
+
+    def receiving():
+        return next((n for n in others for p in n.data.glob("vol*/blob/*/.partial-*")
+                     if _size(p) > size // 4), None)
+
+    victim = wait_for(receiving, 60, "a quarter of the blob to reach a non-master node")
+    kill9(victim)
+    pusher.join(120)
+    assert "sets" in result, result.get("error")
+    (replicas,) = result["sets"]
+    alive = [n for n in nodes if n is not victim]
+    assert {node_of(u) for u in replicas} == {n.address for n in alive}
+    assert disk_copies(alive) == {path_of(replicas[0]).rsplit("/", 1)[1]:
+                                  {n.address for n in alive}}
+    assert ddfs(master, "cat", "three:one").stdout == big.read_bytes()
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def test_a_full_disk_fails_the_push_clearly_and_leaves_nothing(node_factory, tmp_path):
     first = node_factory(workers=1)
     second = node_factory(workers=1, args=("--join", first.address))
