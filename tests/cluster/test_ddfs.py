@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import child_env, run_cli
+from conftest import child_env
 from disco.client import Connection, answers
 from mesh import message as m
 
@@ -802,7 +802,7 @@ def test_a_full_disk_fails_the_push_clearly_and_leaves_nothing(node_factory, tmp
         assert not disk_copies(nodes) and not partials(nodes)
         assert ddfs(nodes, "exists", "full:x", check=False).returncode == 1
         # two copies fit elsewhere: a placement on the full node is retried without it
-        for i in range(3):
+        for _ in range(3):
             ddfs(nodes, "push", "--replicas", "2", "full:two", tmp_path / "two.bin")
         sets = tag_sets(first, "full:two")
         assert len(sets) == 3 and all(small.address not in {node_of(u) for u in s} and
