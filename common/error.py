@@ -71,6 +71,11 @@ class NotMaster(CommError):
         return self.master
 
 
+class NoAnswer(CommError):
+    """A request got no answer in time (raised by the client itself, never sent): the node may
+    be gone, so another may be asked. A ``CommError`` a node sends back is an answer."""
+
+
 class DataError(DiscoError):
     """An input or stored datum is missing, unreadable or corrupt."""
 
@@ -201,7 +206,7 @@ def error_for(code: str, msg: str) -> DiscoError:
     return CODES.get(code, DiscoError).from_wire(msg)
 
 
-__all__ = ["DiscoError", "CommError", "NotMaster", "JobError", "DataError", "InputError",
+__all__ = ["DiscoError", "CommError", "NoAnswer", "NotMaster", "JobError", "DataError", "InputError",
            "DataNotFound", "RecordFormatError", "ProtocolError", "RemoteProtocolError",
            "LocalProtocolError", "UsageError", "CODES", "INTERNAL", "code_of", "message_of",
            "error_for"]

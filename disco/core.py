@@ -13,7 +13,7 @@ import uuid
 
 from disco import jobpack
 from disco.client import Connection, NotMaster, resolve_master
-from disco.error import CommError, DataNotFound, JobError, UsageError
+from disco.error import CommError, DataNotFound, JobError, NoAnswer, UsageError
 from disco.worker.classic.worker import Params
 from mesh import message as m
 
@@ -54,7 +54,7 @@ class Disco:
                 return reply
             except NotMaster as exc:
                 target = exc.master
-            except CommError:
+            except NoAnswer:
                 if not self._known or time.monotonic() > deadline:
                     raise
                 target = None

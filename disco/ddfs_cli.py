@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import sys
-import time
 
 import click
 
@@ -72,23 +71,6 @@ def _command(name):
     return cli.command(name, context_settings=HELP)
 
 
-def _progress(label: str, total: int):
-    """A callback printing a progress line on a terminal (nothing otherwise)."""
-    if not sys.stderr.isatty() or total < (8 << 20):
-        return None
-    state = {"done": 0, "shown": 0.0, "start": time.monotonic()}
-
-    def step(n: int) -> None:
-        state["done"] += n
-        now = time.monotonic()
-        if now - state["shown"] >= 0.2 or state["done"] >= total:
-            state["shown"] = now
-            rate = state["done"] / max(now - state["start"], 1e-6) / (1 << 20)
-            click.echo(f"\r{label}: {state['done'] >> 20}/{total >> 20} MiB "
-                       f"({rate:.0f} MiB/s)", err=True, nl=state["done"] >= total)
-    return step
-
-
 @_command("push")
 @click.argument("tag")
 @click.argument("files", nargs=-1, required=True, type=click.Path())
@@ -113,11 +95,15 @@ def push(ctx, tag, files, replicas, recursive, update):
         else:
             paths.append(f)
     ddfs = _ddfs(ctx)
+    from disco.progress import Transfer
+    bar = Transfer(f"push {_name(tag)}", sum(os.path.getsize(p) for p in paths), sys.stderr)
     sets = []
-    for path in paths:
-        size = os.path.getsize(path)
-        sets.append(ddfs.put_blob(path, replicas=replicas,
-                                  progress=_progress(os.path.basename(path), size)))
+    try:
+        for path in paths:
+            sets.append(ddfs.put_blob(path, replicas=replicas, progress=bar.advance))
+            bar.note(f"{path}: {len(sets[-1])} copies")
+    finally:
+        bar.close()
     ddfs.tag(tag, sets, update=update)
     click.echo(f"pushed {len(sets)} blob{'s' * (len(sets) != 1)} to tag://{_name(tag)}",
                err=True)
@@ -140,9 +126,15 @@ def chunk(ctx, tag, inputs, replicas, size_mb, record_mb, update):
     \b
     Example: ddfs chunk data:text ./big.txt -S 16
     """
-    _, sets = _ddfs(ctx).chunk(tag, list(inputs), replicas=replicas,
-                               chunk_size=int(size_mb * (1 << 20)),
-                               max_record_size=int(record_mb * (1 << 20)), update=update)
+    from disco.progress import Transfer
+    bar = Transfer(f"chunk {_name(tag)}", None, sys.stderr)
+    try:
+        _, sets = _ddfs(ctx).chunk(tag, list(inputs), replicas=replicas,
+                                   chunk_size=int(size_mb * (1 << 20)),
+                                   max_record_size=int(record_mb * (1 << 20)), update=update,
+                                   progress=bar.advance)
+    finally:
+        bar.close()
     click.echo(f"stored {len(sets)} chunk{'s' * (len(sets) != 1)} in tag://{_name(tag)}",
                err=True)
 

@@ -6,9 +6,9 @@ class means, and the wire codes that carry errors between nodes and clients.
 from __future__ import annotations
 
 from common.error import (CommError, DataError, DataNotFound, DiscoError, InputError, JobError,
-                          LocalProtocolError, NotMaster, ProtocolError, RecordFormatError,
-                          RemoteProtocolError, UsageError)
+                          LocalProtocolError, NoAnswer, NotMaster, ProtocolError,
+                          RecordFormatError, RemoteProtocolError, UsageError)
 
-__all__ = ["DiscoError", "CommError", "NotMaster", "JobError", "DataError", "InputError",
+__all__ = ["DiscoError", "CommError", "NoAnswer", "NotMaster", "JobError", "DataError", "InputError",
            "DataNotFound", "RecordFormatError", "ProtocolError", "RemoteProtocolError",
            "LocalProtocolError", "UsageError"]

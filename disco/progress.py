@@ -89,3 +89,36 @@ class _Live:
 
     def stop(self) -> None:
         self.bars.stop()
+
+
+class Transfer:
+    """Bytes moving (``ddfs push``, ``ddfs chunk``): a live bar with the rate on a terminal,
+    nothing in between elsewhere (callers print a line per file). ``total`` None: unknown."""
+
+    def __init__(self, label: str, total: int | None, out, live: bool | None = None):
+        if live is None:
+            live = hasattr(out, "isatty") and out.isatty()
+        self._bars = None
+        if live:
+            from rich.console import Console
+            from rich.progress import (BarColumn, DownloadColumn, Progress as Bars,
+                                       TextColumn, TimeElapsedColumn, TransferSpeedColumn)
+            self._bars = Bars(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                              TransferSpeedColumn(), TimeElapsedColumn(),
+                              console=Console(file=out), refresh_per_second=4)
+            self._task = self._bars.add_task(label, total=total)
+            self._bars.start()
+        self.done = 0
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self._bars is not None:
+            self._bars.update(self._task, advance=n)
+
+    def note(self, text: str) -> None:
+        if self._bars is not None:
+            self._bars.console.print(text, markup=False, highlight=False)
+
+    def close(self) -> None:
+        if self._bars is not None:
+            self._bars.stop()

@@ -2,7 +2,7 @@
 
 Use ``Connection`` to ask one node something: it sends one request at a time on a DEALER and
 waits for the reply with the same ``rid``; on a time-out it drops the socket (lazy pirate) and
-raises ``CommError`` naming the node. An ``Error`` reply is raised as ``error_for(code, msg)``
+raises ``NoAnswer`` (a ``CommError``) naming the node. An ``Error`` reply is raised as ``error_for(code, msg)``
 (``common.error``), e.g. ``NotMaster`` with the master's address. Finding which node to ask
 (``DISCO_MASTER``, the embedded cluster) is the user's side: ``disco.client``.
 """
@@ -12,7 +12,7 @@ import itertools
 
 import zmq
 
-from common.error import CommError, DiscoError, UsageError, error_for
+from common.error import DiscoError, NoAnswer, UsageError, error_for
 from mesh import message as m
 from mesh import security
 from mesh.settings import PYTHON, parse_address
@@ -29,7 +29,7 @@ class Connection:
 
     def request(self, cls, wait_s: float | None = None, **fields):
         """Send ``cls(rid, **fields)`` and return the ``Reply``'s body; raise what an ``Error``
-        names, or ``CommError`` when nothing answers within ``wait_s`` (default ``timeout_s``)."""
+        names, or ``NoAnswer`` when nothing answers within ``wait_s`` (default ``timeout_s``)."""
         rid = next(self._rids)
         sock = self._socket()
         sock.send(m.encode(cls(rid=rid, **fields)))
@@ -37,7 +37,7 @@ class Connection:
         while True:
             if not sock.poll(wait_ms):
                 self.close()
-                raise CommError(f"no answer from node {self.address} within "
+                raise NoAnswer(f"no answer from node {self.address} within "
                                 f"{wait_s or self.timeout_s:g} s; is it running? "
                                 f"(`disco status --port {self.address.rsplit(':', 1)[1]}`)")
             reply = m.decode(sock.recv())

@@ -43,3 +43,21 @@ def test_a_live_display_on_a_terminal():
     text = out.getvalue()
     assert "J@1 map" in text and "3/4" in text and "1 running, 2 failed" in text
     assert "task_failed: boom" in text
+
+
+def test_a_transfer_bar_on_a_terminal_and_nothing_elsewhere():
+    from disco.progress import Transfer
+    out = Tty()
+    bar = Transfer("push data:x", 4 << 20, out)
+    bar.advance(1 << 20)
+    bar.advance(3 << 20)
+    bar.note("a.txt: 3 copies")
+    bar.close()
+    text = out.getvalue()
+    assert "push data:x" in text and "4.2/4.2 MB" in text and "a.txt: 3 copies" in text
+    plain = io.StringIO()
+    bar = Transfer("push data:x", 10, plain)
+    bar.advance(10)
+    bar.note("quiet")
+    bar.close()
+    assert plain.getvalue() == "" and bar.done == 10
