@@ -29,31 +29,43 @@ The network is a heap of deliveries with a seeded delay, FIFO per link (as TCP),
 stalls, loss while a lossy period lasts, and dropped when the link is cut or the receiver
 restarted. Clients ask the master (following ``NotMaster`` hints, retrying with the same ``op``
 after a time-out): push a blob to ``BlobPlace``'s nodes (acknowledged only when all its copies
-exist), then within ``tag_window_s`` usually tag it (add, update or not, or put), sometimes
-never (garbage); they also delete tags.
+exist), then usually tag it (add, update or not, or put) within ``tag_window_s``, a slow client
+maybe only after ``gc_delay_s``, sometimes never (garbage); they copy a tag's replica sets to
+another tag (``ddfs tag`` of old URLs), sometimes deleting the first at once (a move), and
+delete tags.
 
-Faults, during the chaos window: crash (disk kept) and restart, crash with disk loss (rarer),
-the master's crash, a minority (maybe holding the master) cut off and healed, lossy periods.
-Then ``settle``: faults stop, everything heals, all but a random minority of down hosts restart.
+Faults, during the chaos window: crash (disk kept) and restart, crash with disk loss, the
+master's crash, a minority (maybe holding the master) cut off and healed, lossy periods, a node
+blacklisted (alive, but no new copies) for a while. Then ``settle``: faults stop, everything
+heals, all but a random minority of hosts are up (some crashed then, if too few were down).
 
-Invariants (``Sim.violations``; raised with the seed when ``strict``), after every step:
+Invariants (``Sim.violations``; raised with the seed when ``strict``), after every step. A drop
+is judged by what its master could know when it planned it: a URL named only by a client write
+proposed after that (one that read the URLs from a tag since deleted) is a race no planner can
+see (``late_tag_raced``, counted); the planner's own retags always count as known.
 
 - (a) ``acked_blob_lost``: an acknowledged blob never loses its last copy unless at least ``k``
-  (its push's) of its copies went with lost disks, or the blob was collected as garbage (no
-  committed tag named it, its copies older than the delay);
+  (its push's) of its copies went with lost disks, or it was collected as garbage;
+  ``drop_below_k``: a drop carried out never leaves a referenced blob with fewer than ``k``
+  copies on disks, up or down (counting copies the planner relied on that went with a disk:
+  those are faults);
 - (b) ``tag_state``: after every commit the store equals an independent model of the committed
-  history (blob keys per tag, in order) and the master's own store equals it too; a client's
-  answer is its op's first committed result (``acked_uncommitted``/``answer``); at the end,
-  every acknowledged add/put still holds its blobs and every acknowledged delete holds, unless a
-  later committed write to that tag replaced them (``acked_write_lost``);
+  history (blob keys per tag, in order), a move leaves every set of its blob at the new URLs,
+  and the master's own store equals the committed one; a client's answer is its op's first
+  committed result (``acked_uncommitted``/``answer``); at the end every acknowledged add/put
+  still holds its blobs and every acknowledged delete holds, unless a later committed write to
+  that tag replaced them (``acked_write_lost``);
 - (c) ``gc_dropped_referenced``: a ``DropBlob`` carried out never deletes a copy a committed tag
-  names, nor (``gc_dropped_young``) one younger than ``gc_delay_s``; the planner never orders
-  such a drop by its own tags (``planner_dropped_referenced``); no blob a committed tag names
-  vanishes from every disk (``referenced_blob_gone``) unless lost to ``k`` disks;
+  names (or a write pending when it was planned), nor (``gc_dropped_young``) one younger than
+  ``gc_delay_s``; the planner never orders one its own tags name
+  (``planner_dropped_referenced``); no blob a committed tag names vanishes from every disk
+  (``referenced_blob_gone``) unless lost to ``k`` disks;
 - (d) ``not_repaired``: ``repair_bound_s`` after settling began (computed from the config and
-  the copies missing then), and for a while after, every referenced blob with a copy on an up
-  host has ``min(k, alive)`` copies on alive hosts and its tags name only those copies;
-- the cores' own ``check_invariants()`` after every plan, report and commit.
+  the copies missing then; for a blob a client named anew since, after that), and each second
+  for a while after, every referenced blob with a copy on an up host has ``min(k, up hosts)``
+  copies on up, alive hosts, and its tags name only those copies;
+- the cores' ``check_invariants()``: the planner's after every plan, the tag store's after
+  every commit.
 """
 from __future__ import annotations
 
@@ -171,9 +183,8 @@ class Host:
         self.copying: m.CopyBlob | None = None
         self.ended: list = []                     # (blob, error) of copies not yet told
 
-    def store(self, row: list, sim: "Sim") -> None:
+    def store(self, row: list) -> None:
         name = row[0]
-        sim.lost_copies.discard((self.address, name))
         self.disk[name] = row
         self.changes[1].pop(name, None)
         self.changes[0][name] = row
@@ -276,6 +287,7 @@ class Sim:
         self.term = 0
         self.master: Master | None = None
         self.electing = False
+        self.minority_since: float | None = None    # since when the master lacks a majority
         self.carried: list[Proposal] = []           # reached a majority, not yet committed
         self.history: list[dict] = []
         self.reference = tg.TagStore()              # every node's store: the committed entries
@@ -293,7 +305,8 @@ class Sim:
         self.facts: Counter = Counter()
         self.violations: list[tuple[str, str]] = []
         self.clients = itertools.count()
-        self.bound: float | None = None             # the repair bound computed at settling
+        self.bound = math.inf                       # the repair bound computed at settling
+        self.settled_at = math.inf                  # when settling began
         self.repaired_after: float | None = None    # when repair was first complete then
 
     # -- the queue --
@@ -322,6 +335,10 @@ class Sim:
 
     def wall(self, host: Host) -> float:
         return WALL + self.now + host.skew
+
+    def store(self, host: Host, row: list) -> None:
+        self.lost_copies.discard((host.address, row[0]))
+        host.store(row)
 
     # -- connectivity and membership --
 
@@ -377,10 +394,9 @@ class Sim:
         for key in [k for k in self.vstate if k[0] == host.name]:
             del self.vstate[key]
         self.at(self.now + self.rng.uniform(0, TICK_S), self._tick, (host, host.gen))
-        self._membership()
+        self._connectivity()
         if self.master is not None and self.linked(host, self.master.host):
             self._tell_master(host)
-        self._want_master()
         self.log("start", host.name)
 
     def crash(self, host: Host, lose_disk: bool = False) -> None:
@@ -399,27 +415,36 @@ class Sim:
                 self.lost_copies.add((host.address, name))
                 self._copy_destroyed(name, "disk")
             self.facts["disk_lost"] += 1
-        self._membership()
-        self._want_master()
+        self._connectivity()
 
     def isolate(self, names) -> None:
         self.isolated = frozenset(names)
         self.log("isolate", sorted(self.isolated))
-        self._membership()
-        master = self.master
-        if master is not None and not self.majority(master.host):
-            self.at(self.now + self.p.lease_s, self._lease_lost, (master, self.isolated))
+        self._connectivity()
 
     def heal(self) -> None:
         if not self.isolated:
             return
         self.isolated = frozenset()
         self.log("heal")
-        self._membership()
+        self._connectivity()
         if self.master is not None:
             for h in self.hosts:
                 if h.up:
                     self._tell_master(h)
+
+    def _connectivity(self) -> None:
+        """After a host went up or down or the cut changed: views follow, a master without a
+        majority loses its lease ``lease_s`` later (if it has not got one back), and a cluster
+        without a master elects one."""
+        self._membership()
+        master = self.master
+        if master is not None and not self.majority(master.host):
+            if self.minority_since is None:
+                self.minority_since = self.now
+                self.at(self.now + self.p.lease_s, self._lease_lost, (master, self.now))
+        else:
+            self.minority_since = None
         self._want_master()
 
     # -- the master --
@@ -477,8 +502,8 @@ class Sim:
         master.active = True
 
     def _lease_lost(self, arg) -> None:
-        master, cut = arg
-        if self.master is master and self.isolated == cut and not self.majority(master.host):
+        master, since = arg
+        if self.master is master and self.minority_since == since:
             self.facts["master_lease_lost"] += 1
             self._step_down(master)
             self._want_master()
@@ -492,7 +517,7 @@ class Sim:
         master.log.clear()
         master.host.role = None
         if self.master is master:
-            self.master = None
+            self.master, self.minority_since = None, None
 
     def propose(self, master: Master, entry: dict) -> None:
         rep = self.now + self.rng.uniform(0.001, self.p.commit_s[0] + 0.01) \
@@ -530,6 +555,10 @@ class Sim:
             self._model_apply(entry)
         self._check_tag(entry)
         self._check_named_exist(entry, proposal.at)
+        try:
+            self.reference.check_invariants()
+        except AssertionError as exc:
+            self.violation("check_invariants", f"tags: {exc!r}")
         if master is not None and master.tags is not None:
             master.tags.apply(entry)
             if entry["type"] == "blob_moved":
@@ -785,7 +814,7 @@ class Sim:
             return
         row = src.disk[order.blob]
         if order.blob not in host.disk:
-            host.store([row[0], row[1], row[2], row[3], self.wall(host)], self)
+            self.store(host, [row[0], row[1], row[2], row[3], self.wall(host)])
             self.log("copied", host.name, order.blob, src.name)
             self.facts["blob_copied"] += 1
         self._copy_ended(host, order, "")
@@ -963,7 +992,8 @@ class Sim:
 
     def unrepaired(self) -> list[str]:
         """(d): what keeps a referenced blob that still has a copy on an up host from being at
-        k on alive hosts with its tags naming only those copies."""
+        k on alive hosts with its tags naming only those copies. A blob a client named anew
+        since settling began (a slow client's late tag of old URLs) has its bound from then."""
         master = self.master
         if master is None or not master.active:
             return ["no master"]
@@ -975,6 +1005,10 @@ class Sim:
             holders = self.copies(blob)
             if not any(h.up for h in holders):
                 continue  # lost, or only on hosts left down: nothing to repair from
+            named = max((t for t in map(self.named_since, referenced[blob]) if t is not None),
+                        default=-math.inf)
+            if named > self.settled_at and self.now < named + self.bound:
+                continue
             live = {rp.blob_url(h.address, h.disk[blob][3]) for h in holders
                     if h.up and h.address in alive}
             if len(live) < k or not referenced[blob] <= live:
@@ -1003,10 +1037,6 @@ class Sim:
             if not set(keys) <= have:
                 self.violation("acked_write_lost", f"{kind} {tag} ({op}): "
                                f"{sorted(set(keys) - have)} missing")
-        try:
-            self.reference.check_invariants()
-        except AssertionError as exc:
-            self.violation("check_invariants", f"tags: {exc!r}")
 
     # -- settling --
 
@@ -1035,6 +1065,7 @@ class Sim:
             self.crash(host)  # a minority stays down, disks kept
         queued = max(len(h.orders) + 1 for h in self.hosts)
         bound = self.bound = self.p.repair_bound_s(self.missing_copies(), queued)
+        self.settled_at = self.now
         self.facts["unrepairable"] += sum(1 for b in self.reference.by_blob
                                           if not any(h.up for h in self.copies(b)))
         started, step = self.now, 0.5
@@ -1098,7 +1129,7 @@ class Client:
         sim = self.sim
         if gen == host.gen and sim.client_reaches(host):
             if row[0] not in host.disk:
-                host.store(row[:4] + [sim.wall(host)], sim)
+                sim.store(host, row[:4] + [sim.wall(host)])
                 sim.log("pushed", host.name, row[0])
         else:
             state["ok"] = False
@@ -1210,7 +1241,7 @@ def _fault(sim: Sim) -> None:
         size = rng.randint(1, len(names) // 2)
         rest = [x for x in names if x not in first]
         sim.isolate(first + rng.sample(rest, size - len(first)))
-        sim.at(sim.now + rng.uniform(0.5, 10), lambda _: sim.heal())
+        sim.at(sim.now + rng.uniform(0.5, 10), _heal, (sim, sim.isolated))
     elif fault == "blacklist" and up:
         address = rng.choice(up).address
         sim.blacklist.add(address)
@@ -1218,6 +1249,12 @@ def _fault(sim: Sim) -> None:
     elif fault == "lossy":
         sim.lossy = True
         sim.at(sim.now + rng.uniform(1, 10), _calm_network, sim)
+
+
+def _heal(args) -> None:
+    sim, cut = args
+    if sim.isolated == cut:  # not a later partition
+        sim.heal()
 
 
 def _calm_network(sim: Sim) -> None:
