@@ -174,7 +174,7 @@ def test_a_copy_ordered_dropped_no_longer_counts():
     master = sim.master.host
     pushed = next(p for p in (push(sim) for _ in range(4)) if master in sim.copies(p.name))
     spare = next(h for h in sim.hosts if h not in sim.copies(pushed.name))
-    spare.store(list(master.disk[pushed.name]), sim)  # a stray old copy: an extra
+    sim.store(spare, list(master.disk[pushed.name]))  # a stray old copy: an extra
     while pushed.name in spare.disk:
         sim.run(0.01)
     sim.isolate([spare.name])  # its report of the drop is lost
