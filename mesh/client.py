@@ -2,9 +2,10 @@
 
 Use ``Connection`` to ask one node something: it sends one request at a time on a DEALER and
 waits for the reply with the same ``rid``; on a time-out it drops the socket (lazy pirate) and
-raises ``NoAnswer`` (a ``CommError``) naming the node. An ``Error`` reply is raised as ``error_for(code, msg)``
-(``common.error``), e.g. ``NotMaster`` with the master's address. Finding which node to ask
-(``DISCO_MASTER``, the embedded cluster) is the user's side: ``disco.client``.
+raises ``NoAnswer`` (a ``CommError``) naming the node. An ``Error`` reply is raised as
+``error_for(code, msg)`` (``common.error``), e.g. ``NotMaster`` with the master's address.
+Finding which node to ask (``DISCO_MASTER``, the embedded cluster) is the user's side:
+``disco.client``.
 """
 from __future__ import annotations
 

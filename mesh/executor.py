@@ -1,9 +1,11 @@
 """The node's side of running tasks: worker processes it starts, feeds and supervises.
 
-A worker serves one job and runs many of its tasks in turn (SPEC §4, ARCHITECTURE
-"Processes"). The executor keeps ``spare`` warm workers that have imported everything and are
-not yet bound to a job, so a new job's first task starts without an interpreter start. A
-worker that dies fails the task it was running, never the daemon.
+A worker serves one job and runs many of its tasks in turn (ARCHITECTURE "Processes"). Workers
+are forked by the node's zygote (``disco.worker.zygote``: one process that imported everything
+once), so a new worker is ready in milliseconds rather than after an interpreter start; should
+the zygote be gone, a worker is started as its own interpreter. The executor also keeps
+``spare`` warm workers not yet bound to a job. A worker that dies fails the task it was
+running, never the daemon.
 
 Worker states: starting -> idle -> busy -> idle ... -> stopping. A worker is bound to a job by
 the first task it is given.
@@ -27,10 +29,117 @@ from mesh.event import LocalReport
 _ROOT = str(Path(__file__).resolve().parent.parent)
 
 
+class Forked:
+    """A worker the zygote forked: ``poll``, ``send_signal``, ``wait`` as ``subprocess.Popen``
+    has them; its exit comes from the zygote's reports."""
+
+    def __init__(self, pid: int, zygote: "Zygote"):
+        self.pid, self.zygote = pid, zygote
+
+    def poll(self) -> int | None:
+        self.zygote.pump()
+        if self.pid in self.zygote.exits:
+            return self.zygote.exits[self.pid]
+        if not self.zygote.alive() and not _pid_alive(self.pid):
+            return -signal.SIGKILL  # its zygote is gone and so is it
+        return None
+
+    def send_signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            code = self.poll()
+            if code is not None:
+                return code
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired("worker", timeout)
+            time.sleep(0.01)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie of ours no longer runs
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Zygote:
+    """The node's worker zygote (``disco.worker.zygote``), started at the first spawn."""
+
+    def __init__(self, argv: list[str], env: dict, cwd: Path, log_path: Path):
+        self.argv, self.env, self.cwd, self.log_path = argv, env, cwd, log_path
+        self.proc: subprocess.Popen | None = None
+        self.exits: dict[int, int] = {}
+        self._buf = b""
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def spawn(self, wid: str, timeout_s: float = 10.0) -> Forked | None:
+        """Fork a worker; None if the zygote cannot (the caller starts one itself)."""
+        if not self.alive():
+            with open(self.log_path, "ab") as err:
+                self.proc = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.PIPE,
+                                             stdout=subprocess.PIPE, stderr=err, cwd=self.cwd)
+            os.set_blocking(self.proc.stdout.fileno(), False)
+        try:
+            self.proc.stdin.write(f"spawn {wid}\n".encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            return None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for kind, a, b in self._lines():
+                if kind == "pid" and a == wid:
+                    return Forked(int(b), self)
+            if not self.alive():
+                return None
+            time.sleep(0.001)
+        return None
+
+    def pump(self) -> None:
+        for _ in self._lines():
+            pass
+
+    def _lines(self):
+        if self.proc is None:
+            return
+        try:
+            data = self.proc.stdout.read()
+        except (OSError, ValueError):
+            data = None
+        if data:
+            self._buf += data
+        while b"\n" in self._buf:
+            line, self._buf = self._buf.split(b"\n", 1)
+            parts = line.decode(errors="replace").split()
+            if len(parts) == 3 and parts[0] == "exit":
+                self.exits[int(parts[1])] = int(parts[2])
+            if len(parts) == 3:
+                yield parts[0], parts[1], parts[2]
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.stdin.close()  # it exits at EOF
+            try:
+                self.proc.wait(2.0)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
 @dataclass
 class WorkerProc:
     wid: bytes
-    popen: subprocess.Popen
+    popen: object  # subprocess.Popen, or Forked by the zygote
     job: str = ""
     task: dict | None = None
     ready: bool = False
@@ -49,6 +158,13 @@ class Executor:
         self.workers: dict[bytes, WorkerProc] = {}
         self.backlog: list[dict] = []  # tasks waiting for a worker to become ready
         self.stopping = False
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
+        self._env = env
+        self.zygote = Zygote([sys.executable, "-m", "disco.worker.zygote", self.endpoint,
+                              str(self.data_dir), self.node, self.address,
+                              str(self.data_dir / "logs" / "workers.log")], env,
+                             self.data_dir, self.data_dir / "logs" / "workers.log")
 
     # -- from the master --
 
@@ -162,6 +278,7 @@ class Executor:
                 self._kill(worker)
                 worker.popen.wait()
         self.workers.clear()
+        self.zygote.stop()
 
     # -- helpers --
 
@@ -178,10 +295,6 @@ class Executor:
 
     def _spawn(self, job: str) -> WorkerProc:
         wid = uuid.uuid4().hex[:12].encode()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
-        argv = [sys.executable, "-m", "disco.worker.runtime", self.endpoint, wid.decode(),
-                str(self.data_dir), self.node, self.address, str(os.getpid())]
         log_path = self.data_dir / "logs" / "workers.log"
         limit, keep = mesh_log._limits()
         try:
@@ -189,9 +302,13 @@ class Executor:
                 mesh_log.rotate(log_path, keep)
         except OSError:
             pass
-        with open(log_path, "ab") as err:
-            popen = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
-                                     stdout=err, stderr=err, cwd=self.data_dir)
+        popen = self.zygote.spawn(wid.decode())
+        if popen is None:  # no zygote: an interpreter of its own
+            argv = [sys.executable, "-m", "disco.worker.runtime", self.endpoint, wid.decode(),
+                    str(self.data_dir), self.node, self.address, str(os.getpid())]
+            with open(log_path, "ab") as err:
+                popen = subprocess.Popen(argv, env=self._env, stdin=subprocess.DEVNULL,
+                                         stdout=err, stderr=err, cwd=self.data_dir)
         worker = WorkerProc(wid, popen, job=job)
         self.workers[wid] = worker
         self.log.debug("worker_spawned", worker=wid.decode(), pid=popen.pid, job=job or None)

@@ -286,8 +286,6 @@ def test_bad_job_arguments_are_refused_in_the_client(node):
     with pytest.raises(UsageError):
         Job(master=node.address).run(input=["raw://x"])
     with pytest.raises(UsageError):
-        Job(master=node.address).run(input=["raw://x"], map=wc_map, save_results=True)
-    with pytest.raises(UsageError):
         Job(master=node.address).run(input=["raw://x"], map=wc_map, colour="blue")
 
 

@@ -1,0 +1,50 @@
+"""The worker zygote (disco/worker/zygote.py) as the executor drives it: fork on request,
+exits reported, gone with its daemon's pipe."""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+from mesh.executor import _ROOT, Zygote
+
+
+def zygote(tmp_path) -> Zygote:
+    (tmp_path / "logs").mkdir()
+    env = {**os.environ, "PYTHONPATH": _ROOT}
+    log = tmp_path / "logs" / "workers.log"
+    return Zygote([sys.executable, "-m", "disco.worker.zygote", "ipc://@disco-test-nowhere",
+                   str(tmp_path), "n", "127.0.0.1:1", str(log)], env, tmp_path, log)
+
+
+def test_workers_are_forked_and_their_exits_reported(tmp_path):
+    z = zygote(tmp_path)
+    try:
+        first = z.spawn("w1")
+        assert first is not None and first.poll() is None
+        second = z.spawn("w2")
+        assert second is not None and second.pid != first.pid
+        # both are children of the one zygote, not interpreters of their own
+        for w in (first, second):
+            assert int(open(f"/proc/{w.pid}/stat").read().rsplit(")", 1)[1].split()[1]) == \
+                z.proc.pid
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(10) == -signal.SIGTERM
+        assert second.poll() is None
+        second.send_signal(signal.SIGKILL)
+        assert second.wait(10) == -signal.SIGKILL
+    finally:
+        z.stop()
+    assert not z.alive()
+
+
+def test_workers_go_when_their_zygote_goes(tmp_path):
+    z = zygote(tmp_path)
+    worker = z.spawn("w1")
+    z.proc.kill()
+    z.proc.wait()
+    deadline = time.monotonic() + 10
+    while worker.poll() is None:  # the worker sees its parent gone (within its poll period)
+        assert time.monotonic() < deadline, "the worker outlived its zygote"
+        time.sleep(0.05)
