@@ -34,8 +34,9 @@ and returns actions, most urgent first:
    referenced blob keeps at least the copies tags name, and loses an unnamed copy only once
    ``k`` named ones are live (tags naming fewer, e.g. retagged under a smaller view, are
    rewritten first). A copy ordered dropped counts no more (as live, as a source, for a retag)
-   until its node reports it gone, or back with a new mtime, or ``copy_timeout_s`` passes (the
-   order was lost): a drop whose report is late or lost never lets a second copy go.
+   until its node reports it gone, or back with a new mtime, or a full report that came more
+   than ``copy_timeout_s`` after the order still holds it (the order was lost): a drop whose
+   report is late or lost never lets a second copy go.
 
 The planner never deletes a copy some committed tag names, and never one younger than the delay.
 It has no clock: ``now`` is passed in, and copy ages come as wall times with the reports.
@@ -99,9 +100,11 @@ class BlobMap:
     copies: dict = field(default_factory=dict)
     nodes: dict = field(default_factory=dict)   # address -> set of blob names
     full: set = field(default_factory=set)      # addresses whose full inventory came in
+    fulls: dict = field(default_factory=dict)   # address -> how many full reports came in
 
     def report(self, node: str, full: bool, added, removed) -> None:
         if full:
+            self.fulls[node] = self.fulls.get(node, 0) + 1
             for name in self.nodes.pop(node, set()):
                 self._forget(name, node)
             self.full.add(node)
@@ -141,7 +144,7 @@ class Planner:
         self.cfg = config or Config()
         self.map = BlobMap()
         self.inflight: dict[tuple[str, str], float] = {}  # (target, blob) -> started
-        self.dropping: dict[tuple[str, str], tuple] = {}  # (node, blob) -> (ordered, mtime)
+        self.dropping: dict[tuple[str, str], list] = {}  # (node, blob) -> [ordered, mtime, mark]
         self.retagging: set[str] = set()                  # blobs with a retag proposed
         self._ring: tuple[tuple, Ring] = ((), Ring(()))
 
@@ -177,10 +180,7 @@ class Planner:
         for key, started in list(self.inflight.items()):
             if now - started > cfg.copy_timeout_s or key[0] not in alive:
                 del self.inflight[key]
-        for key, (ordered, mtime) in list(self.dropping.items()):
-            copy = self.map.copies.get(key[1], {}).get(key[0])
-            if copy is None or copy.mtime != mtime or now - ordered > cfg.copy_timeout_s:
-                del self.dropping[key]  # reported gone (or back, anew), or the order was lost
+        self._forget_drops(now)
         ring = self.ring(writable)
         out: list = []
         if not len(ring):
@@ -238,6 +238,19 @@ class Planner:
             out.extend(self._collect(now, wall, alive, referenced, pending, ring))
         return out
 
+    def _forget_drops(self, now: float) -> None:
+        """A dropped copy counts again once reported gone (or back with a new mtime), or once
+        a full report that came after ``copy_timeout_s`` still holds it: then the order was
+        lost. Time alone proves nothing: the node's report of the drop may be what was lost."""
+        for key, entry in list(self.dropping.items()):
+            ordered, mtime, mark = entry
+            copy = self.map.copies.get(key[1], {}).get(key[0])
+            fulls = self.map.fulls.get(key[0], 0)
+            if copy is None or copy.mtime != mtime or (mark is not None and fulls > mark):
+                del self.dropping[key]
+            elif mark is None and now - ordered > self.cfg.copy_timeout_s:
+                entry[2] = fulls  # from now on, the next full report decides
+
     def _live(self, name: str, holders: dict, alive: set) -> dict:
         """The copies that count: on alive members, and not ordered dropped (until the node
         reports it gone or the order times out, such a copy is no source, names no tag and
@@ -289,7 +302,7 @@ class Planner:
                     out.append(Drop(node, name, "extra copy"))
                 else:
                     out.append(Drop(node, name, "unreferenced"))
-                self.dropping[(node, name)] = (now, copy.mtime)
+                self.dropping[(node, name)] = [now, copy.mtime, None]
                 del live[node]
         return out
 

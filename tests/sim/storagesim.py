@@ -296,6 +296,7 @@ class Sim:
         self.op_index: dict[str, int] = {}          # op -> its index in the history
         self.acked_writes: list[tuple] = []         # (op, kind, tag, blob keys)
         self.since: dict[str, dict] = {}            # tag -> URL -> since when it names it
+        self.client_named: dict[str, float] = {}    # blob -> its last client write's proposal
         # blobs
         self.pushed: dict[str, Pushed] = {}         # acknowledged pushes
         self.lost_disks: Counter = Counter()        # blob -> copies lost with their disk
@@ -549,6 +550,9 @@ class Sim:
         before = {t: self._urls_of(t) for t in touched}
         result = self.reference.apply(entry)
         self._named_since(before, proposal.at)
+        for s in entry.get("urls", ()) if entry["type"] != "blob_moved" else ():
+            key = tg.set_key(s)
+            self.client_named[key] = max(self.client_named.get(key, -math.inf), proposal.at)
         if op and not again:
             self.first_result[op], self.op_index[op] = result, len(self.history)
         if not again:
@@ -1005,8 +1009,7 @@ class Sim:
             holders = self.copies(blob)
             if not any(h.up for h in holders):
                 continue  # lost, or only on hosts left down: nothing to repair from
-            named = max((t for t in map(self.named_since, referenced[blob]) if t is not None),
-                        default=-math.inf)
+            named = self.client_named.get(blob, -math.inf)
             if named > self.settled_at and self.now < named + self.bound:
                 continue
             live = {rp.blob_url(h.address, h.disk[blob][3]) for h in holders

@@ -20,6 +20,7 @@ import pytest
 
 import storagesim as ss
 from storage import repair as rp
+from storage.ring import Ring
 
 pytestmark = pytest.mark.sim
 
@@ -60,8 +61,10 @@ def push(sim: ss.Sim, tag: str | None = "t0", seconds: float = 3.0) -> ss.Pushed
 def test_a_push_lands_on_the_rings_nodes_and_its_tag_commits():
     sim = formed(1)
     pushed = push(sim)
-    assert len(pushed.urls) == 3 and len(sim.copies(pushed.name)) == 3
-    assert [tg for tg in sim.reference.tags] == ["t0"]
+    ring = Ring(sim.writable(sim.master))
+    assert [u.split("/")[2] for u in pushed.urls] == ring.replicas(pushed.name, 3)
+    assert {h.address for h in sim.copies(pushed.name)} == set(ring.replicas(pushed.name, 3))
+    assert list(sim.reference.tags) == ["t0"]
     assert sim.reference.referenced()[pushed.name] == set(pushed.urls)
     assert not sim.violations
 
@@ -164,31 +167,35 @@ def test_a_blacklisted_nodes_copy_still_counts_towards_k():
     assert sim.reference.referenced()[pushed.name] == set(pushed.urls)
 
 
-def test_a_copy_ordered_dropped_no_longer_counts():
+@pytest.mark.parametrize("timeout_s, cut_s", [(300.0, 0.6), (2.0, 4.0)],
+                         ids=["report_lost", "reports_lost_past_the_time_out"])
+def test_a_copy_ordered_dropped_no_longer_counts(timeout_s, cut_s):
     """Was: a copy the planner had ordered dropped counted as live until its node reported it
     gone; with that report lost, a blacklisting moved the ring onto the dropped copy, a retag
     named it and the copy it replaced was dropped as an extra: two copies left, the tags naming
-    one that was gone (``drop_below_k``; chaos seed 66 replays it)."""
-    sim = formed(22, n=4, planner=rp.Config(k=3, gc_delay_s=1.0, settle_s=0.0,
-                                             full_every_s=30.0))
+    one that was gone (``drop_below_k``; chaos seed 66 replays it). Then, with the first fix,
+    the same once ``copy_timeout_s`` had passed with no report (chaos seed 11706)."""
+    sim = formed(22, n=4, detect_s=30.0, planner=rp.Config(
+        k=3, gc_delay_s=1.0, settle_s=0.0, full_every_s=30.0, copy_timeout_s=timeout_s))
     master = sim.master.host
     pushed = next(p for p in (push(sim) for _ in range(4)) if master in sim.copies(p.name))
     spare = next(h for h in sim.hosts if h not in sim.copies(pushed.name))
     sim.store(spare, list(master.disk[pushed.name]))  # a stray old copy: an extra
     while pushed.name in spare.disk:
         sim.run(0.01)
-    sim.isolate([spare.name])  # its report of the drop is lost
-    sim.run(0.6)
-    sim.heal()
+    sim.isolate([spare.name])  # its report of the drop is lost (and any copy ordered there)
     named = [h for h in sim.copies(pushed.name) if h is not master]
     sim.blacklist.add(named[0].address)  # the ring now wants the spare, not named[0]
+    sim.run(cut_s)
+    sim.heal()
     sim.run(5.0)
     assert not sim.violations, sim.violations[:1]
     assert len(sim.copies(pushed.name)) >= 3
 
 
-@pytest.mark.parametrize("seed", [14, 190, 66], ids=["under_k_extra", "blacklist_k",
-                                                     "dropped_copy_counted"])
+@pytest.mark.parametrize("seed", [14, 190, 66, 11706],
+                         ids=["under_k_extra", "blacklist_k", "dropped_copy_counted",
+                              "dropped_copy_counted_after_time_out"])
 def test_chaos_seeds_that_found_bugs(seed):
     """Each failed before its fix, with the simulator as it is now (a change to the simulator
     moves what a seed does: the scenarios above are the lasting regressions)."""

@@ -235,7 +235,11 @@ def test_a_copy_ordered_dropped_no_longer_counts():
     assert not any(extra in s for s in actions[0].sources)
 
 
-def test_a_dropped_copy_counts_again_once_reported_back_or_the_order_timed_out():
+def test_a_dropped_copy_counts_again_only_when_a_report_says_it_is_there():
+    """Also found by the simulator (seeds 11706 and 18662 of 20,000): counting a dropped copy
+    again once the order timed out let a copy whose removal report was lost count again, with
+    the same retag and second drop as above. It counts again when reported back anew, or when
+    a full report that came after the time-out still holds it (then the order was lost)."""
     p = planner(copy_timeout_s=5.0)
     want = Ring(NODES).replicas("a", 3)
     extra = next(n for n in NODES if n not in want)
@@ -243,13 +247,15 @@ def test_a_dropped_copy_counts_again_once_reported_back_or_the_order_timed_out()
     refs = {"a": {url(n, "a") for n in want}}
     assert plan(p, wall=10_000.0, referenced=refs, now=10.0) == [
         rp.Drop(extra, "a", "extra copy")]
-    assert plan(p, wall=10_000.0, referenced=refs, now=12.0) == []
-    # the order was lost: after the time-out the copy counts, and goes, again
-    assert plan(p, wall=10_000.0, referenced=refs, now=16.0) == [
+    assert plan(p, wall=10_000.0, referenced=refs, now=16.0) == []  # timed out, no report
+    assert plan(p, wall=10_000.0, referenced=refs, now=30.0) == []
+    # a full report after the time-out still holds it: the order was lost, it goes again
+    p.map.report(extra, True, [row("a")], [])
+    assert plan(p, wall=10_000.0, referenced=refs, now=31.0) == [
         rp.Drop(extra, "a", "extra copy")]
     # reported gone, then a new copy there: it counts at once
     p.map.report(extra, False, [], ["a"])
     p.map.report(extra, False, [row("a", mtime=20.0)], [])
     p.map.check_invariants()
-    assert plan(p, wall=10_000.0, referenced=refs, now=17.0) == [
+    assert plan(p, wall=10_000.0, referenced=refs, now=32.0) == [
         rp.Drop(extra, "a", "extra copy")]
