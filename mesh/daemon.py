@@ -47,6 +47,7 @@ from storage.volume import Volumes
 
 BATCH = 256
 TICK_S = 0.1
+COMMIT_WINDOW_S = 0.005  # finished tasks' journal entries share an fsync for this long
 
 
 class NodeDaemon:
@@ -144,7 +145,8 @@ class NodeDaemon:
             max_failures=self.s.max_failures, dead_voter_s=self.s.dead_voter_s,
             wall_offset=time.time() - time.monotonic(),
             mesh=getattr(MeshConfig, self.s.mesh_preset)(), raft=rf.Config(),
-            ddfs=rp.Config(k=self.s.blob_replicas, gc_delay_s=self.s.gc_delay_s))
+            ddfs=rp.Config(k=self.s.blob_replicas, gc_delay_s=self.s.gc_delay_s),
+            commit_window_s=COMMIT_WINDOW_S)
         self.node = Node(cfg, self.journal.load(), random.Random())
         self.janitor = Janitor(roots=list(self.volumes.volumes) + [
             self.s.data_dir / d for d in ("jobs", "jobpacks")], node_name=self.s.name)
@@ -185,7 +187,11 @@ class NodeDaemon:
     def _loop(self) -> None:
         next_tick = 0.0
         while self.running:
-            timeout_ms = max(0, int((next_tick - time.monotonic()) * 1000))
+            wake = next_tick
+            flush_at = self.node.next_flush_at()
+            if flush_at is not None:
+                wake = min(wake, flush_at)
+            timeout_ms = max(0, int((wake - time.monotonic()) * 1000 + 0.999))
             try:
                 ready = dict(self.poller.poll(timeout_ms))
             except zmq.ZMQError as exc:

@@ -76,6 +76,7 @@ class Node(ClientRequests, DdfsCore):
         self.bad_peer_messages = 0
         self._takeover_at = 0  # leader, waiting for its first entry to be applied
         self._entries: list = []
+        self._first_entry_at: float | None = None  # when the oldest unproposed entry came
         self._now = 0.0
         self._out: list = []
 
@@ -112,8 +113,28 @@ class Node(ClientRequests, DdfsCore):
 
     def _on_flush(self, ev: Flush) -> None:
         if self._entries:
+            if self._first_entry_at is None:
+                self._first_entry_at = self._now
+            if self._defer_commit():
+                return
             entries, self._entries = tuple(self._entries), []
+            self._first_entry_at = None
             self._raft(rf.Propose(entries))
+
+    def _defer_commit(self) -> bool:
+        """Group commit: while tasks still run, finished tasks' entries wait up to
+        ``commit_window_s`` (or 256 of them) to share one fsync; anything else goes at once."""
+        window = self.cfg.commit_window_s
+        return (window > 0 and self.table is not None and len(self._entries) < 256
+                and self._now - self._first_entry_at < window
+                and all(e.get("type") == "done" for e in self._entries)
+                and self.table.unreleased() > 0)
+
+    def next_flush_at(self) -> float | None:
+        """When entries held back for a group commit must go (the loop wakes up for it)."""
+        if self._entries and self._first_entry_at is not None:
+            return self._first_entry_at + self.cfg.commit_window_s
+        return None
 
     def _on_stopping(self, ev: Stopping) -> None:
         self._members(mb.Leave())
@@ -225,6 +246,7 @@ class Node(ClientRequests, DdfsCore):
         if msg.kind == "message":
             self._table(jt.TaskNote(msg.job, msg.task, msg.node, msg.msg))
         elif msg.kind == "done":
+            self._table(core.TaskReported(msg.task, msg.node))  # its slot is free now
             self._entries.append(en.to_wire(en.Done(msg.task, msg.node, tuple(msg.outputs))))
         elif msg.lost:
             self._table(core.InputLost(msg.task, msg.node, msg.lost))
@@ -389,6 +411,7 @@ class Node(ClientRequests, DdfsCore):
         self.waiters.clear()
         self.table = None
         self._entries = []  # a follower's proposals go nowhere
+        self._first_entry_at = None
         self._fact("stepped_down", "warning", term=self.raft.term, leader=self.raft.leader)
 
     def _table(self, event) -> None:

@@ -19,14 +19,19 @@ A task start's event says whether its input was local to its node (``(input loca
 Jobs share slots fairly: each free slot goes to the job with the fewest running tasks.
 
 Events in (``step(now, event)``): ``JobSubmitted``, ``NodeSlots``, ``NodeLost``,
-``TaskFinished``, ``TaskRestored``, ``TaskFailed``, ``InputLost``, ``JobKilled``,
+``TaskReported``, ``TaskFinished``, ``TaskRestored``, ``TaskFailed``, ``InputLost``,
+``JobKilled``,
 ``NodeBlacklisted``, ``NodeWhitelisted``, ``Tick``. Actions out: ``AssignTask``,
 ``CancelTask``, ``JobFinished``, ``JobFailed``, ``JobEvent`` (a fact for the job's event
 log). The core has no sockets, clock or logging.
 
+A task its node reports done is *released* (``TaskReported``): it stays running until its
+``TaskFinished`` (the journal has it), but its slot is free at once, so the node's next task
+runs while the journal catches up.
+
 Invariants (``check_invariants``): each task is in exactly one state; a node's busy count
-equals the number of tasks running on it and never exceeds its slots; a finished job has
-every task done.
+equals the number of tasks running on it and not released, and never exceeds its slots; only
+running tasks are released; a finished job has every task done.
 """
 from __future__ import annotations
 
@@ -66,6 +71,14 @@ class TaskFinished:
     task: str
     node: str
     outputs: list  # [{"label": int, "url": str, "size": int}]
+
+
+@dataclass(frozen=True)
+class TaskReported:
+    """A running task's node says it finished; its ``TaskFinished`` follows once the journal
+    has it. Its slot is free from now on (the node runs its next task meanwhile)."""
+    task: str
+    node: str
 
 
 @dataclass(frozen=True)
@@ -172,6 +185,7 @@ class Task:
     failed_on: set = field(default_factory=set)
     outputs: list = field(default_factory=list)
     owner: "Job | None" = field(default=None, repr=False, compare=False)
+    released: bool = False  # running, but reported done: its slot is given back
 
     def spec(self) -> dict:
         return {"id": self.id, "job": self.job, "stage": self.stage, "index": self.index,
@@ -263,6 +277,7 @@ class Scheduler:
         self.jobs: dict[str, Job] = {}
         self.nodes: dict[str, Node] = {}
         self.blacklist: set[str] = set()
+        self.released = 0  # tasks reported done, not finished yet
         self._now = 0.0
         self._out: list = []
 
@@ -323,6 +338,14 @@ class Scheduler:
         self._fact(job, "task_done", f"{task.id} done", task)
         if job.all_done():
             self._stage_complete(job, task.stage)
+
+    @_on.register
+    def _(self, ev: TaskReported):
+        job, task = self._running_task(ev.task, ev.node)
+        if task is not None and not task.released:
+            self._release(task)
+            task.released = True
+            self.released += 1
 
     @_on.register
     def _(self, ev: TaskFailed):
@@ -404,6 +427,11 @@ class Scheduler:
         return job, task
 
     def _release(self, task: Task) -> None:
+        """Give the task's slot back (once: a task reported done gave it back already)."""
+        if task.released:
+            task.released = False
+            self.released -= 1
+            return
         node = self.nodes.get(task.node)
         if node is not None:
             node.busy -= 1
@@ -533,13 +561,18 @@ class Scheduler:
         return out
 
     def check_invariants(self) -> None:
+        assert self.released == sum(t.released for j in self.jobs.values()
+                                    for t in j.tasks.values()), "released count drifted"
         busy: dict[str, int] = {}
         for job in self.jobs.values():
             for task in job.tasks.values():
                 assert task.state in (PENDING, RUNNING, DONE), task
                 if task.state == RUNNING:
                     assert job.state == ACTIVE, (job.name, task.id)
-                    busy[task.node] = busy.get(task.node, 0) + 1
+                    if not task.released:
+                        busy[task.node] = busy.get(task.node, 0) + 1
+                else:
+                    assert not task.released, task
             if job.state == FINISHED:
                 assert all(t.state == DONE for t in job.tasks.values()), job.name
             actual = {PENDING: 0, RUNNING: 0, DONE: 0}

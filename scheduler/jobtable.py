@@ -286,9 +286,15 @@ class JobTable:
                 return name
 
     def running_tasks(self) -> list[tuple[str, str]]:
-        """(task id, node) of every running task of every active job."""
+        """(task id, node) of every running task of every active job that its node has not
+        reported done (those a node no longer lists are lost)."""
         return [(t.id, t.node) for j in self.scheduler.jobs.values() if j.state == core.ACTIVE
-                for t in j.tasks.values() if t.state == core.RUNNING]
+                for t in j.tasks.values() if t.state == core.RUNNING and not t.released]
+
+    def unreleased(self) -> int:
+        """How many tasks still run on their nodes (more reports to come)."""
+        return sum(j.by_state[core.RUNNING] for j in self.scheduler.jobs.values()
+                   if j.state == core.ACTIVE) - self.scheduler.released
 
     def record(self, name: str) -> JobRecord:
         record = self.jobs.get(name)

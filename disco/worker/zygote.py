@@ -26,7 +26,8 @@ import sys
 from disco.worker import runtime  # everything a worker needs, imported once, before any fork
 
 
-def _child(endpoint: str, wid: str, data_dir: str, node: str, address: str, log: str) -> int:
+def _child(endpoint: str, wid: str, data_dir: str, node: str, address: str, log: str,
+           zygote: int) -> int:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.dup2(fd, 1)
@@ -36,7 +37,8 @@ def _child(endpoint: str, wid: str, data_dir: str, node: str, address: str, log:
     os.dup2(devnull, 0)
     os.close(devnull)
     os.chdir(data_dir)
-    return runtime.main([endpoint, wid, data_dir, node, address, str(os.getppid())])
+    # the zygote's pid, taken before the fork: should it die before we ask, we still notice
+    return runtime.main([endpoint, wid, data_dir, node, address, str(zygote)])
 
 
 def _reap(out) -> None:
@@ -54,6 +56,7 @@ def _reap(out) -> None:
 
 def main(argv: list[str]) -> int:
     endpoint, data_dir, node, address, log = argv
+    me = os.getpid()
     out = sys.stdout
     stdin = sys.stdin.fileno()
     buf = b""
@@ -76,7 +79,7 @@ def main(argv: list[str]) -> int:
             if pid == 0:
                 code = 1
                 try:
-                    code = _child(endpoint, wid, data_dir, node, address, log)
+                    code = _child(endpoint, wid, data_dir, node, address, log, me)
                 finally:
                     os._exit(code)
             out.write(f"pid {wid} {pid}\n")

@@ -322,3 +322,20 @@ def test_entries_round_trip_their_wire_form():
         assert en.from_wire(msgpack.unpackb(msgpack.packb(en.to_wire(entry)))) == entry
     with pytest.raises(ValueError):
         en.from_wire({"type": "nonsense"})
+
+
+def test_finished_tasks_share_one_commit_while_others_still_run():
+    """Group commit: with a window, a done entry waits while other tasks run; a lone last
+    task's entry goes at once."""
+    s = Script(commit_window_s=0.005)
+    s.until_master()
+    out = s.submit(pack=jobpack(inputs=("raw://a", "raw://b")))
+    tasks = s.started(out)
+    assert len(tasks) == 2  # two slots
+    s.step(ev.LocalReport(tasks[0], "done", {"outputs": []}))
+    assert s.step(ev.Flush()) == [] and len(s.node._entries) == 1  # held back
+    assert s.node.next_flush_at() == pytest.approx(s.now + 0.005)
+    out = s.step(ev.LocalReport(tasks[1], "done", {"outputs": []}))
+    out += s.step(ev.Flush())  # nothing runs any more: both go in one proposal now
+    (persist,) = [p for p in kinds(out, rf.Persist) if p.entries]
+    assert [e["type"] for _, e in persist.entries] == ["done", "done"]

@@ -150,3 +150,4 @@ def test_tag_entries_are_applied_on_followers_too(entry):
     s.node._apply({**entry, "op": "", "wall": 1.0})
     assert s.node.tags.get("t").urls == [["http://x"]]
     assert isinstance(s.node.raft, rf.Raft)
+

@@ -611,3 +611,34 @@ def test_node_lost_requeues_every_needed_map_even_after_one_reduce_finished():
     requeued = {a.task for a in actions if isinstance(a, core.JobEvent) and a.type == "task_requeued"}
     assert on_lost and on_lost <= requeued
     s.check_invariants()
+
+
+# ---- a task reported done gives its slot back before the journal has it ------------------------
+
+def test_a_reported_task_frees_its_slot_at_once_and_finishes_at_its_commit():
+    r = Run()
+    r(NodeSlots("h1", 1))
+    acts = r(JobSubmitted("j", ["a", "b"]))
+    assert assigned(acts) == [("h1", "j:map:0")]
+    acts = r(core.TaskReported("j:map:0", "h1"))
+    assert assigned(acts) == [("h1", "j:map:1")]  # the next task runs meanwhile
+    assert r.s.released == 1 and r.s.nodes["h1"].busy == 1
+    assert r.s.jobs["j"].tasks["j:map:0"].state == RUNNING
+    r.finish("j:map:0", "h1")  # the commit: done, and no second slot given back
+    assert r.s.nodes["h1"].busy == 1 and r.s.released == 0
+    acts = r.finish("j:map:1", "h1")
+    assert of(acts, JobFinished) and r.s.nodes["h1"].busy == 0
+
+
+def test_a_reported_task_of_a_lost_node_runs_again_and_the_counts_stay_true():
+    r = Run()
+    r(NodeSlots("h1", 1))
+    r(NodeSlots("h2", 1))
+    r(JobSubmitted("j", ["a"]))
+    node = r.s.jobs["j"].tasks["j:map:0"].node
+    r(core.TaskReported("j:map:0", node))
+    r(core.TaskReported("j:map:0", node))  # a duplicate report releases nothing more
+    assert r.s.released == 1
+    acts = r(NodeLost(node))  # lost before the commit: run again elsewhere
+    assert r.s.released == 0 and len(assigned(acts)) == 1
+    assert assigned(acts)[0][0] != node

@@ -6,20 +6,35 @@ import os
 import signal
 import sys
 import time
+import uuid
+
+import pytest
+import zmq
 
 from mesh.executor import _ROOT, Zygote
 
 
-def zygote(tmp_path) -> Zygote:
+@pytest.fixture
+def endpoint():
+    """A worker socket, as the daemon binds one: workers say ready on it."""
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.ROUTER)
+    address = f"ipc://@disco-zygote-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    sock.bind(address)
+    yield address
+    sock.close(linger=0)
+
+
+def zygote(tmp_path, endpoint) -> Zygote:
     (tmp_path / "logs").mkdir()
     env = {**os.environ, "PYTHONPATH": _ROOT}
     log = tmp_path / "logs" / "workers.log"
-    return Zygote([sys.executable, "-m", "disco.worker.zygote", "ipc://@disco-test-nowhere",
+    return Zygote([sys.executable, "-m", "disco.worker.zygote", endpoint,
                    str(tmp_path), "n", "127.0.0.1:1", str(log)], env, tmp_path, log)
 
 
-def test_workers_are_forked_and_their_exits_reported(tmp_path):
-    z = zygote(tmp_path)
+def test_workers_are_forked_and_their_exits_reported(tmp_path, endpoint):
+    z = zygote(tmp_path, endpoint)
     try:
         first = z.spawn("w1")
         assert first is not None and first.poll() is None
@@ -39,8 +54,8 @@ def test_workers_are_forked_and_their_exits_reported(tmp_path):
     assert not z.alive()
 
 
-def test_workers_go_when_their_zygote_goes(tmp_path):
-    z = zygote(tmp_path)
+def test_workers_go_when_their_zygote_goes(tmp_path, endpoint):
+    z = zygote(tmp_path, endpoint)
     worker = z.spawn("w1")
     z.proc.kill()
     z.proc.wait()
