@@ -310,6 +310,15 @@ class Planner:
         return sum(1 for holders in self.map.copies.values()
                    if 0 < len([n for n in holders if n in alive]) < k)
 
+    def under_k(self, alive: set, writable) -> int:
+        """Blobs with a live copy but fewer than their own ``k_of`` (what ``plan`` repairs)."""
+        ring = self.ring(writable)
+        out = 0
+        for name, holders in self.map.copies.items():
+            live = self._live(name, holders, alive)
+            out += 0 < len(live) < self.k_of(live, ring)
+        return out
+
     def check_invariants(self) -> None:
         self.map.check_invariants()
 

@@ -259,3 +259,13 @@ def test_a_dropped_copy_counts_again_only_when_a_report_says_it_is_there():
     p.map.check_invariants()
     assert plan(p, wall=10_000.0, referenced=refs, now=32.0) == [
         rp.Drop(extra, "a", "extra copy")]
+
+
+def test_under_k_counts_by_each_blobs_own_k():
+    p = planner()
+    holding(p, "a", NODES[:3])      # three copies, one on a blacklisted node: at k
+    holding(p, "b", NODES[:1])      # one copy: under
+    holding(p, "c", NODES[2:4])     # two, both on blacklisted nodes: under (a third can go)
+    writable = NODES[:2]
+    assert p.under_k(set(NODES[:4]), writable) == 2
+    assert p.under_replicated(set(NODES[:4]), 2) == 1  # k from the writable alone misses "c"
