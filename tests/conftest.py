@@ -141,3 +141,26 @@ def run_cli(*args, env=None, cwd=None, timeout=60, check=True, tool="disco"):
         raise AssertionError(f"{tool} {' '.join(map(str, args))} exited {proc.returncode}:\n"
                              f"{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def wait_for(predicate, timeout_s: float = 15.0, what: str = "condition"):
+    """Poll ``predicate`` every 0.1 s until it returns something true (returned), or fail
+    the test naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def status_of(node) -> dict:
+    """The cluster as ``node`` sees it (its ``disco status --json``)."""
+    from mesh import message as m
+    from mesh.client import Connection
+    conn = Connection(node.address, 5)
+    try:
+        return conn.request(m.GetStatus)
+    finally:
+        conn.close()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import child_env
+from conftest import child_env, status_of, wait_for
 from disco.client import Connection, answers
 from mesh import message as m
 
@@ -22,23 +22,8 @@ pytestmark = pytest.mark.cluster
 
 # -- helpers ----------------------------------------------------------------------------------
 
-def wait_for(predicate, timeout_s: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.1)
 
 
-def status_of(node) -> dict:
-    conn = Connection(node.address, 5)
-    try:
-        return conn.request(m.GetStatus)
-    finally:
-        conn.close()
 
 
 def ddfs_status(node) -> dict:

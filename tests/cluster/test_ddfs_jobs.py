@@ -12,8 +12,8 @@ from disco.core import Job, result_iterator
 from disco.ddfs import DDFS
 from disco.error import UsageError
 from disco.util import kvgroup
-from mesh import message as m
-from mesh.client import Connection
+
+from conftest import status_of, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -28,19 +28,8 @@ def wc_reduce(iter, params):
         yield word, sum(counts)
 
 
-def status_of(node) -> dict:
-    return Connection(node.address, 5).request(m.GetStatus)
 
 
-def wait_for(predicate, timeout_s: float = 20.0, what: str = "condition"):
-    import time
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def cluster(node_factory, n: int, workers: int = 2):

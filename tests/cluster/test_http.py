@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import ROOT, child_env, run_cli
+from conftest import ROOT, child_env, run_cli, wait_for
 from disco.core import Job
 from mesh import message as m
 from mesh.client import Connection
@@ -23,7 +23,6 @@ pytestmark = pytest.mark.cluster
 
 
 def slow_map(line, params):
-    import time
     time.sleep(0.4)
     yield line.strip(), 1
 
@@ -42,14 +41,6 @@ def http_of(node) -> str:
     return f"http://127.0.0.1:{node.port + 2}"
 
 
-def wait_for(predicate, timeout_s=20.0, what="condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def trio(node_factory, **env):

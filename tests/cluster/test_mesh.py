@@ -12,9 +12,8 @@ import time
 import pytest
 import zmq
 
-from conftest import child_env, run_cli
+from conftest import child_env, run_cli, status_of, wait_for
 from disco.embedded import free_port_pair
-from disco.client import Connection
 from disco.core import Disco, Job, result_iterator
 from disco.util import kvgroup
 from disco.worker.classic.func import sum_combiner
@@ -23,18 +22,8 @@ from mesh import message as m
 pytestmark = pytest.mark.cluster
 
 
-def status_of(node) -> dict:
-    return Connection(node.address, 5).request(m.GetStatus)
 
 
-def wait_for(predicate, timeout_s: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def states(node) -> dict:
