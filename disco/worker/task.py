@@ -10,6 +10,7 @@ re-run of a task replaces its output instead of duplicating it.
 """
 from __future__ import annotations
 
+import copy
 import cProfile
 import inspect
 import io
@@ -46,6 +47,7 @@ class JobContext:
     data_dir: Path
     out_dir: Path = field(init=False)
     ddfs: object = field(default=None, init=False)  # a disco.ddfs.DDFS once results are saved
+    initial: dict = field(default_factory=dict, init=False)  # the job's params, never handed out
 
     def __post_init__(self):
         self.out_dir = self.data_dir / "vol0" / "jobs" / self.name
@@ -166,6 +168,11 @@ class Adder:
 def run_task(ctx: JobContext, task: dict) -> tuple[list, dict]:
     """Run one task; return (outputs, stats). Raises whatever the user's code raises."""
     started = time.monotonic()
+    # each task gets its own copy of the job's initial params, as in Disco: what one task's
+    # map_init or map changes never reaches the worker's next task
+    if "params" not in ctx.initial:
+        ctx.initial["params"] = ctx.fn.get("params")
+    ctx.fn = {**ctx.fn, "params": copy.deepcopy(ctx.initial["params"])}
     run = run_map if task["stage"] == "map" else run_reduce
     if ctx.fn.get("profile"):
         profiler = cProfile.Profile()
