@@ -228,7 +228,7 @@ def run_map(ctx: JobContext, task: dict) -> list:
         emit = lambda pairs: out.add_many(pairs, labels, partition, params)  # noqa: E731
         combiner = fn.get("combiner")
         if combiner is None:
-            _map_plain(fn["map"], entries, params, emit)
+            _map_plain(fn["map"], entries, params, emit, task["id"])
         elif combiner is sum_combiner:
             _map_summing(fn["map"], entries, params, emit)
         else:
@@ -241,17 +241,40 @@ def run_map(ctx: JobContext, task: dict) -> list:
         fd.close()
 
 
-def _map_plain(mapf, entries, params, emit) -> None:
+def _map_plain(mapf, entries, params, emit, task_id: str = "") -> None:
     batch = []
     extend = batch.extend
     for entry in entries:
         extend(mapf(entry, params))
         if len(batch) >= BATCH:
-            emit(batch)
+            emit(pairs_of(batch, task_id))
             batch = []
             extend = batch.extend
     if batch:
-        emit(batch)
+        emit(pairs_of(batch, task_id))
+
+
+class MapOutputError(DiscoError):
+    """A map yielded something that is not a (key, value) pair: the job's code is wrong, so
+    no retry can help."""
+    retryable = False
+
+
+def pairs_of(batch: list, task_id: str) -> list:
+    """``batch`` as (key, value) tuples, as Disco has them: a two-item list becomes a tuple,
+    anything else is a ``MapOutputError`` naming the task."""
+    if all(type(p) is tuple and len(p) == 2 for p in batch):
+        return batch
+    out = []
+    for item in batch:
+        if type(item) is tuple and len(item) == 2:
+            out.append(item)
+        elif isinstance(item, (list, tuple)) and len(item) == 2:
+            out.append(tuple(item))
+        else:
+            raise MapOutputError(f"task {task_id}: map must yield (key, value) pairs, but "
+                                 f"yielded {item!r:.100}")
+    return out
 
 
 def _map_summing(mapf, entries, params, emit) -> None:
