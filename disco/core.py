@@ -25,7 +25,7 @@ LONG_POLL_S = 5.0  # a wait re-asks this often, so a new master is found quickly
 WATCH_TIMEOUT_S = 3.0  # show=True polls events: a master silent this long is looked for anew
 JOB_ARGS = ("input", "map", "reduce", "combiner", "partition", "partitions", "sort", "params",
             "map_reader", "reduce_reader", "map_init", "reduce_init", "required_modules",
-            "required_files", "save_results", "profile", "name", "prefix")
+            "required_files", "save_results", "profile", "name", "prefix", "kill_on_exit")
 
 
 class Disco:
@@ -136,11 +136,23 @@ class Disco:
         return self.request(m.GetStatus)
 
     def wait(self, jobname: str, poll_interval: float = 0.5, timeout: float | None = None,
-             clean: bool = False, show: bool | None = None) -> list:
-        """Block until the job ends; return its result URLs or raise JobError."""
+             clean: bool = False, show: bool | None = None, kill_on_exit: bool = False) -> list:
+        """Block until the job ends; return its result URLs or raise JobError.
+
+        Ctrl-C ends the wait with one line on stderr and exit status 130; the job goes on
+        running (the line says how to kill it), or is killed with ``kill_on_exit``."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        status = self._watch(jobname, poll_interval, deadline) if show else \
-            self._long_poll(jobname, deadline)
+        try:
+            status = self._watch(jobname, poll_interval, deadline) if show else \
+                self._long_poll(jobname, deadline)
+        except KeyboardInterrupt:
+            if kill_on_exit:
+                self.kill(jobname)
+                print(f"disco: interrupted; job {jobname} was killed", file=sys.stderr)
+            else:
+                print(f"disco: interrupted; job {jobname} is still running (stop it with "
+                      f"`disco kill {jobname}`)", file=sys.stderr)
+            raise SystemExit(130) from None
         if status["status"] == "active":
             raise JobError(jobname, f"still running after {timeout:g} s (wait timed out)")
         if status["status"] != "finished":
@@ -209,12 +221,14 @@ class Job:
     required_files = ()
     save_results = False
     profile = False
+    kill_on_exit = False  # Ctrl-C in wait() kills the job instead of leaving it running
 
     def __init__(self, name: str | None = None, master: str | None = None, worker=None,
                  settings=None):
         self._prefix = name
         self._master = master
         self._disco = None
+        self._kill_on_exit = False
         self.name = None
 
     def __getstate__(self):
@@ -251,6 +265,7 @@ class Job:
                   "owner": f"{os.environ.get('USER', 'user')}@{os.uname().nodename}",
                   "functions": {k: _describe(v) for k, v in code.items()
                                 if k in jobpack.FUNCTIONS and v is not None}}
+        self._kill_on_exit = bool(get("kill_on_exit"))
         prefix = get("name") or get("prefix") or self._prefix or type(self).__name__
         header["prefix"] = prefix
         blob = jobpack.build(header, code, get("required_modules"), get("required_files"))
@@ -284,7 +299,8 @@ class Job:
 
     def wait(self, show: bool | None = None, poll_interval: float = 0.5,
              timeout: float | None = None, clean: bool = False) -> list:
-        return self.disco.wait(self._need_name(), poll_interval, timeout, clean, show)
+        return self.disco.wait(self._need_name(), poll_interval, timeout, clean, show,
+                               kill_on_exit=self._kill_on_exit)
 
     def status(self) -> str:
         return self.disco.status(self._need_name())["status"]

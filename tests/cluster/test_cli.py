@@ -169,3 +169,46 @@ def _jobdir(tmp_path):
     (d / "jobmod.py").write_text(JOBMOD)
     (d / "helpers.py").write_text("def split_words(line):\n    return line.split()\n")
     return d
+
+
+CTRL_C = '''
+import sys
+from disco.core import Job
+
+def slow(line, params):
+    import time
+    time.sleep(60)
+    yield line, 1
+
+job = Job().run(input=["raw://x"], map=slow, kill_on_exit=sys.argv[1] == "kill")
+print(job.name, flush=True)
+job.wait()
+'''
+
+
+@pytest.mark.parametrize("mode", ["keep", "kill"])
+def test_ctrl_c_in_wait_is_one_line_and_exit_130(node, tmp_path, mode):
+    import signal
+    from disco.core import Disco
+    script = tmp_path / "ctrlc.py"
+    script.write_text(CTRL_C)
+    proc = subprocess.Popen([sys.executable, str(script), mode], cwd=tmp_path, text=True,
+                            env=child_env(DISCO_MASTER=node.address), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    job = proc.stdout.readline().strip()
+    assert "@" in job, proc.stderr.read()
+    disco = Disco(node.address)
+    from conftest import wait_for
+    wait_for(lambda: any(e["type"] == "task_started" for e in disco.events(job)),
+             what="the task to start")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    if mode == "keep":
+        assert "still running" in err and f"disco kill {job}" in err
+        assert disco.status(job)["status"] == "active"
+        disco.kill(job)
+    else:
+        assert "was killed" in err
+        wait_for(lambda: disco.status(job)["status"] == "killed", what="the job killed")
