@@ -259,7 +259,7 @@ class DdfsCore:
         return {"tags": len(self.tags.tags), "blobs": len(copies), "k": k,
                 "copies": sum(len([n for n in h if n in alive]) for h in copies.values()),
                 "bytes": sum(next(iter(h.values())).size for h in copies.values()),
-                "under_replicated": p.under_replicated(alive, k),
+                "under_replicated": p.under_k(alive, self._writable()),
                 "repairs_in_flight": len(p.inflight), "retags_in_flight": len(p.retagging),
                 "reported": sorted(p.map.full & alive), "alive": sorted(alive)}
 

@@ -46,7 +46,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from storage.ring import Ring
-from storage.tags import blob_of
+from storage.tags import blob_of, blob_replicas
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,7 @@ class Planner:
                     wall - c.mtime >= cfg.gc_delay_s for c in live.values()):
                 continue  # garbage: collected below, not worth copying
             copying = sum(1 for n in writable if (n, name) in self.inflight)
-            k = self.k_of(live, ring)
+            k = self.k_of(name, live, ring)
             want = ring.replicas(name, k)
             if len(live) + copying < k:
                 urgent.append((len(live), name, live, want, k))
@@ -258,11 +258,13 @@ class Planner:
         return {n: c for n, c in holders.items()
                 if n in alive and (n, name) not in self.dropping}
 
-    def k_of(self, live, ring: Ring) -> int:
-        """How many copies a blob is kept at: ``k``, or fewer if fewer alive nodes can hold
-        it (the writable ones, and those that hold it already: a blacklisted node's copy
-        counts, the blacklist only says where new copies may not go)."""
-        return min(self.cfg.k, len(ring) + sum(1 for n in live if n not in ring))
+    def k_of(self, name: str, live, ring: Ring) -> int:
+        """How many copies a blob is kept at: the number its push asked for (in its name,
+        ``storage.tags.blob_replicas``), else ``k``; fewer if fewer alive nodes can hold it
+        (the writable ones, and those that hold it already: a blacklisted node's copy counts,
+        the blacklist only says where new copies may not go)."""
+        want = blob_replicas(name) or self.cfg.k
+        return min(want, len(ring) + sum(1 for n in live if n not in ring))
 
     def _copy(self, now: float, target: str, name: str, live: dict, want: list) -> Copy:
         self.inflight[(target, name)] = now
@@ -290,7 +292,7 @@ class Planner:
             refs = referenced.get(name)
             named = {_node_of(u) for u in refs} if refs else set()
             live = self._live(name, holders, alive)
-            k = self.k_of(live, ring)
+            k = self.k_of(name, live, ring)
             for node, copy in list(live.items()):
                 if node in named or (node, name) in self.inflight:
                     continue
@@ -316,7 +318,7 @@ class Planner:
         out = 0
         for name, holders in self.map.copies.items():
             live = self._live(name, holders, alive)
-            out += 0 < len(live) < self.k_of(live, ring)
+            out += 0 < len(live) < self.k_of(name, live, ring)
         return out
 
     def check_invariants(self) -> None:

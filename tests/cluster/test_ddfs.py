@@ -254,8 +254,6 @@ def test_cli_round_trip_on_three_nodes(node_factory, tmp_path):
     assert not ddfs(nodes, "exists", "data:x", check=False).returncode == 0
 
 
-@pytest.mark.xfail(strict=True, reason="storage/repair.py plans every blob at the cluster's k; "
-                   "it should keep a blob at storage.tags.blob_replicas(name) copies when set")
 def test_push_replicas_k_is_kept_by_repair(node_factory, tmp_path):
     """``push --replicas 1`` is one copy for good, not one copy until the planner's next turn."""
     nodes = start_cluster(node_factory, 3)
