@@ -86,8 +86,12 @@ class Worker:
         self.sock.send(m.encode(msg))
 
     def serve(self) -> int:
-        self.send(m.WorkerReady(worker=self.sock.getsockopt(zmq.IDENTITY).decode(), job="",
-                                pid=os.getpid()))
+        ready = m.encode(m.WorkerReady(worker=self.sock.getsockopt(zmq.IDENTITY).decode(),
+                                       job="", pid=os.getpid()))
+        while not self.sock.poll(POLL_MS, zmq.POLLOUT):  # the daemon's socket is not there
+            if os.getppid() != self.parent:
+                return 0  # and never will be: our parent is gone
+        self.sock.send(ready)
         while True:
             if not self.sock.poll(POLL_MS):
                 if os.getppid() != self.parent:

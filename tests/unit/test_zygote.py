@@ -63,3 +63,15 @@ def test_workers_go_when_their_zygote_goes(tmp_path, endpoint):
     while worker.poll() is None:  # the worker sees its parent gone (within its poll period)
         assert time.monotonic() < deadline, "the worker outlived its zygote"
         time.sleep(0.05)
+
+
+def test_a_worker_whose_daemon_socket_is_gone_does_not_hang(tmp_path):
+    """Forked, then its zygote dies before the daemon's socket ever answered: it exits."""
+    z = zygote(tmp_path, f"ipc://@disco-nobody-{uuid.uuid4().hex[:8]}")
+    worker = z.spawn("w1")
+    z.proc.kill()
+    z.proc.wait()
+    deadline = time.monotonic() + 10
+    while worker.poll() is None:
+        assert time.monotonic() < deadline, "the worker hangs on a socket nobody serves"
+        time.sleep(0.05)
