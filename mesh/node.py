@@ -482,7 +482,8 @@ class Node(ClientRequests, DdfsCore):
         self._entries.append(en.to_wire(en.Voters(tuple(sorted(voters)))))
 
     def _sync_nodes(self) -> None:
-        """Feed the scheduler the alive members' slots; lost or restarted members are lost."""
+        """Feed the scheduler the alive members' slots (a suspect member's no more than it
+        uses); lost or restarted members are lost."""
         sched = self.table.scheduler
         live = {x.address: x for x in self.members.alive()}
         for address in list(sched.nodes):
@@ -493,6 +494,8 @@ class Node(ClientRequests, DdfsCore):
         for address, member in live.items():
             slots = int(member.meta.get("slots", 0))
             node = sched.nodes.get(address)
+            if member.state == mb.SUSPECT:  # keeps what it runs, gets nothing new (a master
+                slots = min(slots, node.busy if node else 0)  # just lost is suspect first)
             if node is None or node.slots != slots:
                 self.node_inc[address] = member.incarnation
                 self._table(core.NodeSlots(address, slots))

@@ -257,6 +257,9 @@ def test_kill_9_of_the_master_mid_job_gives_identical_output(trio, tmp_path):
     assert {status_of(n)["master"] for n in survivors} <= {n.address for n in survivors}
     history = {j["job"] for j in Disco(client_via.address).jobs()}
     assert {reference.name, job.name} <= history  # job history survived the failover
+    # the new master's events never hand a task to the master that was lost
+    started = [e for e in job.events() if e["type"] == "task_started"]
+    assert started and all(e["node"] != master.address for e in started), started
 
 
 def test_paused_master_steps_down_and_its_stale_term_is_refused(trio, tmp_path):
