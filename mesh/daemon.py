@@ -352,6 +352,7 @@ class NodeDaemon:
                       if p.is_file())
         return {"tasks": {k: dict(v) for k, v in self.task_counts.items()},
                 "served_bytes": self.data.served_bytes, "served_requests": self.data.served_requests,
+                "fetched_bytes": self.executor.fetched_bytes,
                 "repair_bytes": self.copier.copied_bytes, "journal_bytes": journal,
                 "blob_bytes": self._blob_bytes}
 

@@ -158,6 +158,7 @@ class Executor:
         self.workers: dict[bytes, WorkerProc] = {}
         self.backlog: list[dict] = []  # tasks waiting for a worker to become ready
         self.stopping = False
+        self.fetched_bytes = 0  # what its workers read from other nodes (shuffle bytes in)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
         self._env = env
@@ -223,6 +224,9 @@ class Executor:
                 return None
             log = self.log.bind(job=task["job"], task=msg.task, stage=task["stage"])
             if isinstance(msg, m.TaskDone):
+                fetched = msg.stats.get("fetched_bytes", 0)
+                if isinstance(fetched, int) and fetched > 0:
+                    self.fetched_bytes += fetched
                 log.info("task_done", **{k: v for k, v in msg.stats.items()
                                          if isinstance(v, (int, float))})
                 return LocalReport(task, "done", {"outputs": list(msg.outputs)})

@@ -205,6 +205,9 @@ class Metrics:
                                   "port (shuffle reads, blob reads).", value=c["served_bytes"])
         yield CounterMetricFamily("disco_data_requests", "Requests served by the data port.",
                                   value=c["served_requests"])
+        yield CounterMetricFamily("disco_data_fetched_bytes", "Bytes this node's tasks read "
+                                  "from other nodes' data ports (shuffle reads in).",
+                                  value=c["fetched_bytes"])
         yield CounterMetricFamily("disco_ddfs_repair_bytes", "Bytes this node copied to repair "
                                   "DDFS blobs.", value=c["repair_bytes"])
         refused = CounterMetricFamily("disco_refused_frames", "Frames and connections refused, "

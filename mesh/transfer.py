@@ -35,6 +35,7 @@ from mesh import message as m
 from mesh import security
 
 CHUNK_BYTES = 1 << 20
+FETCHED_BYTES = 0  # bytes this process read from other nodes' data ports (for /metrics)
 WINDOW = 4
 TIMEOUT_S = 4.0  # per attempt
 RESUMES = 2
@@ -137,6 +138,8 @@ class RemoteFile(io.RawIOBase):
         if reply.checksum:
             self._expect = reply.checksum
         self._buf = frames[1].buffer
+        global FETCHED_BYTES
+        FETCHED_BYTES += len(self._buf)
         if self._expect:
             self._hash.update(self._buf)
         if reply.eof:

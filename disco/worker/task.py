@@ -29,6 +29,7 @@ from mesh.datadir import digest_of, write_atomic
 from shuffle import record
 from shuffle.partition import default_partition, partition_pairs
 from shuffle.sort import ExternalSorter
+from mesh import transfer
 from mesh.transfer import open_disco
 
 BATCH = 1 << 16
@@ -168,6 +169,7 @@ class Adder:
 def run_task(ctx: JobContext, task: dict) -> tuple[list, dict]:
     """Run one task; return (outputs, stats). Raises whatever the user's code raises."""
     started = time.monotonic()
+    fetched = transfer.FETCHED_BYTES
     # each task gets its own copy of the job's initial params, as in Disco: what one task's
     # map_init or map changes never reaches the worker's next task
     if "params" not in ctx.initial:
@@ -184,7 +186,8 @@ def run_task(ctx: JobContext, task: dict) -> tuple[list, dict]:
             "reduce" if ctx.header.get("has_reduce") else "map"):
         outputs = _save_outputs(ctx, task, outputs)
     stats = {"seconds": round(time.monotonic() - started, 4),
-             "records": sum(o["records"] for o in outputs)}
+             "records": sum(o["records"] for o in outputs),
+             "fetched_bytes": transfer.FETCHED_BYTES - fetched}
     return outputs, stats
 
 

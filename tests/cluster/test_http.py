@@ -100,6 +100,24 @@ def test_pages_api_and_metrics_of_a_three_node_cluster(node_factory):
     assert "disco_job_duration_seconds" in families and "disco_raft_term" in families
     rtt = {s.name: s.value for s in families["disco_probe_rtt_seconds"].samples}
     assert rtt["disco_probe_rtt_seconds_count"] > 0  # three nodes probe each other
+    # a reduce reads map outputs of other nodes: shuffle bytes in and out show on /metrics
+    def count(line, params):
+        yield line.strip(), 1
+
+    def total(iter, params):
+        from disco.util import kvgroup
+        for k, vs in kvgroup(sorted(iter)):
+            yield k, sum(vs)
+    shuffled = Job(master=nodes[0].address).run(input=[f"raw://w{i % 3}" for i in range(12)],
+                                                 map=count, reduce=total, partitions=3)
+    shuffled.wait()
+
+    def metric(node, name):
+        fams = {f.name: f for f in text_string_to_metric_families(
+            get(http_of(node) + "/metrics")[1])}
+        return sum(x.value for x in fams[name].samples)
+    assert sum(metric(n, "disco_data_fetched_bytes") for n in nodes) > 0
+    assert sum(metric(n, "disco_data_served_bytes") for n in nodes) > 0
     masters = sum({f.name: f for f in text_string_to_metric_families(
         get(http_of(n) + "/metrics")[1])}["disco_is_master"].samples[0].value for n in nodes)
     assert masters == 1
