@@ -532,6 +532,10 @@ def repair(args, tmp: Path, res: Results, env: dict, mbps: float) -> None:
     master = cluster.master
     from disco.ddfs import DDFS
     ddfs = DDFS(master)
+    # the ring is the master's view of the writable members: push only once all five are in
+    # it, or a member that joins later moves copies (rebalancing) and the copy count is off
+    wait_for(lambda: len(ddfs.status()["alive"]) == 5 and len(ddfs.status()["reported"]) == 5,
+             60, "the master to see all five nodes")
     print(f"# repair: 5 nodes up, master {master}; pushing {n_blobs} blobs of "
           f"{blob / MiB:.1f} MiB, k = 3", file=sys.stderr, flush=True)
     t0 = time.perf_counter()

@@ -135,7 +135,9 @@ def start_nodes(lab: Lab, names: list[str], tmp_path: Path) -> str:
     deadline = time.monotonic() + 40
     while True:
         st = lab.status(names[0], 1)
-        if st and st["master"] and sum(m["state"] == "alive" for m in st["members"]) == len(names):
+        # every node alive and a voter: a cut right after start leaves a majority of voters
+        if st and st["master"] and sum(m["state"] == "alive" for m in st["members"]) == \
+                len(names) and len(st.get("voters", ())) == len(names):
             return seed
         assert time.monotonic() < deadline, "the nodes never all saw each other"
         time.sleep(0.3)
@@ -217,7 +219,8 @@ def test_partition_with_the_master_in_the_minority(lab_factory, tmp_path):
         masters = {v["master"] for v in views if v}
         if len(masters) == 1 and None not in masters and old_master not in masters:
             break
-        assert time.monotonic() < deadline, f"no new master on the majority side: {masters}"
+        assert time.monotonic() < deadline, f"no new master on the majority side: {masters} " \
+            f"{[(v['node'], v['term'], v.get('voters'), [(x['name'], x['state']) for x in v['members']]) for v in views if v]}"
         time.sleep(0.2)
     new_master = masters.pop()
     assert all(v["term"] > old_term for v in views if v)
