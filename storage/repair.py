@@ -211,6 +211,12 @@ class Planner:
             copying = {n for n in writable if (n, name) in self.inflight}
             needed = k - len(live) - len(copying)
             order = want + [n for n in ring.replicas(name, len(ring)) if n not in want]
+            busy_want = [w for w in want if w not in live and w not in copying
+                         and (w, name) not in self.dropping and busy.get(w, 0) >= cfg.per_node]
+            if busy_want and len(live) > 1:
+                # the ring's node is only busy: wait for it rather than copy elsewhere now and
+                # move the copy to it later (twice the bytes); the last copy does not wait
+                order = want
             for target in order:
                 if needed <= 0 or len(self.inflight) >= cfg.max_inflight:
                     break

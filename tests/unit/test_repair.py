@@ -269,3 +269,28 @@ def test_under_k_counts_by_each_blobs_own_k():
     writable = NODES[:2]
     assert p.under_k(set(NODES[:4]), writable) == 2
     assert p.under_replicated(set(NODES[:4]), 2) == 1  # k from the writable alone misses "c"
+
+
+def test_a_blob_with_copies_to_spare_waits_for_its_busy_ring_node():
+    """Copying elsewhere now and to the ring's node later moves the bytes twice."""
+    p = planner(per_node=1)
+    alive = NODES[1:]
+    want = Ring(alive).replicas("a", 3)
+    holding(p, "a", [n for n in want[:2]] + [NODES[0]])  # NODES[0] dies: two copies left
+    p.inflight[(want[2], "other")] = 9.0  # the ring's third node is busy
+    acts = [a for a in plan(p, alive=alive) if isinstance(a, rp.Copy) and a.blob == "a"]
+    assert acts == []
+    del p.inflight[(want[2], "other")]
+    acts = [a for a in plan(p, alive=alive) if isinstance(a, rp.Copy) and a.blob == "a"]
+    assert [a.target for a in acts] == [want[2]]
+
+
+def test_a_last_copy_does_not_wait_for_a_busy_ring_node():
+    p = planner(per_node=1)
+    alive = NODES[1:]
+    want = Ring(alive).replicas("b", 3)
+    holding(p, "b", [want[0]])
+    for w in want[1:]:
+        p.inflight[(w, f"other-{w}")] = 9.0
+    acts = [a for a in plan(p, alive=alive) if isinstance(a, rp.Copy) and a.blob == "b"]
+    assert acts and all(a.target not in want for a in acts)
