@@ -297,6 +297,7 @@ class Sim:
         self.acked_writes: list[tuple] = []         # (op, kind, tag, blob keys)
         self.since: dict[str, dict] = {}            # tag -> URL -> since when it names it
         self.client_named: dict[str, float] = {}    # blob -> its last client write's proposal
+        self.ref_since: dict[str, float] = {}       # blob -> since when tags name it unbroken
         # blobs
         self.pushed: dict[str, Pushed] = {}         # acknowledged pushes
         self.lost_disks: Counter = Counter()        # blob -> copies lost with their disk
@@ -550,6 +551,7 @@ class Sim:
         before = {t: self._urls_of(t) for t in touched}
         result = self.reference.apply(entry)
         self._named_since(before, proposal.at)
+        self._referenced_since(before, entry, proposal.at)
         for s in entry.get("urls", ()) if entry["type"] != "blob_moved" else ():
             key = tg.set_key(s)
             self.client_named[key] = max(self.client_named.get(key, -math.inf), proposal.at)
@@ -558,7 +560,9 @@ class Sim:
         if not again:
             self._model_apply(entry)
         self._check_tag(entry)
-        self._check_named_exist(entry, proposal.at)
+        at = self.ref_since.get(entry["blob"], -math.inf) if entry["type"] == "blob_moved" \
+            else proposal.at  # a retag's blob counts as named since its client write
+        self._check_named_exist(entry, at)
         try:
             self.reference.check_invariants()
         except AssertionError as exc:
@@ -867,10 +871,9 @@ class Sim:
         return [h for h in self.hosts if blob in h.disk]
 
     def blob_named_since(self, blob: str) -> float | None:
-        """Since when a committed tag names some URL of ``blob`` (None: none does)."""
-        times = [t for t in map(self.named_since, self.reference.referenced().get(blob, ()))
-                 if t is not None]
-        return min(times) if times else None
+        """Since when committed tags have named ``blob`` without a break (None: they do not):
+        the proposal of the client write that began it; a retag only moves its URLs."""
+        return self.ref_since.get(blob)
 
     def k_of(self, blob: str) -> int:
         pushed = self.pushed.get(blob)
@@ -939,6 +942,15 @@ class Sim:
                 since[url] = at
             if not now and tag not in self.reference.tags:
                 del self.since[tag]
+
+    def _referenced_since(self, before: dict, entry: dict, at: float) -> None:
+        blobs = {tg.blob_of(u) for urls in before.values() for u in urls}
+        blobs |= {tg.set_key(s) for s in entry.get("urls", ())}
+        for blob in sorted(b for b in blobs if b):
+            if blob not in self.reference.by_blob:
+                self.ref_since.pop(blob, None)
+            else:
+                self.ref_since.setdefault(blob, at)
 
     def named_since(self, url: str) -> float | None:
         """Since when a committed tag names ``url`` (None: none does)."""
