@@ -547,10 +547,16 @@ def repair(args, tmp: Path, res: Results, env: dict, mbps: float) -> None:
 
     def steady() -> bool:
         st = ddfs.status()
-        return (st["blobs"] == n_blobs and st["copies"] == 3 * n_blobs
+        # more than 3 copies of a blob happen when a member looked dead for a moment during
+        # the push (a loaded box): the extra goes only after the GC delay, and does no harm
+        return (st["blobs"] == n_blobs and st["copies"] >= 3 * n_blobs
                 and st["under_replicated"] == 0 and st["repairs_in_flight"] == 0)
 
-    wait_for(steady, 60, "the pushed blobs were not all seen at 3 copies")
+    try:
+        wait_for(steady, 60, "the pushed blobs were not all seen at 3 copies")
+    except SystemExit:
+        print(f"# the master's view: {ddfs.status()}", file=sys.stderr)
+        raise
     before = {n.address: n.blob_bytes() for n in cluster.nodes}
     victim = max((n for n in cluster.nodes if n.address != master),
                  key=lambda n: sum(before[n.address].values()))

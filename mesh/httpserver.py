@@ -128,8 +128,8 @@ class NodeView:
             with open(self.log_file, "rb") as f:
                 f.seek(0, 2)
                 size = f.tell()
-                if offset < 0:
-                    start = max(0, size - 256 * -offset)
+                if offset < 0:  # back far enough for -offset lines (long ones too)
+                    start = max(0, size - 4096 * -offset)
                 elif offset > size:
                     start = 0  # rotated since
                 else:
