@@ -17,7 +17,8 @@ compares three things for every blob it knows:
 and returns actions, most urgent first:
 
 1. ``Copy(target, blob, sources)`` for a blob with fewer than ``k`` live copies (unless it is
-   garbage: untagged and older than the delay), fewest first
+   garbage: untagged and older than the delay; or younger than ``fresh_s``: a push just
+   stored it and the other copies' reports may not be in yet), fewest first
    (a blob with one copy left is copied before one with two), to the ring's next nodes that lack
    it; at most ``per_node`` copies in flight per target and ``max_inflight`` in all, so repair
    takes bounded bandwidth and running jobs keep going (the copier also limits its rate);
@@ -88,6 +89,7 @@ class Config:
     gc_delay_s: float = 3600.0
     settle_s: float = 10.0
     full_every_s: float = 30.0
+    fresh_s: float = 3.0          # a blob this young may have copies not reported yet
 
 
 def blob_url(address: str, path: str) -> str:
@@ -198,6 +200,8 @@ class Planner:
             k = self.k_of(name, live, ring)
             want = ring.replicas(name, k)
             if len(live) + copying < k:
+                if all(wall - c.mtime < cfg.fresh_s for c in live.values()):
+                    continue  # just pushed: its other copies' reports may be on their way
                 urgent.append((len(live), name, live, want, k))
             elif len(live) >= k and name not in self.retagging:
                 self._retag(name, live, want, refs, k, out)

@@ -294,3 +294,12 @@ def test_a_last_copy_does_not_wait_for_a_busy_ring_node():
         p.inflight[(w, f"other-{w}")] = 9.0
     acts = [a for a in plan(p, alive=alive) if isinstance(a, rp.Copy) and a.blob == "b"]
     assert acts and all(a.target not in want for a in acts)
+
+
+def test_a_just_pushed_blob_is_not_repaired_before_its_copies_can_report():
+    """A push stores k copies at once, but the holders' reports come one by one: a blob seen
+    with one copy a moment after its push is not under-replicated yet."""
+    p = planner()
+    holding(p, "new", NODES[:1], mtime=49.0)  # one copy reported, one second old
+    assert [a for a in plan(p, wall=50.0) if isinstance(a, rp.Copy)] == []
+    assert [a.blob for a in plan(p, wall=52.5) if isinstance(a, rp.Copy)] == ["new", "new"]
