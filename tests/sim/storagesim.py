@@ -29,10 +29,10 @@ The network is a heap of deliveries with a seeded delay, FIFO per link (as TCP),
 stalls, loss while a lossy period lasts, and dropped when the link is cut or the receiver
 restarted. Clients ask the master (following ``NotMaster`` hints, retrying with the same ``op``
 after a time-out): push a blob to ``BlobPlace``'s nodes (acknowledged only when all its copies
-exist), then usually tag it (add, update or not, or put) within ``tag_window_s``, a slow client
-maybe only after ``gc_delay_s``, sometimes never (garbage); they copy a tag's replica sets to
-another tag (``ddfs tag`` of old URLs), sometimes deleting the first at once (a move), and
-delete tags.
+exist; some pushes ask for their own number of copies), then usually tag it (add, update or
+not, or put) within ``tag_window_s``, a slow client maybe only after ``gc_delay_s``, sometimes
+never (garbage); they copy a tag's replica sets to another tag (``ddfs tag`` of old URLs),
+sometimes deleting the first at once (a move), and delete tags.
 
 Faults, during the chaos window: crash (disk kept) and restart, crash with disk loss, the
 master's crash, a minority (maybe holding the master) cut off and healed, lossy periods, a node
@@ -63,7 +63,8 @@ see (``late_tag_raced``, counted); the planner's own retags always count as know
 - (d) ``not_repaired``: ``repair_bound_s`` after settling began (computed from the config and
   the copies missing then; for a blob a client named anew since, after that), and each second
   for a while after, every referenced blob with a copy on an up host has ``min(k, up hosts)``
-  copies on up, alive hosts, and its tags name only those copies;
+  copies on up, alive hosts (``k`` its push's own, if it asked for one), and its tags name
+  only those copies;
 - the cores' ``check_invariants()``: the planner's after every plan, the tag store's after
   every commit.
 """
@@ -685,9 +686,12 @@ class Sim:
 
     def _blob_place(self, master: Master, msg: m.BlobPlace, call: Call, rid: int):
         writable = self.writable(master)
-        k = min(self.p.planner.k, len(writable))
+        k = msg.replicas or min(self.p.planner.k, len(writable))
+        if k > len(writable):
+            return m.Error(rid=rid, code="UsageError", msg=f"{k} replicas asked for, but "
+                           f"{len(writable)} nodes can take new blobs now")
         wall_us = int(self.wall(master.host) * 1e6)
-        name = f"{msg.prefix}${wall_us:x}-{master.term:x}-{next(master.ops):x}"
+        name = tg.blob_name(msg.prefix, wall_us, master.term, next(master.ops), msg.replicas)
         nodes = master.planner.ring(writable).replicas(name, k)
         return m.Reply(rid=rid, body={"name": name, "nodes": nodes, "replicas": k})
 
@@ -1014,7 +1018,6 @@ class Sim:
         if master is None or not master.active:
             return ["no master"]
         alive = self.alive_to(master)
-        k = min(self.p.planner.k, sum(1 for h in self.hosts if h.up))
         referenced = self.reference.referenced()
         out = []
         for blob in sorted(referenced):
@@ -1026,6 +1029,7 @@ class Sim:
                 continue
             live = {rp.blob_url(h.address, h.disk[blob][3]) for h in holders
                     if h.up and h.address in alive}
+            k = self.blob_k(blob)
             if len(live) < k or not referenced[blob] <= live:
                 out.append(f"{blob}: {len(live)} live copies of {k}; tags name "
                            f"{sorted(referenced[blob] - live)} not alive")
@@ -1055,14 +1059,17 @@ class Sim:
 
     # -- settling --
 
+    def blob_k(self, blob: str) -> int:
+        """The copies a blob is to have on up hosts: its push's own k, else the cluster's."""
+        up = sum(1 for h in self.hosts if h.up)
+        return min(tg.blob_replicas(blob) or self.p.planner.k, up)
+
     def missing_copies(self) -> int:
-        alive = sum(1 for h in self.hosts if h.up)
-        k = min(self.p.planner.k, alive)
         out = 0
         for blob in sorted(set(self.pushed) | set(self.reference.by_blob)):
             up = sum(1 for h in self.copies(blob) if h.up)
             if up:
-                out += max(0, k - up)
+                out += max(0, self.blob_k(blob) - up)
         return out
 
     def settle(self, extra_s: float = 6.0) -> float:
@@ -1109,9 +1116,9 @@ class Client:
     """A user: pushes blobs, tags ``tag_share`` of them within the window, copies and deletes
     tags now and then."""
 
-    def __init__(self, sim: Sim, tag_share: float = 0.8):
+    def __init__(self, sim: Sim, tag_share: float = 0.8, own_k: float = 0.2):
         self.sim, self.name = sim, f"c{next(sim.clients)}"
-        self.tag_share = tag_share
+        self.tag_share, self.own_k = tag_share, own_k
         self.ops = itertools.count(1)
         self.recent: list[Pushed] = []
 
@@ -1119,9 +1126,11 @@ class Client:
         return f"{self.name}/{next(self.ops)}"
 
     def push(self, tries: int = 3) -> None:
+        """Push one blob: most with the cluster's k, some asking for their own (--replicas)."""
         sim = self.sim
         prefix = f"{self.name}-b"
-        call = Call(sim, lambda rid: m.BlobPlace(rid=rid, prefix=prefix),
+        replicas = sim.rng.choice([1, 2, 3, 4]) if sim.rng.random() < self.own_k else 0
+        call = Call(sim, lambda rid: m.BlobPlace(rid=rid, prefix=prefix, replicas=replicas),
                     lambda reply: self._placed(reply, tries), sim.now + 20.0)
         call.ask()
 

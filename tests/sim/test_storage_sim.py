@@ -42,7 +42,7 @@ def formed(seed: int = 1, **params) -> ss.Sim:
 def push(sim: ss.Sim, tag: str | None = "t0", seconds: float = 3.0) -> ss.Pushed:
     """One client push, tagged as soon as it is acknowledged (unless ``tag`` is None); returns
     the acknowledged blob."""
-    client = ss.Client(sim, tag_share=0.0)
+    client = ss.Client(sim, tag_share=0.0, own_k=0.0)
     before = set(sim.pushed)
     client.push()
     deadline = sim.now + seconds
@@ -134,7 +134,7 @@ def test_no_copy_of_an_under_replicated_blob_is_dropped_as_an_extra():
     """Was: a master that took over with only itself in view (k = 1) retagged a blob to its
     one copy; once its view grew (k = 3, two live copies) the unnamed copy was dropped as an
     "extra copy" although the blob was under k and that copy was its repair's source
-    (``drop_below_k``; found by the simulator, chaos seed 14 replays it)."""
+    (``drop_below_k``; found by the simulator, chaos seed 104 replays it)."""
     sim = formed(20, n=4, planner=FAST_GC, join_s=3.0, elect_s=(0.5, 0.6), lease_s=0.3)
     blobs = [push(sim) for _ in range(3)]
     for host in sim.hosts:
@@ -154,7 +154,7 @@ def test_no_copy_of_an_under_replicated_blob_is_dropped_as_an_extra():
 def test_a_blacklisted_nodes_copy_still_counts_towards_k():
     """Was: k was counted over the writable (alive, not blacklisted) nodes, so with two of four
     blacklisted it was 2: a blob was retagged to two copies and its third, on an alive but
-    blacklisted node, dropped as an extra (``drop_below_k``; chaos seed 190 replays it)."""
+    blacklisted node, dropped as an extra (``drop_below_k``; chaos seed 14 replays it)."""
     sim = formed(21, n=4, planner=FAST_GC)
     pushed = push(sim)
     holders = sim.copies(pushed.name)
@@ -173,8 +173,8 @@ def test_a_copy_ordered_dropped_no_longer_counts(timeout_s, cut_s):
     """Was: a copy the planner had ordered dropped counted as live until its node reported it
     gone; with that report lost, a blacklisting moved the ring onto the dropped copy, a retag
     named it and the copy it replaced was dropped as an extra: two copies left, the tags naming
-    one that was gone (``drop_below_k``; chaos seed 66 replays it). Then, with the first fix,
-    the same once ``copy_timeout_s`` had passed with no report (chaos seed 11706)."""
+    one that was gone (``drop_below_k``). Then, with the first fix, the same once
+    ``copy_timeout_s`` had passed with no report (chaos seed 571 replays both)."""
     sim = formed(22, n=4, detect_s=30.0, planner=rp.Config(
         k=3, gc_delay_s=1.0, settle_s=0.0, full_every_s=30.0, copy_timeout_s=timeout_s))
     master = sim.master.host
@@ -193,12 +193,12 @@ def test_a_copy_ordered_dropped_no_longer_counts(timeout_s, cut_s):
     assert len(sim.copies(pushed.name)) >= 3
 
 
-@pytest.mark.parametrize("seed", [14, 190, 66, 11706],
-                         ids=["under_k_extra", "blacklist_k", "dropped_copy_counted",
-                              "dropped_copy_counted_after_time_out"])
+@pytest.mark.parametrize("seed", [104, 14, 571], ids=["under_k_extra", "blacklist_k",
+                                                      "dropped_copy_counted"])
 def test_chaos_seeds_that_found_bugs(seed):
-    """Each failed before its fix, with the simulator as it is now (a change to the simulator
-    moves what a seed does: the scenarios above are the lasting regressions)."""
+    """Each fails when its fix alone is taken out of today's planner (571 for both parts of
+    the third), with the simulator as it is now: a change to the simulator moves what a seed
+    does, so the scenarios above are the lasting regressions."""
     sim = ss.chaos(seed, strict=False)
     assert not sim.violations, sim.violations[:1]
 
