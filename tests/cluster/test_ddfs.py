@@ -118,15 +118,29 @@ def kill9(node) -> None:
 
 
 def restart(node, join: str, **env):
-    """Start ``node`` again on its port and data dir (the fixture still stops it)."""
-    err = open(node.data / "stderr-restart.txt", "ab")
-    node.proc = subprocess.Popen(
-        [sys.executable, "-m", "disco.cli", "nodaemon", "--no-console", "--port",
-         str(node.port), "--data", str(node.data), "--workers", "1", "--join", join],
-        env=child_env(**env), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-        start_new_session=True)
-    err.close()
-    return node
+    """Start ``node`` again on its port and data dir (the fixture still stops it).
+
+    Its ports are this machine's ephemeral ports: an outgoing connection of another process
+    (a peer reconnecting to the dead node) may hold one for a moment, so a start that finds
+    its port in use is tried again."""
+    log = node.data / "stderr-restart.txt"
+    for _ in range(20):
+        start = log.stat().st_size if log.exists() else 0
+        err = open(log, "ab")
+        node.proc = subprocess.Popen(
+            [sys.executable, "-m", "disco.cli", "nodaemon", "--no-console", "--port",
+             str(node.port), "--data", str(node.data), "--workers", "1", "--join", join],
+            env=child_env(**env), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=err, start_new_session=True)
+        err.close()
+        try:
+            node.proc.wait(3.0)
+        except subprocess.TimeoutExpired:
+            return node  # it runs
+        if b"Address already in use" not in log.read_bytes()[start:]:
+            raise AssertionError(f"the node did not restart: {log.read_text()[-2000:]}")
+        time.sleep(0.5)
+    raise AssertionError(f"the node's ports stayed in use: {log.read_text()[-2000:]}")
 
 
 def disk_copies(nodes) -> dict:
