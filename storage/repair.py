@@ -31,7 +31,9 @@ and returns actions, most urgent first:
 4. ``Drop(node, blob)``, collection, only when every alive member's full inventory is in and
    the master has held office for ``settle_s``: a copy is dropped when no tag names it, it is
    older than ``gc_delay_s`` (so a blob pushed but not yet tagged, or a repair copy whose retag
-   is not committed yet, is safe) and the blob is not named by a tag write still in flight; a
+   is not committed yet, is safe) and the blob is not named by a tag write still in flight; an
+   untagged blob goes whole, once all its live copies are that old and none is being copied
+   (repair copies a blob that has a young copy: the two never take turns on it); a
    referenced blob keeps at least the copies tags name, and loses an unnamed copy only once
    ``k`` named ones are live (tags naming fewer, e.g. retagged under a smaller view, are
    rewritten first). A copy ordered dropped counts no more (as live, as a source, for a retag)
@@ -302,6 +304,9 @@ class Planner:
             refs = referenced.get(name)
             named = {_node_of(u) for u in refs} if refs else set()
             live = self._live(name, holders, alive)
+            if not refs and (any(wall - c.mtime < cfg.gc_delay_s for c in live.values())
+                             or any(key[1] == name for key in self.inflight)):
+                continue  # untagged garbage goes whole: not while repair may copy it back
             k = self.k_of(name, live, ring)
             for node, copy in list(live.items()):
                 if node in named or (node, name) in self.inflight:

@@ -193,8 +193,25 @@ def test_a_copy_ordered_dropped_no_longer_counts(timeout_s, cut_s):
     assert len(sim.copies(pushed.name)) >= 3
 
 
-@pytest.mark.parametrize("seed", [104, 14, 571], ids=["under_k_extra", "blacklist_k",
-                                                      "dropped_copy_counted"])
+def test_untagged_garbage_is_not_copied_back_as_it_goes():
+    """Was: collection dropped an untagged blob's old copies one by one, while repair, seeing
+    a young copy (so not garbage yet), copied it back from that one: copies and drops of
+    garbage for ever, which held the copy slots a tagged blob's repair waited for
+    (``not_repaired``, found by slow-run seed 10368)."""
+    sim = formed(23, n=4, rate=2e5, size=(200_000, 200_000), planner=rp.Config(
+        k=3, gc_delay_s=5.0, settle_s=0.0, full_every_s=2.0, per_node=1))
+    garbage = push(sim, tag=None)
+    holder = next(h for h in sim.copies(garbage.name) if h is not sim.master.host)
+    sim.crash(holder)  # stays down: the blob is repaired from its young copies
+    sim.run(40.0)
+    assert sim.copies(garbage.name) == [holder]  # collected, but on the host left down
+    assert sim.facts["blob_copied"] <= 2, sim.facts
+    assert not sim.violations, sim.violations[:1]
+
+
+@pytest.mark.parametrize("seed", [104, 14, 571, 10368],
+                         ids=["under_k_extra", "blacklist_k", "dropped_copy_counted",
+                              "garbage_copied_back"])
 def test_chaos_seeds_that_found_bugs(seed):
     """Each fails when its fix alone is taken out of today's planner (571 for both parts of
     the third), with the simulator as it is now: a change to the simulator moves what a seed

@@ -303,3 +303,25 @@ def test_a_just_pushed_blob_is_not_repaired_before_its_copies_can_report():
     holding(p, "new", NODES[:1], mtime=49.0)  # one copy reported, one second old
     assert [a for a in plan(p, wall=50.0) if isinstance(a, rp.Copy)] == []
     assert [a.blob for a in plan(p, wall=52.5) if isinstance(a, rp.Copy)] == ["new", "new"]
+
+
+def test_an_unreferenced_blob_goes_whole_once_all_its_copies_are_old():
+    """Found by the storage simulator (seed 10368 of 20,000): collection dropped an untagged
+    blob's old copies one by one while repair, seeing a young copy (so not garbage), copied it
+    back from that one: copies and drops of garbage for ever, which held the copy slots a
+    tagged blob's repair waited for. Now an untagged blob is kept whole (and repaired) while
+    any live copy is young, and goes whole once none is."""
+    p = planner(max_inflight=99, per_node=9)
+    p.map.report(NODES[0], True, [row("g", mtime=0.0)], [])
+    p.map.report(NODES[1], True, [row("g", mtime=9_990.0)], [])  # a repair copy, 10 s old
+    for n in NODES[2:]:
+        p.map.report(n, True, [], [])
+    actions = plan(p, wall=10_000.0)
+    assert not [a for a in actions if isinstance(a, rp.Drop)], actions
+    (copy,) = [a for a in actions if isinstance(a, rp.Copy)]
+    assert plan(p, wall=20_000.0) == []  # all old now, but a copy of it is under way
+    p.map.report(copy.target, False, [row("g", mtime=10_001.0)], [])
+    p.copied(copy.target, "g")
+    actions = plan(p, wall=20_000.0)  # every copy old, none being made: all go
+    assert sorted(a.node for a in actions) == sorted(NODES[:2] + [copy.target])
+    assert {type(a) for a in actions} == {rp.Drop}
