@@ -8,12 +8,14 @@
     ├── JobError                   a job failed or was killed (carries task, input, node, traceback)
     ├── DataError                  an input or stored datum is missing, unreadable or corrupt
     │   ├── InputError             an input URL could not be opened (retry elsewhere may help)
+    │   │   └── DecodeError        an input's bytes are not valid UTF-8 text (never retried)
     │   ├── DataNotFound           a stored path does not exist or cannot be read on that node
     │   └── RecordFormatError      a record file or frame is malformed or fails its checksum
     ├── ProtocolError              a message broke the protocol (bad version, type, field, size)
     │   ├── RemoteProtocolError    the peer sent something malformed (``mesh.message.decode``)
     │   └── LocalProtocolError     we tried to send something invalid (``mesh.message.encode``)
     └── UsageError                 the user asked for something that cannot work (bad flag, name)
+        └── ModUtilImportError     a module a job function uses cannot be found (also ImportError)
 
 ``retryable`` says whether running the same thing elsewhere may succeed.
 
@@ -91,6 +93,22 @@ class InputError(DataError):
         self.status = status
 
 
+class DecodeError(InputError):
+    """An input's bytes are not valid UTF-8 where text lines were asked for.
+
+    ``url`` names the input and ``offset`` the byte offset of the first bad byte. Reading the
+    same bytes elsewhere gives the same error, so it is never retried; the message names the
+    two ways out (an ``errors=`` handler such as ``'replace'``, or bytes lines).
+    """
+
+    retryable = False
+
+    def __init__(self, message: str, url: str = "", status: int | None = None,
+                 offset: int | None = None):
+        super().__init__(message, url, status)
+        self.offset = offset
+
+
 class DataNotFound(DataError):
     """A stored path (a blob, a task output, a job pack) does not exist or cannot be read on
     the node asked; another replica may still have it."""
@@ -116,6 +134,30 @@ class LocalProtocolError(ProtocolError):
 
 class UsageError(DiscoError):
     """The user asked for something that cannot work; the message says what to do instead."""
+
+
+class ModUtilImportError(UsageError, ImportError):
+    """A module that a job function uses could not be found (``disco.worker.modutil``).
+
+    ``error`` is the ImportError met, ``function`` the job function whose modules were looked
+    for (either may be None when rebuilt from the wire).
+    """
+
+    def __init__(self, error=None, function=None):
+        self.error = error
+        self.function = function
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        if self.function is None:
+            return str(self.error)
+        name = getattr(self.function, "__qualname__", None) or repr(self.function)
+        return (f"{self.error}: a module used by {name} could not be found; check the name, "
+                "or list the job's modules yourself with required_modules=[...]")
+
+    @classmethod
+    def from_wire(cls, msg: str) -> "ModUtilImportError":
+        return cls(msg)
 
 
 class JobError(DiscoError):
@@ -207,6 +249,6 @@ def error_for(code: str, msg: str) -> DiscoError:
 
 
 __all__ = ["DiscoError", "CommError", "NoAnswer", "NotMaster", "JobError", "DataError", "InputError",
-           "DataNotFound", "RecordFormatError", "ProtocolError", "RemoteProtocolError",
-           "LocalProtocolError", "UsageError", "CODES", "INTERNAL", "code_of", "message_of",
+           "DecodeError", "DataNotFound", "RecordFormatError", "ProtocolError", "RemoteProtocolError",
+           "LocalProtocolError", "UsageError", "ModUtilImportError", "CODES", "INTERNAL", "code_of", "message_of",
            "error_for"]
