@@ -19,6 +19,7 @@ import zmq
 
 from disco import log as disco_log
 from disco.worker import task as task_mod  # imported before the first task: spares are warm
+from disco.worker import external_runner
 from mesh import message as m
 from mesh import security
 
@@ -112,6 +113,9 @@ class Worker:
         sys.stdout = sys.stderr = self.events
         try:
             if self.job is None:
+                external = external_runner.for_task(self.data_dir, self.address, task)
+                if external is not None:  # a Disco job pack: its own program runs the task
+                    return external.run(task, self)
                 self.job = task_mod.JobContext.load(self.data_dir, task["job"], self.node,
                                                     self.address, task.get("jobpack", ""),
                                                     task.get("jobpack_urls", ()))
