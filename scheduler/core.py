@@ -2,15 +2,34 @@
 
 Theory of operation
 ---------------------------------
-A job is a map stage (one task per input) and, if it has a reduce, a reduce stage (one task
-per partition label that the maps produced), created when the last map finishes. Tasks move
-through the states below; nothing else changes a task's state.
+A job is a pipeline of stages, each a ``(name, grouping)``: Disco 0.5's model. A classic job is
+its equivalent pipeline: ``map`` (``split``: one task per input) and, with a reduce, ``reduce``
+(``group_label``: one task per partition label the maps produced; ``group_all`` for a
+reduce-only job). The first stage's tasks are made at submission from the job's inputs (label
+0 each); each later stage's tasks are made when every task of the stage before it is done,
+from that stage's outputs, by its grouping:
+
+    split             one task per input (per output of the stage before)
+    group_label       one task per distinct label, over every input with that label
+    group_node        one task per node holding inputs, over all its inputs (run there)
+    group_node_label  one task per (node, label)
+    group_all         one task over every input
+
+A task of a later stage names the tasks whose outputs it reads (its *producers*); it runs only
+while all of them are done, so a producer that must run again (its node was lost, or a
+consumer could not read its output) holds its consumers back until its new output is there,
+and a consumer that was running is cancelled and waits. This is lineage recovery: what was
+lost is made again from what it was made of, one stage back at a time. Tasks move through the
+states below; nothing else changes a task's state.
 
     pending --assign--> running --done--> done
        ^                   |  \\--failed (attempts < max)--> pending
        |                   |  \\--failed (attempts >= max, or not retryable)--> job failed
        +--node lost--------+
-    done --node lost, output still needed--> pending          (map outputs live on their node)
+    done --node lost, output still needed--> pending          (outputs live on their node)
+
+A done task's output is still needed while a task reading it is not done, while the next stage
+is not made yet, and, for the last stage, while the job runs (its outputs are the results).
 
 Placement: a task goes only to a node that has advertised slots and has one free, preferring
 a node that holds its input (locality), then a node it has not failed on, then the least busy.
@@ -53,6 +72,22 @@ class JobSubmitted:
     has_reduce: bool = False
     partitions: int = 1
     max_failures: int = 10
+    pipeline: tuple = ()  # ((stage, grouping), ...); empty: the classic job's equivalent
+
+    def stages(self) -> tuple:
+        if self.pipeline:
+            return tuple((str(name), str(grouping)) for name, grouping, *_ in self.pipeline)
+        return classic_pipeline(self.has_map, self.has_reduce)
+
+
+GROUPINGS = ("split", "group_label", "group_node", "group_node_label", "group_all")
+
+
+def classic_pipeline(has_map: bool, has_reduce: bool) -> tuple:
+    """A classic map/reduce job as the pipeline it runs as."""
+    if has_map:
+        return (("map", "split"),) + ((("reduce", "group_label"),) if has_reduce else ())
+    return (("reduce", "group_all"),)
 
 
 @dataclass(frozen=True)
@@ -186,10 +221,25 @@ class Task:
     outputs: list = field(default_factory=list)
     owner: "Job | None" = field(default=None, repr=False, compare=False)
     released: bool = False  # running, but reported done: its slot is given back
+    stage_no: int = 0
+    grouping: str = "split"
+    host: str | None = None  # the node a group_node(_label) task's inputs are on
+    labels: list = field(default_factory=list)  # each input's label
+    sources: list = field(default_factory=list)  # (producer id, label) of each input, stage > 0
 
     def spec(self) -> dict:
+        owner = self.owner
+        inputs, labels = self.inputs, self.labels or [0] * len(self.inputs)
+        if self.sources and owner is not None:
+            inputs, labels = owner.resolve(self.sources)
         return {"id": self.id, "job": self.job, "stage": self.stage, "index": self.index,
-                "inputs": self.inputs, "label": self.label, "attempt": self.attempts}
+                "inputs": inputs, "labels": labels, "label": self.label,
+                "grouping": self.grouping, "group": [self.label, self.host],
+                "final": owner is not None and self.stage_no == len(owner.stages) - 1,
+                "attempt": self.attempts}
+
+    def producers(self) -> set:
+        return {pid for pid, _ in self.sources}
 
     def __setattr__(self, name, value):
         owner = self.__dict__.get("owner")
@@ -211,6 +261,24 @@ class Job:
     stalled_since: float | None = None
     by_state: dict = field(default_factory=lambda: {PENDING: 0, RUNNING: 0, DONE: 0})
     pending: deque = field(default_factory=deque)
+    stages: tuple = ()  # ((name, grouping), ...)
+    made: int = 0  # how many stages have their tasks
+    consumers: dict = field(default_factory=dict)  # producer id -> ids of tasks reading it
+    restored: dict = field(default_factory=dict)  # task id -> (node, outputs) of stages not made yet
+
+    def resolve(self, sources: list) -> tuple[list, list]:
+        """The URLs and labels of (producer id, label) sources, from the producers' outputs."""
+        urls, labels = [], []
+        for pid, label in sources:
+            producer = self.tasks.get(pid)
+            for out in producer.outputs if producer else ():
+                if int(out["label"]) == label:
+                    urls.append(out["url"])
+                    labels.append(label)
+        return urls, labels
+
+    def runnable(self, task: "Task") -> bool:
+        return all(self.tasks[p].state == DONE for p in task.producers() if p in self.tasks)
 
     def adopt(self, task: "Task") -> None:
         self.tasks[task.id] = task
@@ -232,11 +300,17 @@ class Job:
             self.pending.appendleft(task)  # a retry or a re-run goes before fresh tasks
 
     def next_pending(self) -> "Task | None":
+        """The first pending task whose producers are all done (None if every one waits)."""
         while self.pending:
             task = self.pending[0]
             if task.state == PENDING and self.tasks.get(task.id) is task:
-                return task
+                break
             self.pending.popleft()  # stale: started, dropped, or queued twice
+        else:
+            return None
+        for task in self.pending:  # the head is runnable but in a re-run of a producer
+            if task.state == PENDING and self.tasks.get(task.id) is task and self.runnable(task):
+                return task
         return None
 
     def all_done(self) -> bool:
@@ -298,16 +372,13 @@ class Scheduler:
 
     @_on.register
     def _(self, ev: JobSubmitted):
-        job = Job(ev.job, ev, self._now)
+        job = Job(ev.job, ev, self._now, stages=ev.stages())
         self.jobs[ev.job] = job
-        if ev.has_map:
-            for i, inp in enumerate(ev.inputs):
-                self._add_task(job, "map", i, [inp])
-        else:
-            self._add_task(job, "reduce", 0, list(ev.inputs))
-        self._fact(job, "job_submitted", f"{len(job.tasks)} {'map' if ev.has_map else 'reduce'} tasks")
-        if not job.tasks:
-            self._finish(job)
+        name, grouping = job.stages[0]
+        groups = _group(grouping, [(inp, 0, None) for inp in ev.inputs])
+        self._make_stage(job, groups)
+        self._fact(job, "job_submitted", f"{len(job.tasks)} {name} tasks")
+        self._advance(job)
 
     @_on.register
     def _(self, ev: NodeSlots):
@@ -319,14 +390,16 @@ class Scheduler:
     def _(self, ev: NodeLost):
         self.nodes.pop(ev.node, None)  # unknown nodes too: a journal replay names dead nodes
         for job in self._active_jobs():
-            # decide what is lost before acting: requeueing one map drops unfinished reduces,
-            # after which the other maps' outputs would no longer look needed
-            lost = [(t, "node_lost" if t.state == RUNNING else "output_lost")
-                    for t in job.tasks.values() if t.node == ev.node and (
-                        t.state == RUNNING or (t.state == DONE and self._still_needed(job, t)))]
-            for task, why in lost:
-                if job.tasks.get(task.id) is task:  # not dropped by an earlier requeue
-                    self._requeue(job, task, why)
+            for task in [t for t in job.tasks.values() if t.node == ev.node and t.state == RUNNING]:
+                self._requeue(job, task, "node_lost")
+            # a re-queued task makes its producers' outputs needed again: to a fixed point
+            while True:
+                lost = [t for t in job.tasks.values() if t.node == ev.node and t.state == DONE
+                        and self._still_needed(job, t)]
+                if not lost:
+                    break
+                for task in lost:
+                    self._requeue(job, task, "output_lost")
 
     @_on.register
     def _(self, ev: TaskFinished):
@@ -336,8 +409,7 @@ class Scheduler:
         self._release(task)
         task.state, task.outputs = DONE, list(ev.outputs)
         self._fact(job, "task_done", f"{task.id} done", task)
-        if job.all_done():
-            self._stage_complete(job, task.stage)
+        self._advance(job)
 
     @_on.register
     def _(self, ev: TaskReported):
@@ -366,15 +438,19 @@ class Scheduler:
     @_on.register
     def _(self, ev: TaskRestored):
         job = self.jobs.get(ev.task.rsplit(":", 2)[0])
-        task = job.tasks.get(ev.task) if job else None
-        if task is None or job.state != ACTIVE or task.state == DONE:
+        if job is None or job.state != ACTIVE:
+            return
+        task = job.tasks.get(ev.task)
+        if task is None:  # a later stage, not made yet: applied when it is
+            job.restored[ev.task] = (ev.node, list(ev.outputs))
+            return
+        if task.state == DONE:
             return
         if task.state == RUNNING:
             self._release(task)
         task.state, task.node, task.outputs = DONE, ev.node, list(ev.outputs)
         self._fact(job, "task_restored", f"{task.id} done on {ev.node} (from the journal)", task)
-        if job.all_done():
-            self._stage_complete(job, task.stage)
+        self._advance(job)
 
     @_on.register
     def _(self, ev: InputLost):
@@ -419,6 +495,44 @@ class Scheduler:
         job.adopt(task)
         return task
 
+    def _make_stage(self, job: Job, groups: list) -> None:
+        """Make the tasks of stage ``job.made`` from its groups (see ``_group``)."""
+        stage_no = job.made
+        name, grouping = job.stages[stage_no]
+        job.made += 1
+        for index, label, host, members in groups:
+            task = Task(f"{job.name}:{name}:{index}", job.name, name, index,
+                        [url for url, _, _ in members], label, stage_no=stage_no,
+                        grouping=grouping, host=host,
+                        labels=[lab for _, lab, _ in members],
+                        sources=[(pid, lab) for _, lab, pid in members if pid is not None])
+            job.adopt(task)
+            for pid in task.producers():
+                job.consumers.setdefault(pid, []).append(task.id)
+        for task_id in [t for t in job.restored if t in job.tasks]:
+            node, outputs = job.restored.pop(task_id)
+            task = job.tasks[task_id]
+            task.state, task.node, task.outputs = DONE, node, outputs
+            self._fact(job, "task_restored", f"{task.id} done on {node} (from the journal)", task)
+
+    def _advance(self, job: Job) -> None:
+        """Make the next stage when every task so far is done; end the job after the last."""
+        while job.state == ACTIVE and job.all_done():
+            if job.made == len(job.stages):
+                self._finish(job)
+                return
+            previous = job.stages[job.made - 1][0] if job.made else None
+            outputs = [(o["url"], int(o["label"]), t.id)
+                       for t in sorted(job.tasks.values(), key=lambda t: t.index)
+                       if t.stage_no == job.made - 1 for o in sorted(
+                           t.outputs, key=lambda o: int(o["label"]))]
+            name, grouping = job.stages[job.made]
+            groups = _group(grouping, outputs)
+            self._make_stage(job, groups)
+            if previous is not None:
+                self._fact(job, "stage_done", f"{previous} done; {len(groups)} {name} tasks",
+                           stage=previous)
+
     def _running_task(self, task_id: str, node: str):
         job = self.jobs.get(task_id.rsplit(":", 2)[0])
         task = job.tasks.get(task_id) if job else None
@@ -441,43 +555,33 @@ class Scheduler:
             self._release(task)
         self._fact(job, "task_requeued", f"{task.id} re-queued: {why} on {task.node}", task)
         task.state, task.node, task.outputs = PENDING, None, []
-        if task.stage == "map":  # its reduces must wait for it again
-            for other in job.stage_tasks("reduce"):
-                if other.state != DONE:
-                    self._drop_reduce(job, other)
-
-    def _drop_reduce(self, job: Job, task: Task) -> None:
-        if task.state == RUNNING:
-            self._release(task)
-            self._out.append(CancelTask(task.node, task.id))
-        job.drop(task)
+        for cid in job.consumers.get(task.id, ()):  # they read what it makes: they wait for it
+            consumer = job.tasks.get(cid)
+            if consumer is not None and consumer.state == RUNNING:
+                self._release(consumer)
+                self._out.append(CancelTask(consumer.node, consumer.id))
+                self._fact(job, "task_requeued", f"{cid} re-queued: waits for {task.id}",
+                           consumer)
+                consumer.state, consumer.node = PENDING, None
+        for pid in task.producers():  # what it reads was on a node that is gone: made again
+            producer = job.tasks.get(pid)
+            if producer is not None and producer.state == DONE and producer.node not in self.nodes:
+                self._requeue(job, producer, "output_lost")
 
     def _still_needed(self, job: Job, task: Task) -> bool:
-        if task.stage != "map" or not job.spec.has_reduce:
-            return False
-        return not any(t.stage == "reduce" for t in job.tasks.values()) or any(
-            t.stage == "reduce" and t.state != DONE for t in job.tasks.values())
-
-    def _stage_complete(self, job: Job, stage: str) -> None:
-        if stage == "map" and job.spec.has_reduce:
-            by_label: dict[int, list] = {}
-            for task in job.stage_tasks("map"):
-                for out in task.outputs:
-                    by_label.setdefault(int(out["label"]), []).append(out["url"])
-            # reduces dropped because a map re-ran are made again; finished ones are kept
-            missing = [label for label in sorted(by_label)
-                       if f"{job.name}:reduce:{label}" not in job.tasks]
-            for label in missing:
-                self._add_task(job, "reduce", label, by_label[label], label)
-            self._fact(job, "stage_done", f"map done; {len(missing)} reduce tasks", stage="map")
-            if missing:
-                return
-        self._finish(job)
+        if task.stage_no == len(job.stages) - 1:
+            # the job's results: needed while it runs, when they live on the node
+            return any(isinstance(o["url"], str) and o["url"].startswith(("disco://", "dir://"))
+                       for o in task.outputs)
+        if job.made <= task.stage_no + 1:
+            return True  # the next stage is not made yet
+        return any(job.tasks[c].state != DONE for c in job.consumers.get(task.id, ())
+                   if c in job.tasks)
 
     def _finish(self, job: Job) -> None:
-        final = "reduce" if job.stage_tasks("reduce") else "map"
-        results = [o["url"] for t in sorted(job.stage_tasks(final), key=lambda t: t.index)
-                   for o in sorted(t.outputs, key=lambda o: o["label"])]
+        last = len(job.stages) - 1
+        results = [o["url"] for t in sorted(job.tasks.values(), key=lambda t: t.index)
+                   if t.stage_no == last for o in sorted(t.outputs, key=lambda o: o["label"])]
         job.state = FINISHED
         self._fact(job, "job_done", f"{len(results)} results")
         self._out.append(JobFinished(job.name, results))
@@ -527,25 +631,31 @@ class Scheduler:
             nodes = [n for n in self.nodes.values() if n.free() > 0]
             if not nodes:
                 return
-            job = self._next_job()
-            if job is None:
+            task = self._next_task()
+            if task is None:
                 return
-            task = job.next_pending()
+            job = self.jobs[task.job]
             node = self._place(task, nodes)
             task.state, task.node = RUNNING, node.name
             node.busy += 1
-            hosts = _input_nodes(task.inputs)
+            hosts = {task.host} if task.host else _input_nodes(task.inputs)
             where = "" if not hosts else " (input local)" if node.name in hosts else \
                 " (input remote)"
             self._fact(job, "task_started", f"{task.id} on {node.name}{where}", task)
             self._out.append(AssignTask(node.name, task.spec()))
 
-    def _next_job(self) -> Job | None:
-        ready = [j for j in self._active_jobs() if j.by_state[PENDING] > 0]
-        return min(ready, key=lambda j: (j.running(), j.submitted), default=None)
+    def _next_task(self) -> Task | None:
+        """The next task of the job with the fewest running tasks that has one to run."""
+        ready = sorted((j for j in self._active_jobs() if j.by_state[PENDING] > 0),
+                       key=lambda j: (j.running(), j.submitted))
+        for job in ready:
+            task = job.next_pending()
+            if task is not None:
+                return task
+        return None
 
     def _place(self, task: Task, nodes: list) -> Node:
-        hosts = _input_nodes(task.inputs)
+        hosts = {task.host} if task.host else _input_nodes(task.inputs)
         return min(nodes, key=lambda n: (n.name not in hosts, n.name in task.failed_on,
                                          n.busy - n.slots, n.name))
 
@@ -582,6 +692,28 @@ class Scheduler:
         for node in self.nodes.values():
             assert node.busy == busy.get(node.name, 0), (node.name, node.busy, busy)
             assert node.busy <= node.slots or node.blacklisted, node
+
+
+def _group(grouping: str, inputs: list) -> list:
+    """A stage's tasks as ``(index, label, host, members)`` groups, by its grouping, from its
+    inputs: ``(url, label, producer id or None)``, in order. ``host`` is the node a node
+    grouping's inputs are on (None for inputs on no node). A ``group_label`` task's index is
+    its label, so a classic job's reduce ``J:reduce:3`` reads partition 3."""
+    if grouping == "split":
+        return [(i, label, None, [(url, label, pid)]) for i, (url, label, pid) in enumerate(inputs)]
+    if grouping == "group_all":
+        return [(0, 0, None, list(inputs))] if inputs else []
+    groups: dict = {}
+    for item in inputs:
+        url, label, _ = item
+        host = min(_input_nodes([url]), default=None)
+        key = {"group_label": (label, None), "group_node": (0, host),
+               "group_node_label": (label, host)}[grouping]
+        groups.setdefault(key, []).append(item)
+    order = sorted(groups, key=lambda k: (k[0], k[1] or "")) if grouping != "group_node" else \
+        sorted(groups, key=lambda k: k[1] or "")
+    return [(label if grouping == "group_label" else i, label, host, groups[(label, host)])
+            for i, (label, host) in enumerate(order)]
 
 
 def _input_nodes(inputs: list) -> set:

@@ -105,9 +105,32 @@ def check_header(header) -> dict:
         raise BadJob("job pack is malformed (expected a header with inputs and partitions)")
     if header["partitions"] < 1:
         raise BadJob(f"partitions must be 1 or more, not {header['partitions']}")
-    if not header.get("has_map") and not header.get("has_reduce"):
+    pipeline = header.get("pipeline")
+    if pipeline is not None:
+        check_pipeline(pipeline)
+    elif not header.get("has_map") and not header.get("has_reduce"):
         raise BadJob("a job needs a map or a reduce function")
     return header
+
+
+def check_pipeline(pipeline) -> None:
+    """A pipeline's stages: ``[[name, grouping, concurrent], ...]``, names unique."""
+    if not isinstance(pipeline, list) or not pipeline:
+        raise BadJob("a pipeline is a non-empty list of [stage name, grouping] pairs")
+    seen = set()
+    for stage in pipeline:
+        if not isinstance(stage, (list, tuple)) or len(stage) not in (2, 3) \
+                or not all(isinstance(x, str) for x in stage[:2]):
+            raise BadJob(f"a pipeline stage is [name, grouping], not {stage!r:.80}")
+        name, grouping = stage[0], stage[1]
+        if not name or not all(c.isalnum() or c in "_-" for c in name):
+            raise BadJob(f"stage name {name!r} must be letters, digits, '_' or '-'")
+        if name in seen:
+            raise BadJob(f"stage name {name!r} is used twice; stage names must be unique")
+        seen.add(name)
+        if grouping not in core.GROUPINGS:
+            raise BadJob(f"stage {name!r}: unknown grouping {grouping!r}; "
+                         f"one of {', '.join(core.GROUPINGS)}")
 
 
 class JobTable:
@@ -154,7 +177,8 @@ class JobTable:
                    inputs=len(header["inputs"]))
         self._schedule(core.JobSubmitted(
             e.job, list(header["inputs"]), bool(header.get("has_map")),
-            bool(header.get("has_reduce")), header["partitions"], self.max_failures))
+            bool(header.get("has_reduce")), header["partitions"], self.max_failures,
+            tuple(tuple(s[:2]) for s in header.get("pipeline") or ())))
 
     def _finished(self, e: en.Done):
         job = self.scheduler.jobs.get(en.job_of_task(e.task))

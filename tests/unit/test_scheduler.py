@@ -74,9 +74,13 @@ def facts(actions: list) -> list:
     return [a.type for a in of(actions, JobEvent)]
 
 
-def spec(job, stage, index, inputs, label=0, attempt=0) -> dict:
+def spec(job, stage, index, inputs, label=0, attempt=0, grouping=None, final=True,
+         labels=None) -> dict:
+    grouping = grouping or {"map": "split", "reduce": "group_label"}[stage]
     return {"id": f"{job}:{stage}:{index}", "job": job, "stage": stage, "index": index,
-            "inputs": inputs, "label": label, "attempt": attempt}
+            "inputs": inputs, "labels": [label] * len(inputs) if labels is None else labels,
+            "label": label, "grouping": grouping, "group": [label, None], "final": final,
+            "attempt": attempt}
 
 
 # ---- job shape --------------------------------------------------------------------------------
@@ -144,7 +148,8 @@ def test_reduce_only_job_is_one_task_over_all_inputs():
     run = Run()
     run(NodeSlots("a:1", 2))
     acts = run(JobSubmitted("j", ["raw://x", "raw://y"], has_map=False, has_reduce=True))
-    assert of(acts, AssignTask) == [AssignTask("a:1", spec("j", "reduce", 0, ["raw://x", "raw://y"]))]
+    assert of(acts, AssignTask) == [AssignTask("a:1", spec("j", "reduce", 0, ["raw://x", "raw://y"],
+                                                           grouping="group_all"))]
     assert of(run.finish("j:reduce:0", "a:1"), JobFinished) == [
         JobFinished("j", [url("a:1", "j:reduce:0")])]
 
@@ -311,14 +316,33 @@ def test_node_lost_requeues_finished_maps_whose_outputs_are_still_needed():
     assert assigned(run.finish("j:map:1", "b:1", 0)) == [("b:1", "j:map:0")]
 
 
-def test_map_only_outputs_are_not_rerun_when_their_node_is_lost():
+def test_a_running_jobs_results_on_a_lost_node_are_made_again():
+    # a map-only job's outputs are its results: on a node that is gone they could not be read
     run = Run()
     run(NodeSlots("a:1", 1))
     run(NodeSlots("b:1", 1))
     run(JobSubmitted("j", ["raw://x", "raw://y"]))
     run.finish("j:map:0", "a:1")
+    acts = run(NodeLost("a:1"))
+    assert facts(acts) == ["task_requeued"]
+    assert run.s.jobs["j"].tasks["j:map:0"].state == PENDING
+    acts = run.finish("j:map:1", "b:1")
+    assert assigned(acts) == [("b:1", "j:map:0")]
+    acts = run.finish("j:map:0", "b:1")
+    assert of(acts, JobFinished) == [JobFinished("j", [url("b:1", "j:map:0", 0),
+                                                       url("b:1", "j:map:1", 0)])]
+
+
+def test_saved_results_on_a_lost_node_are_not_made_again():
+    # save_results outputs are DDFS replica sets, on no one node
+    run = Run()
+    run(NodeSlots("a:1", 1))
+    run(NodeSlots("b:1", 1))
+    run(JobSubmitted("j", ["raw://x", "raw://y"]))
+    run(TaskFinished("j:map:0", "a:1", [{"label": 0, "url": ["disco://a:1/x", "disco://b:1/x"]}]))
+    job = run.s.jobs["j"]
     assert run(NodeLost("a:1")) == []
-    assert run.s.jobs["j"].tasks["j:map:0"].state == DONE
+    assert job.tasks["j:map:0"].state == DONE
 
 
 def test_node_lost_during_reduce_reruns_map_and_then_every_reduce():
@@ -332,7 +356,7 @@ def test_node_lost_during_reduce_reruns_map_and_then_every_reduce():
     run.finish("j:reduce:1", "b:1", 1)
     # a holds map 0's output, which the unfinished reduce 0 (running on a) still needs
     acts = run(NodeLost("a:1"))
-    assert of(acts, CancelTask) == [CancelTask("a:1", "j:reduce:0")]
+    assert of(acts, CancelTask) == []  # nothing is sent to the node that is gone
     assert assigned(acts) == [("b:1", "j:map:0")]
     acts = run.finish("j:map:0", "b:1", 0, 1)
     assert of(acts, JobFinished) == []
