@@ -4,7 +4,9 @@
 for node flags, the environment name without ``DISCO_`` otherwise), its environment variable,
 its type and default. ``resolve(flags)`` returns each setting's value and where it came from;
 ``node_settings(...)`` builds the daemon's frozen ``mesh.settings.NodeSettings`` from it, and
-``disco config show`` prints it.
+``disco config show`` prints it. ``DiscoSettings`` is Disco's dict-like view of the same
+settings under Disco's names (``DiscoSettings()["DISCO_PORT"]``), with Disco's defaults for the
+names this project has no setting for.
 
 The config file is TOML, top-level keys only, found at ``--config F``, else ``$DISCO_CONFIG``,
 else ``~/.config/disco/config.toml``, else ``/etc/disco/config.toml`` (the first that exists;
@@ -13,7 +15,9 @@ the file and the key. Cores never read the environment: they get these values pa
 """
 from __future__ import annotations
 
+import getpass
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +28,7 @@ from mesh.settings import (DEFAULT_PORT, LOOPBACK_PREFIXES, PYTHON, NodeSettings
 
 __all__ = ["DEFAULT_PORT", "PYTHON", "LOOPBACK_PREFIXES", "NodeSettings", "default_data_dir",
            "parse_address", "is_loopback", "node_settings", "client_master", "SETTINGS",
-           "resolve", "config_path", "Setting"]
+           "resolve", "config_path", "Setting", "DiscoSettings"]
 
 USER_CONFIG = Path("~/.config/disco/config.toml")
 SYSTEM_CONFIG = Path("/etc/disco/config.toml")
@@ -188,3 +192,184 @@ def client_master() -> str | None:
         return _load(config_path()).get("master")
     except UsageError:
         return None
+
+
+# -- Disco's names ------------------------------------------------------------------------------
+
+_HUNDRED_YEARS_S = 100 * 365 * 24 * 3600
+_REFERENCE = re.compile(r"\$(\w+)")
+# Disco's name -> this project's setting key (resolve()): flag > environment > config file
+PROJECT_KEYS = {"DISCO_PORT": "port", "DISCO_MASTER_HOST": "host", "DISCO_DATA": "data",
+                "DISCO_MASTER": "master", "DDFS_BLOB_REPLICAS": "ddfs_blob_replicas",
+                "DDFS_TAG_REPLICAS": "ddfs_tag_replicas"}
+
+
+def _owner(_settings) -> str:
+    return f"{_user(_settings)}@{os.uname().nodename}"
+
+
+def _user(_settings) -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "user"
+
+
+def _home(_settings) -> str:
+    return str(Path(__file__).resolve().parent.parent)
+
+
+def _config_file(settings) -> str:
+    path = config_path(settings.filename)
+    return str(path if path is not None else USER_CONFIG.expanduser())
+
+
+# Disco's settings table (0.5.4): a value, a "$NAME" template, or a function of the settings.
+# Names marked "unused" are accepted for scripts that read them; nothing here acts on them.
+DISCO_DEFAULTS: dict = {
+    "DISCO_HOME": _home,
+    "DISCO_ROOT": str(Path("~/.local/share/disco").expanduser()),
+    "DISCO_DATA": lambda s: str(default_data_dir(s["DISCO_PORT"])),
+    "DISCO_MASTER_HOME": "$DISCO_HOME",
+    "DISCO_MASTER_ROOT": "$DISCO_DATA",
+    "DISCO_MASTER_CONFIG": _config_file,
+    "DISCO_MASTER_HOST": "127.0.0.1",
+    "DISCO_PORT": DEFAULT_PORT,
+    "DISCO_MASTER": "$DISCO_MASTER_HOST:$DISCO_PORT",
+    "DISCO_NAME": "disco_$DISCO_PORT",
+    "DISCO_LOG_DIR": "$DISCO_DATA/logs",
+    "DISCO_PID_DIR": "$DISCO_DATA",
+    "DISCO_ROTATE_LOG": False,                     # unused: logs rotate by size (log_mb)
+    "DISCO_USER": _user,
+    "DISCO_JOB_OWNER": _owner,
+    "DISCO_WWW_ROOT": "$DISCO_MASTER_HOME/mesh",   # unused: the status page is built in
+    "DISCO_ERLANG": "erl",                         # unused
+    "DISCO_HTTPD": "",                             # unused
+    "DISCO_EVENTS": "",
+    "DISCO_DEBUG": "off",
+    "DISCO_FLAGS": "",
+    "DISCO_GC_AFTER": _HUNDRED_YEARS_S,
+    "DATA_GC_INTERVAL": 12,
+    "DISCO_WORKER_MAX_MEM": "80%",
+    "DISCO_ULIMIT": 16000000,                      # unused, as in Disco
+    "DISCO_SETTINGS_FILE": _config_file,
+    "DISCO_PROFILE": False,                        # unused
+    "GRAPHITE_HOST": "localhost",                  # unused
+    "SYSTEMD_ENABLED": False,                      # unused
+    "DISCO_PROXY_ENABLED": "",
+    "DISCO_PROXY_PORT": 8999,
+    "DISCO_PROXY_PID": "$DISCO_DATA/proxy.pid",
+    "DISCO_PROXY_CONFIG": "$DISCO_DATA/proxy.conf",
+    "DISCO_PROXY": "",
+    "DISCO_SCHEDULER": "fair",
+    "DISCO_SCHEDULER_ALPHA": 0.001,
+    "DISCO_TEST_DISCODB": "",
+    "DISCO_TEST_HOST": "$DISCO_MASTER_HOST",
+    "DISCO_TEST_PORT": 9444,
+    "DISCO_TEST_PROFILE": "",
+    "DISCO_TEST_PURGE": "purge",
+    "DDFS_DATA": "$DISCO_DATA",
+    "DDFS_PUT_PORT": lambda s: int(s["DISCO_PORT"]) + 1,   # the node's data port
+    "DDFS_PUT_MAX": 3,
+    "DDFS_GET_MAX": 3,
+    "DDFS_READ_TOKEN": None,
+    "DDFS_WRITE_TOKEN": None,
+    "DDFS_TAG_MIN_REPLICAS": 1,
+    "DDFS_TAG_REPLICAS": 3,
+    "DDFS_BLOB_REPLICAS": 3,
+    "DDFS_SPACE_AWARE": "",
+    "DDFS_ABSOLUTE_SPACE": "",
+    "DDFS_PARANOID_DELETE": "",
+    "DDFS_GC_INITIAL_WAIT": "",
+    "DDFS_GC_BALANCE_THRESHOLD": 0.1,
+    "DISCO_LINES": "str",                          # this project's: default_map_reader's lines
+}
+
+
+class DiscoSettings(dict):
+    """Disco's settings by Disco's names, read where this project keeps them.
+
+    ``DiscoSettings(filename=None, **explicit)``; ``settings["DISCO_PORT"]``. Each value is,
+    in order: given explicitly; for the names this project has a setting for (``DISCO_PORT``,
+    ``DISCO_MASTER_HOST``, ``DISCO_DATA``, ``DISCO_MASTER``, ``DDFS_BLOB_REPLICAS``,
+    ``DDFS_TAG_REPLICAS``) that setting from the environment or the config file
+    (``filename``, else the usual places); for the others the environment variable; else
+    Disco's default (``DISCO_DEFAULTS``; ``$NAME`` in a default is that setting's value).
+    An environment value takes the type of the default (``"9444"`` -> 9444). ``env`` gives
+    every setting as strings, for a child process's environment."""
+
+    defaults = DISCO_DEFAULTS
+
+    def __init__(self, filename: str | None = None, **explicit):
+        super().__init__(explicit)
+        self.filename = filename
+        self._project: dict | None = None
+
+    def __getitem__(self, key: str):
+        if dict.__contains__(self, key):
+            return dict.__getitem__(self, key)
+        if key in PROJECT_KEYS:
+            value = self._resolved()[PROJECT_KEYS[key]][0]
+            if value is not None:
+                return value
+        elif os.environ.get(key) not in (None, ""):
+            return _as_type_of(self.defaults.get(key), os.environ[key], key)
+        if key not in self.defaults:
+            raise KeyError(key)
+        return self._default(key)
+
+    def _resolved(self) -> dict:
+        if self._project is None:
+            self._project = resolve(config=self.filename)
+        return self._project
+
+    def _default(self, key: str):
+        value = self.defaults[key]
+        if callable(value):
+            return value(self)
+        if isinstance(value, str):
+            return _REFERENCE.sub(lambda found: str(self[found[1]]), value)
+        return value
+
+    def get(self, key: str, default=None):
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key) -> bool:
+        return dict.__contains__(self, key) or key in self.defaults
+
+    def keys(self):
+        return list(dict.fromkeys([*self.defaults, *dict.keys(self)]))
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+    def items(self):
+        return [(key, self[key]) for key in self.keys()]
+
+    def values(self):
+        return [self[key] for key in self.keys()]
+
+    @property
+    def env(self) -> dict:
+        return {key: str(value) for key, value in self.items() if value is not None}
+
+    def __repr__(self) -> str:
+        return f"DiscoSettings({dict.__repr__(self)})"
+
+
+def _as_type_of(default, text: str, key: str):
+    if isinstance(default, bool):
+        return text.lower() in ("1", "true", "yes", "on")
+    if isinstance(default, (int, float)):
+        try:
+            return type(default)(text)
+        except ValueError:
+            raise UsageError(f"{key}={text!r}: expected a "
+                             f"{'whole number' if isinstance(default, int) else 'number'}") from None
+    return text
