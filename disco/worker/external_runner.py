@@ -299,7 +299,8 @@ class Session:
             self.proc.stdin.write(protocol.encode(*frame))
             self.proc.stdin.flush()
         except (BrokenPipeError, ConnectionResetError):
-            self._exited()
+            if not self.ending:  # after DONE, ERROR or FATAL the program may be gone already
+                self._exited()
 
     # -- one handler per request --
 
