@@ -362,6 +362,10 @@ class DiscoSettings(dict):
     def __repr__(self) -> str:
         return f"DiscoSettings({dict.__repr__(self)})"
 
+    def __reduce__(self):
+        # only what was given explicitly travels; the rest is read again where it arrives
+        return (DiscoSettings, (self.filename,), None, None, iter(dict.items(self)))
+
 
 def _as_type_of(default, text: str, key: str):
     if isinstance(default, bool):
