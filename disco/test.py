@@ -35,7 +35,8 @@ from unittest import SkipTest
 from urllib.parse import unquote
 
 from disco.core import Disco, Job, result_iterator
-from disco.error import CommError, code_of
+from common.error import code_of
+from disco.error import CommError
 from disco.settings import DiscoSettings, client_master
 from disco.util import iterify
 
