@@ -47,6 +47,7 @@ import urllib.error
 import urllib.request
 from typing import BinaryIO, Callable, Iterator
 
+from disco.fileutils import DiscoOutputStream_v0 as DiscoPlainOut
 from disco.error import DataError, DecodeError, DiscoError, InputError, UsageError
 from disco.util import argcount, schemesplit, urllist
 
@@ -498,13 +499,6 @@ def disco_output_stream(stream, partition, url, params):
 def plain_output_stream(stream, partition, url, params):
     """A writer of Disco's oldest text format on ``stream`` (see :func:`old_netstr_reader`)."""
     return DiscoPlainOut(stream)
-
-
-def __getattr__(name: str):
-    if name == "DiscoPlainOut":
-        from disco.fileutils import DiscoOutputStream_v0
-        return DiscoOutputStream_v0
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 default_stream = (task_input_stream,)
