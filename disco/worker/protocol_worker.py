@@ -159,7 +159,8 @@ class Worker:
         except ProtocolFailure:
             raise
         except BaseException as exc:  # the worker's own code may raise anything
-            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            text = f"{type(exc).__name__}: {exc}\n\n" + "".join(
+                traceback.format_exception(type(exc), exc, exc.__traceback__))
             retry = isinstance(exc, OSError) or getattr(exc, "retryable", False)
             (self.error if retry else self.fatal)(text)
             return 1
