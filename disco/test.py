@@ -81,15 +81,22 @@ class TestCase(unittest.TestCase):
         from disco.ddfs import DDFS
         return DDFS(self.disco.master)
 
+    def _node_rows(self) -> list[tuple[str, int, bool]]:
+        """``(address, task slots, blacklisted)`` per node, from either shape of node info
+        (Disco's ``{host: {max_workers, blacklisted}}`` or ``{"nodes": [...]}``)."""
+        info = self.disco.nodeinfo()
+        if isinstance(info.get("nodes"), list):
+            return [(n["address"], n["slots"], n["blacklisted"]) for n in info["nodes"]]
+        return [(host, n["max_workers"], n["blacklisted"]) for host, n in info.items()]
+
     @property
     def nodes(self) -> dict:
         """``{address: task slots}`` of the nodes that take tasks (not blacklisted)."""
-        return {n["address"]: n["slots"] for n in self.disco.nodeinfo()["nodes"]
-                if not n["blacklisted"]}
+        return {host: slots for host, slots, blacklisted in self._node_rows() if not blacklisted}
 
     @property
     def num_workers(self) -> int:
-        return sum(n["slots"] for n in self.disco.nodeinfo()["nodes"])
+        return sum(slots for _host, slots, _blacklisted in self._node_rows())
 
     @property
     def test_server_address(self) -> tuple[str, int]:
@@ -156,6 +163,8 @@ class TestCase(unittest.TestCase):
 class TestJob(Job):
     """A ``disco.core.Job`` that profiles its tasks when ``DISCO_TEST_PROFILE`` is set."""
 
+    __test__ = False  # a job, not a test for pytest to collect
+
     def __init__(self, name=None, master=None, worker=None, settings=None):
         super().__init__(name, master, worker, settings)
         self.settings = settings if settings is not None else DiscoSettings()
@@ -194,6 +203,8 @@ class TestPipe(TestJob):
 class TestLoader(unittest.TestLoader):
     """Loads tests, giving every ``TestCase`` these ``settings``."""
 
+    __test__ = False
+
     def __init__(self, settings):
         super().__init__()
         self.settings = settings
@@ -207,6 +218,8 @@ class TestLoader(unittest.TestLoader):
 class TestRunner(unittest.TextTestRunner):
     """Runs tests by name; ``DISCO_DEBUG`` (off, log, trace) sets the verbosity."""
 
+    __test__ = False
+
     def __init__(self, settings):
         super().__init__(verbosity=DEBUG_LEVELS.get(str(settings["DISCO_DEBUG"]), 1))
         self.settings = settings
@@ -218,6 +231,8 @@ class TestRunner(unittest.TextTestRunner):
 
 class TestServer(ThreadingHTTPServer):
     """An HTTP server on a thread of its own: GET /PATH answers ``data_generator(PATH)``."""
+
+    __test__ = False
 
     allow_reuse_address = True
     daemon_threads = True
