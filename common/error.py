@@ -250,5 +250,5 @@ def error_for(code: str, msg: str) -> DiscoError:
 
 __all__ = ["DiscoError", "CommError", "NoAnswer", "NotMaster", "JobError", "DataError", "InputError",
            "DecodeError", "DataNotFound", "RecordFormatError", "ProtocolError", "RemoteProtocolError",
-           "LocalProtocolError", "UsageError", "ModUtilImportError", "CODES", "INTERNAL", "code_of", "message_of",
-           "error_for"]
+           "LocalProtocolError", "UsageError", "ModUtilImportError", "CODES", "INTERNAL",
+           "code_of", "message_of", "error_for"]
