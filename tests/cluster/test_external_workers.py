@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import wait_for
 from disco import discopack
 from disco.core import Disco, Job, result_iterator
 from disco.error import JobError
@@ -222,3 +223,28 @@ def test_external_error_fails_the_job_with_its_message(node, ext_program):
     with pytest.raises(JobError) as err:
         job.wait(timeout=60)
     assert "parameter has a wrong value: dummy" in str(err.value)
+
+
+
+def test_killing_the_job_kills_the_worker_program(node, tmp_path):
+    pidfile = tmp_path / "pid"
+    script = failing(f"""
+w = Worker(); w.hello()
+open({str(pidfile)!r} + ".tmp", "w").write(str(os.getpid()))
+os.rename({str(pidfile)!r} + ".tmp", {str(pidfile)!r})
+import time
+time.sleep(600)
+""")
+    blob, prefix = discopack.to_internal(python_pack(script, [[0, 0, ["raw://x"]]]).dumps())
+    disco = Disco(node.address)
+    job = disco.submit(blob, prefix)
+    pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text(), 30, "the program"))
+    disco.kill(job)
+
+    def gone() -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        return state == "Z"
+    wait_for(gone, 15, f"worker program {pid} to die with its killed task")
