@@ -273,7 +273,8 @@ class Session:
                     frames = self.decoder.feed(chunk)
                 except protocol.FrameError as exc:
                     self.stray.add(self.decoder.pending)
-                    raise WorkerProtocolError(f"the worker program broke the protocol: {exc}")
+                    raise WorkerProtocolError(
+                        f"the worker program broke the protocol: {exc}") from None
                 for frame in frames:
                     self._reply(self._handle(frame))
 
