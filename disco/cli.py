@@ -498,7 +498,8 @@ def results(master, job):
     Example: disco results @ | head
     """
     disco = _disco(master)
-    state, urls = disco.results(_jobname(disco, job))
+    status = disco.status(_jobname(disco, job))
+    state, urls = status["status"], status["results"]
     if state != "finished":
         _fail(f"job {job} is {state}; it has no results")
     for url in urls:
@@ -542,7 +543,7 @@ def jobdict(master, job):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def nodeinfo(master, as_json):
     """Show the nodes the master schedules on."""
-    info = _disco(master).nodeinfo()
+    info = _disco(master).node_table()
     if as_json:
         click.echo(json.dumps(info))
         return

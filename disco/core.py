@@ -17,15 +17,24 @@ from disco.error import CommError, DataNotFound, JobError, NoAnswer, UsageError
 from disco.worker.classic.worker import Params
 from mesh import message as m
 
-__all__ = ["Disco", "Job", "JobError", "Params", "result_iterator"]
+__all__ = ["Disco", "Job", "JobError", "Params", "client_version", "new_job", "result_iterator"]
 
 FIND_MASTER_S = 30.0  # how long a client looks for a (new) master before giving up
 REQUEST_TIMEOUT_S = 10.0
 LONG_POLL_S = 5.0  # a wait re-asks this often, so a new master is found quickly
+SPLIT_SIZE = 64 << 20  # Job.split_size's default: bytes of input per map task
 WATCH_TIMEOUT_S = 3.0  # show=True polls events: a master silent this long is looked for anew
 JOB_ARGS = ("input", "map", "reduce", "combiner", "partition", "partitions", "sort", "params",
             "map_reader", "reduce_reader", "map_init", "reduce_init", "required_modules",
-            "required_files", "save_results", "profile", "name", "prefix", "kill_on_exit")
+            "required_files", "save_results", "profile", "name", "prefix", "kill_on_exit",
+            "pipeline", "lines", "split_size", "save", "owner", "scheduler", "status_interval",
+            "ext_params", "save_info", "sort_buffer_size", "map_input_stream",
+            "map_output_stream", "reduce_input_stream", "reduce_output_stream", "version",
+            "merge_partitions", "reduce_shuffle")
+# Disco's job keywords this project takes but does not act on (their job runs all the same)
+IGNORED_ARGS = ("scheduler", "status_interval", "ext_params", "save_info", "sort_buffer_size",
+                "version", "merge_partitions", "reduce_shuffle")
+_DISCO_STATUS = {"active": "active", "finished": "ready", "failed": "dead", "killed": "dead"}
 
 
 class Disco:
@@ -91,31 +100,105 @@ class Disco:
                 return hello["master"]
         return None
 
-    def submit(self, jobpack_bytes: bytes, prefix: str) -> str:
-        return self.request(m.SubmitJob, prefix=prefix, jobpack=jobpack_bytes,
+    def submit(self, jobpack_bytes: bytes, prefix: str | None = None) -> str:
+        """Submit a job pack; returns the job's name. Disco's own binary job packs
+        (``disco.job.JobPack(...).dumps()``, any worker program) are taken too."""
+        from disco import discopack
+        if discopack.is_disco_pack(jobpack_bytes):
+            jobpack_bytes, packed_prefix = discopack.to_internal(jobpack_bytes)
+            prefix = prefix or packed_prefix
+        return self.request(m.SubmitJob, prefix=prefix or "Job", jobpack=jobpack_bytes,
                             python=jobpack.PYTHON, token=uuid.uuid4().hex)["job"]
 
+    def new_job(self, name: str | None = None, **jobargs) -> "Job":
+        """``Job(name, master).run(**jobargs)``."""
+        return Job(name, self.master).run(**jobargs)
+
     def jobs(self) -> list:
+        """Every job the master knows: dicts with ``job``, ``status``, ``submitted``,
+        ``finished``, oldest first."""
         return self.request(m.ListJobs)
+
+    def joblist(self) -> list:
+        """Disco's job list: ``[submitted (int seconds), status, name]``, newest first; status
+        ``active``, ``ready`` (finished) or ``dead`` (failed or killed)."""
+        return [[int(j["submitted"]), _DISCO_STATUS.get(j["status"], j["status"]), j["job"]]
+                for j in sorted(self.jobs(), key=lambda j: j["submitted"], reverse=True)]
 
     def status(self, jobname: str) -> dict:
         return self.request(m.GetJobStatus, job=jobname)
 
     def jobinfo(self, jobname: str) -> dict:
-        return self.status(jobname)
-
-    def results(self, jobname: str) -> tuple[str, list]:
+        """Disco's job info: ``timestamp``, ``active`` (its status), ``pipeline`` rows
+        ``[stage, pending, waiting, running, done, failed]``, ``results``, ``inputs``,
+        ``worker``, ``hosts`` and ``owner``."""
         status = self.status(jobname)
-        return status["status"], status["results"]
+        header = self.jobdict(jobname)
+        counts = status.get("counts") or {}
+        rows = []
+        for stage in status.get("stages") or list(counts):
+            c = counts.get(stage, {})
+            rows.append([stage, c.get("pending", 0), 0, c.get("running", 0), c.get("done", 0),
+                         c.get("failed", 0)])
+        hosts = sorted({e["node"] for e in self.event_records(jobname)
+                        if e["type"] == "task_started" and e.get("node")})
+        return {"timestamp": status["submitted"],
+                "active": _DISCO_STATUS.get(status["status"], status["status"]),
+                "pipeline": rows, "results": status["results"],
+                "inputs": header.get("inputs", []),
+                "worker": (header.get("worker") or {}).get("path") or (
+                    "disco.worker.pipeline" if header.get("pipeline") else "disco.worker.classic"),
+                "hosts": hosts, "owner": header.get("owner", "")}
 
-    def events(self, jobname: str, offset: int = 0) -> list:
+    def results(self, jobspec, timeout: float = 2000):
+        """Disco's results: for one job, ``(status, results)`` (status ``active``, ``ready``,
+        ``dead`` or ``unknown job``); for a list of jobs, ``(inactive, active)``: lists of
+        ``(name, (status, results))``, after waiting up to ``timeout`` ms for one to end."""
+        if isinstance(jobspec, (str, Job)):
+            return self._result_of(_name_of(jobspec))
+        names = [_name_of(j) for j in jobspec]
+        deadline = time.monotonic() + max(0.0, timeout) / 1000.0
+        while True:
+            both = [(name, self._result_of(name)) for name in names]
+            inactive = [x for x in both if x[1][0] != "active"]
+            if inactive or time.monotonic() >= deadline:
+                return inactive, [x for x in both if x[1][0] == "active"]
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+    def _result_of(self, name: str) -> tuple:
+        try:
+            status = self.status(name)
+        except UsageError:
+            return "unknown job", []
+        return _DISCO_STATUS.get(status["status"], status["status"]), status["results"]
+
+    def stageresults(self, jobname: str, stage: str) -> list:
+        """The outputs of one finished stage of a job (to resume a pipeline from it); a
+        ``JobError`` if that stage has not finished."""
+        status = self.request(m.GetJobStatus, job=jobname, stage=stage)
+        if status.get("stage_results") is None:
+            raise JobError(jobname, f"stage {stage!r} has not finished (or the master that "
+                           "ran it is gone)")
+        return status["stage_results"]
+
+    def events(self, jobname: str, offset: int = 0):
+        """Disco's events: yields ``(offset, (timestamp, host, message))``; pass the last offset
+        back to read only what came after it."""
+        records = self.event_records(jobname, offset)
+        for i, e in enumerate(records, start=offset + 1):
+            when = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(e["time"]))
+            yield i, (when, e.get("node") or "master", f"{e['type']}: {e['msg']}")
+
+    def event_records(self, jobname: str, offset: int = 0) -> list:
+        """A job's events from ``offset`` on: dicts with ``time``, ``job``, ``type``, ``msg``,
+        and ``task``, ``stage``, ``node`` where they apply."""
         return self.request(m.GetEvents, job=jobname, offset=offset)["events"]
 
     def kill(self, jobname: str) -> None:
-        self.request(m.KillJob, job=jobname)
+        self.request(m.KillJob, job=_name_of(jobname))
 
     def purge(self, jobname: str) -> None:
-        self.request(m.PurgeJob, job=jobname)
+        self.request(m.PurgeJob, job=_name_of(jobname))
 
     def clean(self, jobname: str) -> None:
         self.purge(jobname)
@@ -124,7 +207,24 @@ class Disco:
         return self.request(m.GetJobDict, job=jobname)
 
     def nodeinfo(self) -> dict:
+        """Disco's node info: ``{host: {max_workers, blacklisted, connected, tasks, ...}}``, one
+        entry per live member, keyed by its address."""
+        table = self.node_table()
+        return {n["address"]: {"name": n["name"], "max_workers": n["slots"],
+                               "blacklisted": n["blacklisted"],
+                               "connected": n["state"] in ("alive", "suspect"),
+                               "state": n["state"], "tasks": n["busy"], "job_ok": 0,
+                               "data_error": 0, "error": 0}
+                for n in table["nodes"]}
+
+    def node_table(self) -> dict:
+        """The nodes the master schedules on: ``{"master", "term", "nodes": [{name, address,
+        slots, busy, blacklisted, state}]}``."""
         return self.request(m.GetNodeInfo)
+
+    def master_version(self) -> str:
+        from mesh.message import VERSION
+        return str(self.request(m.Hello, python=jobpack.PYTHON).get("version", VERSION))
 
     def blacklist(self, node: str) -> None:
         self.request(m.Blacklist, node=node)
@@ -202,6 +302,24 @@ class Disco:
         return result_iterator(*args, **kwargs)
 
 
+def _name_of(job) -> str:
+    return job.name if isinstance(job, Job) else job
+
+
+def client_version() -> str:
+    """This client's version (the installed package's, else ``source``)."""
+    try:
+        from importlib.metadata import version
+        return version("disco-mesh")
+    except Exception:  # noqa: BLE001 - not installed as a distribution
+        return "source"
+
+
+def new_job(name: str | None = None, master: str | None = None, **jobargs) -> "Job":
+    """``Job(name, master).run(**jobargs)``."""
+    return Job(name, master).run(**jobargs)
+
+
 class Job:
     """A Disco job. Set the job's functions as ``run`` keywords or class attributes."""
 
@@ -223,12 +341,20 @@ class Job:
     profile = False
     kill_on_exit = False  # Ctrl-C in wait() kills the job instead of leaving it running
 
+    pipeline = None  # [(grouping, Stage), ...]: a pipeline job (disco.worker.pipeline.worker)
+    lines = None  # bytes (or "bytes"): the default reader gives bytes lines, as Disco did
+    split_size = SPLIT_SIZE  # a bigger local or http input is read by several map tasks
+    Worker = None  # a worker class (Disco's pipeline Worker makes a pipeline job)
+
     def __init__(self, name: str | None = None, master: str | None = None, worker=None,
                  settings=None):
         self._prefix = name
         self._master = master
         self._disco = None
         self._kill_on_exit = False
+        self.worker = worker if worker is not None else (
+            self.Worker() if isinstance(self.Worker, type) else None)
+        self.settings = settings
         self.name = None
 
     def __getstate__(self):
@@ -242,35 +368,77 @@ class Job:
             self._disco = Disco(self._master)
         return self._disco
 
+    def _get(self, jobargs: dict, key: str):
+        """A job parameter, as Disco looked it up: ``run`` keywords, then the job's attributes,
+        then its worker's defaults."""
+        if key in jobargs:
+            return jobargs[key]
+        value = getattr(self, key, None)
+        if value is None:
+            value = (getattr(self.worker, "defaults", None) or {}).get(key)
+        return value
+
     def run(self, **jobargs) -> "Job":
         """Submit the job; returns self (``job.name`` is set)."""
         unknown = set(jobargs) - set(JOB_ARGS)
         if unknown:
             raise UsageError(f"Job.run got unknown keywords {sorted(unknown)}; "
                              f"known: {', '.join(JOB_ARGS)}")
-        get = lambda key: jobargs[key] if key in jobargs else getattr(self, key, None)  # noqa: E731
-        inputs = self._expand_tags(_inputs(get("input")))
-        code = {name: get(name) for name in jobpack.FUNCTIONS}
-        if code["map"] is None and code["reduce"] is None:
-            raise UsageError("a job needs map=, reduce= or both")
+        get = lambda key: self._get(jobargs, key)  # noqa: E731
+        pipeline = get("pipeline")
+        if pipeline is None and _is_pipeline_worker(self.worker):
+            raise UsageError("a job with the pipeline worker needs pipeline=[(grouping, "
+                             "Stage(...)), ...]")
+        raw_input = get("input")
+        if raw_input is None and pipeline is not None:
+            raw_input = []
+        inputs = self._expand_tags(_inputs(raw_input))
+        lines = _lines_of(get("lines"))
         params = get("params")
-        code.update(params=Params() if params is None else params, sort=bool(get("sort")),
-                    profile=bool(get("profile")))
-        partitions = get("partitions")
-        header = {"inputs": inputs, "has_map": code["map"] is not None,
-                  "has_reduce": code["reduce"] is not None,
-                  "partitions": 1 if partitions in (None, 0) else int(partitions),
-                  "sort": bool(get("sort")), "profile": bool(get("profile")),
-                  "save_results": bool(get("save_results")),
-                  "owner": f"{os.environ.get('USER', 'user')}@{os.uname().nodename}",
-                  "functions": {k: _describe(v) for k, v in code.items()
-                                if k in jobpack.FUNCTIONS and v is not None}}
+        params = Params() if params is None else params
+        if pipeline is not None:
+            header, code = self._pipeline_job(pipeline, inputs, params)
+        else:
+            header, code = self._classic_job(get, inputs, params)
+        header.update(lines=lines, save_results=bool(get("save_results") or get("save")),
+                      profile=bool(get("profile")),
+                      owner=get("owner") or f"{os.environ.get('USER', 'user')}@"
+                                            f"{os.uname().nodename}")
         self._kill_on_exit = bool(get("kill_on_exit"))
         prefix = get("name") or get("prefix") or self._prefix or type(self).__name__
         header["prefix"] = prefix
         blob = jobpack.build(header, code, get("required_modules"), get("required_files"))
         self.name = self.disco.submit(blob, prefix)
         return self
+
+    def _classic_job(self, get, inputs: list, params) -> tuple[dict, dict]:
+        code = {name: get(name) for name in jobpack.FUNCTIONS}
+        if code["map"] is None and code["reduce"] is None:
+            raise UsageError("a job needs map=, reduce= or both (or a pipeline=)")
+        code.update(params=params, sort=bool(get("sort")), profile=bool(get("profile")))
+        split_size = get("split_size")  # None (as a keyword or attribute) turns it off
+        if code["map"] is not None and code["map_reader"] is None and code["map_init"] is None \
+                and split_size:
+            inputs = split_inputs(inputs, int(split_size))
+        partitions = get("partitions")
+        header = {"inputs": inputs, "has_map": code["map"] is not None,
+                  "has_reduce": code["reduce"] is not None,
+                  "partitions": 1 if partitions in (None, 0) else int(partitions),
+                  "sort": bool(get("sort")),
+                  "functions": {k: _describe(v) for k, v in code.items()
+                                if k in jobpack.FUNCTIONS and v is not None}}
+        return header, code
+
+    def _pipeline_job(self, pipeline, inputs: list, params) -> tuple[dict, dict]:
+        from disco.worker.pipeline.worker import check
+        stages = check(pipeline)
+        header = {"inputs": inputs, "has_map": True, "has_reduce": False, "partitions": 1,
+                  "pipeline": [[stage.name, grouping, concurrent]
+                               for grouping, stage, concurrent in stages],
+                  "functions": {stage.name: _describe(stage.process) for _, stage, _ in stages}}
+        code = {"pipeline": [(grouping, stage) for grouping, stage, _ in stages],
+                "params": params}
+        return header, code
 
     def _expand_tags(self, inputs: list) -> list:
         """``tag://NAME`` inputs become the replica sets of the tag's blobs (links followed),
@@ -305,11 +473,22 @@ class Job:
     def status(self) -> str:
         return self.disco.status(self._need_name())["status"]
 
-    def events(self, offset: int = 0) -> list:
+    def events(self, offset: int = 0):
+        """Disco's ``(offset, (timestamp, host, message))`` tuples (see ``event_records``)."""
         return self.disco.events(self._need_name(), offset)
 
-    def results(self) -> list:
-        return self.disco.results(self._need_name())[1]
+    def event_records(self, offset: int = 0) -> list:
+        return self.disco.event_records(self._need_name(), offset)
+
+    def results(self, timeout: float = 2000):
+        """Disco's ``(status, results)`` of this job."""
+        return self.disco.results(self._need_name(), timeout)
+
+    def stageresults(self, stage: str) -> list:
+        return self.disco.stageresults(self._need_name(), stage)
+
+    def jobdict(self) -> dict:
+        return self.disco.jobdict(self._need_name())
 
     def jobinfo(self) -> dict:
         return self.disco.jobinfo(self._need_name())
@@ -322,6 +501,58 @@ class Job:
 
     def clean(self) -> None:
         self.purge()
+
+
+def _is_pipeline_worker(worker) -> bool:
+    return type(worker).__module__ == "disco.worker.pipeline.worker"
+
+
+def _lines_of(value) -> str | None:
+    if value is None:
+        return None
+    if value is bytes or value == "bytes":
+        return "bytes"
+    if value is str or value == "str":
+        return "str"
+    raise UsageError(f"lines must be str or bytes, not {value!r}")
+
+
+def split_inputs(inputs: list, split_size: int) -> list:
+    """Each local (``file://``) or http(s) input bigger than ``split_size`` bytes as several
+    line-aligned byte ranges of that size, each read by its own map task. Inputs the client
+    cannot size (a path only the nodes have, a server that does not say) stay whole."""
+    if split_size <= 0:
+        raise UsageError(f"split_size must be a positive number of bytes or None, not {split_size}")
+    from disco.worker.task_io import range_url
+    out = []
+    for inp in inputs:
+        size = _size_of(inp) if isinstance(inp, str) else None
+        if size is None or size <= split_size:
+            out.append(inp)
+            continue
+        out.extend(range_url(inp, start, min(start + split_size, size))
+                   for start in range(0, size, split_size))
+    return out
+
+
+def _size_of(url: str) -> int | None:
+    if url.startswith("file://") and "#" not in url:
+        try:
+            return os.stat(url[len("file://"):]).st_size
+        except OSError:
+            return None
+    if url.startswith(("http://", "https://")) and "#" not in url:
+        import urllib.request
+        try:
+            req = urllib.request.Request(url, method="HEAD")
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                if resp.headers.get("Accept-Ranges", "").lower() != "bytes":
+                    return None
+                length = resp.headers.get("Content-Length")
+                return int(length) if length and length.isdigit() else None
+        except (OSError, ValueError):
+            return None
+    return None
 
 
 def _inputs(value) -> list:

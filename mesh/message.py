@@ -86,6 +86,7 @@ class SubmitJob:
 class GetJobStatus:
     rid: int
     job: str
+    stage: str = ""  # set: the answer carries that stage's outputs too ("stage_results")
 
 
 @message("wait_job")

@@ -153,7 +153,7 @@ class ClientRequests:
     def _query(self, msg, ident):
         t = self.table
         if isinstance(msg, m.GetJobStatus):
-            return t.status(msg.job)
+            return t.status(msg.job, msg.stage or None)
         if isinstance(msg, m.GetEvents):
             return t.events(msg.job, msg.offset)
         if isinstance(msg, m.GetJobDict):

@@ -31,6 +31,7 @@ from scheduler import core
 from scheduler import entry as en
 
 MAX_EVENTS_PER_JOB = 20_000
+ENDED_JOBS_KEPT = 32  # ended multi-stage jobs whose stages' outputs stay known (stageresults)
 EVENTS_PER_PAGE = 5000
 
 
@@ -139,6 +140,7 @@ class JobTable:
         self.jobs: dict[str, JobRecord] = {}
         self.max_failures, self.wall_offset, self.salt = max_failures, wall_offset, salt
         self._seq = itertools.count(1)
+        self._ended_jobs: dict = {}  # name -> scheduler Job, of the last multi-stage jobs ended
         self._now = 0.0
         self._out: list = []
 
@@ -202,6 +204,7 @@ class JobTable:
 
     def _forget(self, name: str) -> None:
         self.jobs.pop(name, None)
+        self._ended_jobs.pop(name, None)
         self.scheduler.jobs.pop(name, None)
         self._fact("job_purged", job=name)
 
@@ -240,6 +243,10 @@ class JobTable:
         record.results, record.error = list(results), error
         if name in self.scheduler.jobs:
             record.counts = self.scheduler.counts(name)
+            if len(self.scheduler.jobs[name].stages) > 1:  # its stages' results, for a while
+                self._ended_jobs[name] = self.scheduler.jobs[name]
+                while len(self._ended_jobs) > ENDED_JOBS_KEPT:
+                    self._ended_jobs.pop(next(iter(self._ended_jobs)))
         self.scheduler.jobs.pop(name, None)
         self._out.append(Propose(en.End(name, status, record.finished, tuple(record.results),
                                         error)))
@@ -326,11 +333,37 @@ class JobTable:
             raise JobNotFound(f"no job named {name!r} (see `disco jobs`)")
         return record
 
-    def status(self, name: str) -> dict:
+    def status(self, name: str, stage: str | None = None) -> dict:
+        """A job's status; with ``stage``, also that stage's outputs (``stage_results``: a
+        list of URLs, None while the stage is not done; only while the master holds the job's
+        tasks, that is until the job ends or a new master is elected)."""
         record = self.record(name)
         counts = self.scheduler.counts(name) if name in self.scheduler.jobs else record.counts
-        return {**record.summary(), "results": record.results, "error": record.error,
-                "counts": counts}
+        header = record.header
+        stages = [s[0] for s in header.get("pipeline") or ()] or [
+            s for s, _ in core.classic_pipeline(bool(header.get("has_map")),
+                                                bool(header.get("has_reduce")))]
+        out = {**record.summary(), "results": record.results, "error": record.error,
+               "counts": counts, "stages": stages}
+        if stage is not None:
+            if stage not in stages:
+                raise JobNotFound(f"job {name} has no stage {stage!r} (stages: "
+                                  f"{', '.join(stages)})")
+            out["stage_results"] = self._stage_results(name, stage)
+            if out["stage_results"] is None and record.status == core.FINISHED \
+                    and stage == stages[-1]:
+                out["stage_results"] = list(record.results)
+        return out
+
+    def _stage_results(self, name: str, stage: str):
+        job = self.scheduler.jobs.get(name) or self._ended_jobs.get(name)
+        if job is None:
+            return None
+        tasks = [t for t in job.tasks.values() if t.stage == stage]
+        if not tasks or any(t.state != core.DONE for t in tasks):
+            return None
+        return [o["url"] for t in sorted(tasks, key=lambda t: t.index)
+                for o in sorted(t.outputs, key=lambda o: int(o["label"]))]
 
     def events(self, name: str, offset: int) -> dict:
         record = self.record(name)

@@ -49,6 +49,13 @@ class RunningNode:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def wait_up(self, timeout_s: float = 30.0) -> None:
+        from disco.client import answers
+        deadline = time.monotonic() + timeout_s
+        while not answers(self.address, 0.3):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"node did not start: {(self.data / 'stderr.txt').read_text()}")
+
     def log_text(self) -> str:
         try:
             return (self.data / "logs" / "node.jsonl").read_text()
@@ -94,6 +101,21 @@ def stop_group(proc: subprocess.Popen, grace_s: float = 10.0) -> bool:
     return clean
 
 
+def spawn_node(data: Path, workers: int = 2, args: tuple = (), **env) -> "RunningNode":
+    """Start a node daemon on a free port pair with ``data`` as its data dir (the caller
+    stops it with ``stop_group(node.proc)``; ``node.wait_up()`` waits until it answers)."""
+    from disco.embedded import free_port_pair
+    port = free_port_pair()
+    err = open(data / "stderr.txt", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "disco.cli", "nodaemon", "--no-console", "--port", str(port),
+         "--data", str(data), "--workers", str(workers), *args],
+        env=child_env(**env), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=err, start_new_session=True)
+    err.close()
+    return RunningNode(proc, port, data)
+
+
 @pytest.fixture
 def node_factory(tmp_path_factory):
     from disco.client import answers
@@ -102,21 +124,9 @@ def node_factory(tmp_path_factory):
     started: list[RunningNode] = []
 
     def start(workers: int = 2, args: tuple = (), **env) -> RunningNode:
-        data = tmp_path_factory.mktemp("node")
-        port = free_port_pair()
-        err = open(data / "stderr.txt", "wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "disco.cli", "nodaemon", "--no-console", "--port", str(port),
-             "--data", str(data), "--workers", str(workers), *args],
-            env=child_env(**env), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=err, start_new_session=True)
-        err.close()
-        node = RunningNode(proc, port, data)
+        node = spawn_node(tmp_path_factory.mktemp("node"), workers, args, **env)
         started.append(node)
-        deadline = time.monotonic() + 30
-        while not answers(node.address, 0.3):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"node did not start: {(data / 'stderr.txt').read_text()}")
+        node.wait_up()
         return node
 
     yield start

@@ -116,14 +116,27 @@ class Output:
         self.ctx, self.stem = ctx, stem
         self.writers: dict[int, tuple] = {}
 
+    def final_path(self, label: int) -> Path:
+        return self.ctx.out_dir / f"{self.stem}-{label}.drec"
+
     def writer(self, label: int):
         entry = self.writers.get(label)
         if entry is None:
-            final = self.ctx.out_dir / f"{self.stem}-{label}.drec"
+            final = self.final_path(label)
             tmp = final.with_name(final.name + f".tmp{os.getpid()}")
             f = open(tmp, "wb")
             entry = self.writers[label] = (record.RecordWriter(f), f, tmp, final)
         return entry[0]
+
+    def raw(self, label: int):
+        """The label's output file itself, for a stage's own output chain to write."""
+        if label in self.writers:
+            raise DiscoError(f"output {label} is open already")
+        final = self.final_path(label)
+        tmp = final.with_name(final.name + f".tmp{os.getpid()}")
+        f = open(tmp, "wb")
+        self.writers[label] = (None, f, tmp, final)
+        return f
 
     def add_many(self, pairs: list, labels: int = 1, partition=None, params=None) -> None:
         if labels == 1 and partition is None:
@@ -136,11 +149,13 @@ class Output:
     def commit(self) -> list:
         outputs = []
         for label, (writer, f, tmp, final) in sorted(self.writers.items()):
-            writer.close()
+            if writer is not None:
+                writer.close()
             f.close()
             os.replace(tmp, final)
             outputs.append({"label": label, "url": self.ctx.url(final),
-                            "size": final.stat().st_size, "records": writer.records})
+                            "size": final.stat().st_size,
+                            "records": writer.records if writer is not None else 0})
         return outputs
 
     def abort(self) -> None:
@@ -175,15 +190,20 @@ def run_task(ctx: JobContext, task: dict) -> tuple[list, dict]:
     if "params" not in ctx.initial:
         ctx.initial["params"] = ctx.fn.get("params")
     ctx.fn = {**ctx.fn, "params": copy.deepcopy(ctx.initial["params"])}
-    run = run_map if task["stage"] == "map" else run_reduce
+    if ctx.fn.get("pipeline"):
+        run = run_stage
+    else:
+        run = run_map if task["stage"] == "map" else run_reduce
     if ctx.fn.get("profile"):
         profiler = cProfile.Profile()
         outputs = profiler.runcall(run, ctx, task)
         _print_profile(profiler)
     else:
         outputs = run(ctx, task)
-    if ctx.header.get("save_results") and task["stage"] == (
-            "reduce" if ctx.header.get("has_reduce") else "map"):
+    final = task.get("final")
+    if final is None:  # a master from before pipelines
+        final = task["stage"] == ("reduce" if ctx.header.get("has_reduce") else "map")
+    if ctx.header.get("save_results") and final:
         outputs = _save_outputs(ctx, task, outputs)
     stats = {"seconds": round(time.monotonic() - started, 4),
              "records": sum(o["records"] for o in outputs),
@@ -224,7 +244,12 @@ def run_map(ctx: JobContext, task: dict) -> list:
     fd, size, url = task_io.open_input(task["inputs"][0])
     out = Output(ctx, f"map-{task['index']}")
     try:
-        entries = (fn.get("map_reader") or task_io.default_map_reader)(fd, size, url, params)
+        reader = fn.get("map_reader")
+        if reader is None:
+            entries = task_io.default_map_reader(fd, size, url, params,
+                                                 lines=ctx.header.get("lines"))
+        else:
+            entries = task_io.call_reader(reader, fd, size, url, params)
         if fn.get("map_init"):
             fn["map_init"](entries, params)
         labels, partition = _partitioning(ctx)
@@ -310,7 +335,7 @@ def _reduce_input(ctx: JobContext, task: dict):
     fn, params = ctx.fn, ctx.fn.get("params")
     reader = fn.get("reduce_reader")
     if reader is None and not ctx.header.get("has_map"):
-        reader = task_io.default_map_reader
+        reader = _default_reader(ctx)
     for inp in task["inputs"]:
         try:
             fd, size, url = task_io.open_input(inp)
@@ -318,7 +343,7 @@ def _reduce_input(ctx: JobContext, task: dict):
                 if reader is None:
                     yield from record.iter_frames(fd)
                 else:
-                    yield list(reader(fd, size, url, params))
+                    yield list(task_io.call_reader(reader, fd, size, url, params))
         except (CommError, DataError) as exc:
             if isinstance(inp, str) and inp.startswith(("disco://", "dir://")):
                 raise InputLostError(inp, exc) from exc
@@ -384,3 +409,160 @@ def _arity(func) -> int:
         return 2
     return sum(1 for p in sig.parameters.values()
                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+# -- pipeline stages ------------------------------------------------------------------------------
+
+class StageOutput:
+    """``interface.output(label)``: what ``add(key, value)`` writes goes to the task's output of
+    that label (through the stage's ``output_chain`` when it has one)."""
+
+    def __init__(self, output: Output, label: int, chain=(), params=None):
+        self.output, self.label, self.batch = output, label, []
+        self.stream = None
+        if chain:
+            self.stream = _open_output_chain(output, label, chain, params)
+
+    def add(self, key, value) -> None:
+        if self.stream is not None:
+            self.stream.add(key, value)
+            return
+        self.batch.append((key, value))
+        if len(self.batch) >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.batch:
+            self.output.writer(self.label).add_many(self.batch)
+            self.batch = []
+
+
+def _open_output_chain(output: Output, label: int, chain, params):
+    """A stage's own ``output_chain``: Disco's ``f(stream, partition, url, params) -> stream``
+    functions over the label's raw output file; the last one's ``add`` is used."""
+    writer = output.raw(label)
+    stream, url = writer, output.ctx.url(output.final_path(label))
+    for f in chain:
+        if getattr(f, "__name__", "") == "task_output_stream":
+            continue  # the file is open already
+        got = f(stream, label, url, params) if _arity(f) >= 4 else f(stream, label, url)
+        stream = got[0] if isinstance(got, tuple) else got
+    if not hasattr(stream, "add"):
+        raise DiscoError(f"the output_chain's last stream ({stream!r:.60}) has no add(key, value)")
+    return stream
+
+
+def _stage_of(ctx: JobContext, name: str):
+    for index, (grouping, stage, *_rest) in enumerate(ctx.fn["pipeline"]):
+        if stage.name == name:
+            return index, grouping, stage
+    raise DiscoError(f"the job's pipeline has no stage {name!r}")
+
+
+def _stage_input(ctx: JobContext, stage, first: bool, inp, params):
+    """One input of a stage's task, as the records ``process`` iterates over."""
+    try:
+        fd, size, url = task_io.open_input(inp)
+    except (CommError, DataError) as exc:
+        if isinstance(inp, str) and inp.startswith(("disco://", "dir://")):
+            raise InputLostError(inp, exc) from exc
+        raise
+    with fd:
+        if stage.input_chain:
+            stream = fd
+            for f in stage.input_chain:
+                if getattr(f, "__name__", "") == "task_input_stream":
+                    continue  # opened already
+                got = f(stream, size, url, params) if _arity(f) >= 4 else f(stream, size, url)
+                if isinstance(got, tuple) and len(got) == 3:
+                    stream, size, url = got
+                else:
+                    stream = got
+            yield from stream
+        elif first:
+            yield from _default_reader(ctx)(fd, size, url, params)
+        else:
+            yield from task_io.chain_reader(fd, size, url, params)
+
+
+def _default_reader(ctx: JobContext):
+    lines = ctx.header.get("lines")
+    return lambda fd, size, url, params: task_io.default_map_reader(fd, size, url, params,
+                                                                    lines=lines)
+
+
+def run_stage(ctx: JobContext, task: dict) -> list:
+    """Run one task of a pipeline stage: init, process per input (or per label when the stage
+    combines), done; one output file per label the task wrote."""
+    from disco.worker.pipeline.worker import DiscoTask, TaskInfo
+    params = ctx.fn.get("params")
+    index, grouping, stage = _stage_of(ctx, task["stage"])
+    group = task.get("group") or [task.get("label", 0), None]
+    stage.taskinfo = TaskInfo(jobname=task["job"], host=ctx.node, stage=stage.name,
+                              group=group, label=group[0])
+    out = Output(ctx, f"{stage.name}-{task['index']}")
+    streams: dict[int, StageOutput] = {}
+
+    def output(label: int = 0) -> StageOutput:
+        label = int(label)
+        if label < 0:
+            raise DiscoError(f"output labels are 0 or more, not {label}")
+        if label not in streams:
+            streams[label] = StageOutput(out, label, stage.output_chain, params)
+        return streams[label]
+
+    interface = DiscoTask(output=output)
+    inputs = list(task.get("inputs", ()))
+    labels = list(task.get("labels") or [0] * len(inputs))
+    by_label: dict[int, list] = {}
+    for inp, label in zip(inputs, labels):
+        by_label.setdefault(int(label), []).append(inp)
+    try:
+        state = stage.init(interface, params) if callable(stage.init) else None
+        if callable(stage.process):
+            order = stage.input_hook(state, list(by_label)) if stage.input_hook else sorted(by_label)
+            for label in order:
+                group_inputs = by_label.get(label, [])
+                records = lambda inp: _stage_input(ctx, stage, index == 0, inp, params)  # noqa: E731
+                if stage.combine:
+                    merged = (r for inp in group_inputs for r in records(inp))
+                    if stage.sort:
+                        merged = _sorted_records(ctx, task, merged)
+                    stage.process(interface, state, label, merged)
+                else:
+                    for inp in group_inputs:
+                        stage.process(interface, state, label, records(inp))
+        if callable(stage.done):
+            stage.done(interface, state)
+        for stream in streams.values():
+            stream.flush()
+            if stream.stream is not None and hasattr(stream.stream, "close"):
+                stream.stream.close()
+        return out.commit()
+    except BaseException:
+        out.abort()
+        raise
+
+
+def _sorted_records(ctx: JobContext, task: dict, records):
+    spill = ctx.out_dir / f"sort-{task['stage']}-{task['index']}-{os.getpid()}"
+    spill.mkdir(exist_ok=True)
+    sorter = ExternalSorter(spill, SORT_BUDGET)
+    try:
+        batch = []
+        for record_ in records:
+            # a pair's value goes boxed, so a record that is no pair (a line) is told apart
+            batch.append((record_[0], (record_[1],)) if type(record_) is tuple
+                         and len(record_) == 2 else (record_, None))
+            if len(batch) >= BATCH:
+                sorter.add_many(batch)
+                batch = []
+        sorter.add_many(batch)
+        for key, boxed in sorter:
+            yield key if boxed is None else (key, boxed[0])
+    finally:
+        sorter.close()
+        try:
+            spill.rmdir()
+        except OSError:
+            pass

@@ -199,7 +199,7 @@ def test_ctrl_c_in_wait_is_one_line_and_exit_130(node, tmp_path, mode):
     assert "@" in job, proc.stderr.read()
     disco = Disco(node.address)
     from conftest import wait_for
-    wait_for(lambda: any(e["type"] == "task_started" for e in disco.events(job)),
+    wait_for(lambda: any(e["type"] == "task_started" for e in disco.event_records(job)),
              what="the task to start")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)

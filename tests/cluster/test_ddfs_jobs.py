@@ -65,7 +65,7 @@ def test_a_job_over_a_tag_reads_every_blob_and_runs_maps_next_to_their_copies(
                                             reduce=wc_reduce, partitions=2)
     got = dict(result_iterator(job.wait()))
     assert got == dict(collections.Counter(w for t in TEXTS for w in t.split()))
-    starts = [e["msg"] for e in job.events() if e["type"] == "task_started"
+    starts = [e["msg"] for e in job.event_records() if e["type"] == "task_started"
               and e.get("stage") == "map"]
     assert len(starts) == 6
     # every blob has a copy on every one of the three nodes: each map's input is local
@@ -93,12 +93,12 @@ def test_saved_results_are_a_tag_and_survive_the_loss_of_the_node_that_made_them
     assert results == [f"tag://disco:results:{job.name}"]
     ddfs = DDFS(master)
     sets = ddfs.blobs(results[0])
-    assert len(sets) == 2, (ddfs.get(results[0]), [e["msg"] for e in job.events()])
+    assert len(sets) == 2, (ddfs.get(results[0]), [e["msg"] for e in job.event_records()])
     assert len(sets) == 2 and all(len(set(s)) == 3 for s in sets)
     want = dict(collections.Counter(w for t in TEXTS[:3] for w in t.split()))
     assert dict(result_iterator(results, ddfs=master)) == want
     # kill -9 every node that ran a reduce task, except the first (it answers the client)
-    reducers = {e["node"] for e in job.events() if e["type"] == "task_started"
+    reducers = {e["node"] for e in job.event_records() if e["type"] == "task_started"
                 and e.get("stage") == "reduce"}
     victims = [n for n in nodes[1:] if n.address in reducers] or [nodes[1]]
     for victim in victims[:1]:

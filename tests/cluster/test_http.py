@@ -213,7 +213,7 @@ def test_the_page_in_a_real_browser(node_factory):
     assert all(n.address in dom for n in nodes) and "alive" in dom
     job = Job(master=nodes[0].address).run(input=[f"raw://w{i}" for i in range(30)],
                                             map=slow_map)
-    wait_for(lambda: job.events() and any(e["type"] == "task_done" for e in job.events()),
+    wait_for(lambda: job.event_records() and any(e["type"] == "task_done" for e in job.event_records()),
              what="a task to finish")
     dom = render(http_of(nodes[1]) + f"/job/{job.name}", out_dir / "status-job.png")
     assert job.name in dom and "running" in dom and "Timeline" in dom

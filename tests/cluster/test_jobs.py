@@ -182,7 +182,7 @@ def test_failing_task_is_retried_then_succeeds(node, tmp_path):
     job = Job(master=node.address).run(input=["raw://x"], map=flaky_map,
                                         params=Params(marker=str(tmp_path / "m")))
     assert list(result_iterator(job.wait())) == [("x", 1)]
-    types = [e["type"] for e in job.events()]
+    types = [e["type"] for e in job.event_records()]
     assert types.count("task_failed") == 1
 
 
@@ -200,7 +200,7 @@ def test_task_failing_max_failures_times_fails_job_with_traceback(node_factory):
     assert "boom in user code" in exc.traceback and "always_raises" in exc.traceback
     assert exc.input and "raw://payload" in str(exc.input)
     assert exc.node == node.address
-    assert [e["type"] for e in job.events()].count("task_failed") == 3
+    assert [e["type"] for e in job.event_records()].count("task_failed") == 3
     assert job.status() == "failed"
 
 
@@ -218,7 +218,7 @@ def test_worker_death_fails_task_not_daemon(node, tmp_path):
                                         params=Params(marker=str(tmp_path / "m")))
     assert list(result_iterator(job.wait(timeout=60))) == [("ok", 1)]
     assert node.alive()
-    assert any(e["type"] == "task_failed" for e in job.events())
+    assert any(e["type"] == "task_failed" for e in job.event_records())
 
 
 def chatty_map(line, params):
@@ -230,7 +230,7 @@ def chatty_map(line, params):
 def test_prints_reach_events_rate_limited(node):
     job = Job(master=node.address).run(input=["raw://x"], map=chatty_map)
     job.wait(timeout=60)
-    messages = [e for e in job.events() if e["type"] == "task_message"]
+    messages = [e for e in job.event_records() if e["type"] == "task_message"]
     assert any("progress 0" in e["msg"] for e in messages)
     assert len(messages) < 500  # rate-limited: a burst is summarised, not relayed line by line
 
@@ -279,7 +279,7 @@ def test_required_files_and_profile(node, tmp_path):
     job = Job(master=node.address).run(input=["raw://x"], map=map, required_files=[str(extra)],
                                         profile=True)
     assert list(result_iterator(job.wait(timeout=60))) == [("secret-value", 1)]
-    assert any("function calls" in e["msg"] for e in job.events())
+    assert any("function calls" in e["msg"] for e in job.event_records())
 
 
 def test_bad_job_arguments_are_refused_in_the_client(node):

@@ -96,7 +96,7 @@ def test_job_through_a_non_master_runs_on_all_nodes(trio, tmp_path):
                                           combiner=sum_combiner, partitions=3)
     results = job.wait(timeout=60)
     assert dict(result_iterator(results)) == expected
-    started = [e for e in job.events() if e["type"] == "task_started"]
+    started = [e for e in job.event_records() if e["type"] == "task_started"]
     assert {e["node"] for e in started} == {n.address for n in trio}
     assert {u.split("/")[2] for u in results} <= {n.address for n in trio}
 
@@ -107,7 +107,7 @@ def test_kill_9_of_a_node_mid_map_gives_exact_counts(trio, tmp_path):
                                           partitions=2)
     victim = trio[2]
     wait_for(lambda: any(e["type"] == "task_done" and e.get("node") == victim.address
-                         for e in job.events()), what="a map to finish on the victim")
+                         for e in job.event_records()), what="a map to finish on the victim")
     os.killpg(victim.proc.pid, signal.SIGKILL)
     results = job.wait(timeout=90)
     pairs = list(result_iterator(results))
@@ -115,7 +115,7 @@ def test_kill_9_of_a_node_mid_map_gives_exact_counts(trio, tmp_path):
     assert dict(pairs) == expected
     assert all(victim.address not in u for u in results)
     wait_for(lambda: states(trio[0]).get(victim.address) == "dead", 10, "the victim to be dead")
-    assert any(e["type"] == "task_requeued" for e in job.events())
+    assert any(e["type"] == "task_requeued" for e in job.event_records())
 
 
 def test_stopped_node_is_left_and_its_tasks_are_not_failures(trio, tmp_path):
@@ -123,11 +123,11 @@ def test_stopped_node_is_left_and_its_tasks_are_not_failures(trio, tmp_path):
     job = Job(master=trio[0].address).run(input=inputs, map=slow_words_map, reduce=words_reduce)
     leaver = trio[1]
     wait_for(lambda: any(e["type"] == "task_started" and e.get("node") == leaver.address
-                         for e in job.events()), what="a task to start on the leaver")
+                         for e in job.event_records()), what="a task to start on the leaver")
     leaver.proc.send_signal(signal.SIGTERM)
     assert leaver.proc.wait(20) == 0
     assert dict(result_iterator(job.wait(timeout=90))) == expected
-    assert not any(e["type"] == "task_failed" for e in job.events())
+    assert not any(e["type"] == "task_failed" for e in job.event_records())
     for node in (trio[0], trio[2]):
         wait_for(lambda node=node: states(node).get(leaver.address) == "left", 5, "left")
     time.sleep(4)  # longer than the dead timeout: left must stay left
@@ -158,10 +158,11 @@ def test_blacklisted_node_gets_no_tasks(trio, tmp_path):
     inputs, expected = make_inputs(tmp_path, 6)
     job = Job(master=trio[1].address).run(input=inputs, map=words_map, reduce=words_reduce)
     assert dict(result_iterator(job.wait(timeout=60))) == expected
-    nodes = {e["node"] for e in job.events() if e["type"] == "task_started"}
+    nodes = {e["node"] for e in job.event_records() if e["type"] == "task_started"}
     assert trio[2].address not in nodes
-    info = disco.nodeinfo()
+    info = disco.node_table()
     assert [n["blacklisted"] for n in info["nodes"] if n["address"] == trio[2].address] == [True]
+    assert disco.nodeinfo()[trio[2].address]["blacklisted"] is True  # Disco's shape
 
 
 def slow_reduce(iter, params):
@@ -178,7 +179,7 @@ def test_kill_9_of_a_node_mid_reduce_gives_exact_counts(trio, tmp_path):
     victims = [n for n in trio[1:]]
 
     def reduce_running_on_victim():
-        for e in job.events():
+        for e in job.event_records():
             if e["type"] == "task_started" and e.get("stage") == "reduce":
                 for v in victims:
                     if e.get("node") == v.address:
@@ -190,7 +191,7 @@ def test_kill_9_of_a_node_mid_reduce_gives_exact_counts(trio, tmp_path):
     try:
         results = job.wait(timeout=40)
     except Exception:
-        for e in job.events():
+        for e in job.event_records():
             print(round(e["time"] % 1000, 2), e["type"], e.get("node"), e["msg"])
         raise
     pairs = list(result_iterator(results))
@@ -246,7 +247,7 @@ def test_kill_9_of_the_master_mid_job_gives_identical_output(trio, tmp_path):
     client_via = next(n for n in trio if n is not master)
     job = Job(master=client_via.address).run(input=inputs, map=slow_words_map,
                                              reduce=words_reduce, partitions=3)
-    wait_for(lambda: sum(e["type"] == "task_done" for e in job.events()) >= 3, 20,
+    wait_for(lambda: sum(e["type"] == "task_done" for e in job.event_records()) >= 3, 20,
              "three maps to finish")
     os.killpg(master.proc.pid, signal.SIGKILL)
     results = job.wait(timeout=90)  # the client finds the new master by itself
@@ -258,7 +259,7 @@ def test_kill_9_of_the_master_mid_job_gives_identical_output(trio, tmp_path):
     history = {j["job"] for j in Disco(client_via.address).jobs()}
     assert {reference.name, job.name} <= history  # job history survived the failover
     # the new master's events never hand a task to the master that was lost
-    started = [e for e in job.events() if e["type"] == "task_started"]
+    started = [e for e in job.event_records() if e["type"] == "task_started"]
     assert started and all(e["node"] != master.address for e in started), started
 
 
@@ -302,7 +303,7 @@ def test_five_nodes_converge_and_share_a_job(node_factory, tmp_path):
     job = Job(master=nodes[4].address).run(input=inputs, map=slow_words_map, reduce=words_reduce,
                                            partitions=5)
     assert dict(result_iterator(job.wait(timeout=90))) == expected
-    ran_on = {e["node"] for e in job.events() if e["type"] == "task_started"}
+    ran_on = {e["node"] for e in job.event_records() if e["type"] == "task_started"}
     assert len(ran_on) >= 4  # spread over the cluster (one node may stay busy elsewhere)
 
 
