@@ -25,8 +25,34 @@ from mesh import log as mesh_log
 from mesh import message as m
 from mesh.event import LocalReport
 
-# The checkout (or install) root that holds ``disco``: workers run ``-m disco.worker.runtime``.
+# The checkout (or install) root that holds ``mesh`` (and, beside it, ``disco``).
 _ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+def package_root() -> str:
+    """The directory the daemon's own ``disco`` package was imported from (its parent), which
+    its workers (``-m disco.worker.runtime``) must import too; this file's root if the daemon
+    has not imported ``disco``."""
+    disco = sys.modules.get("disco")
+    path = getattr(disco, "__file__", None)
+    return str(Path(path).resolve().parent.parent) if path else _ROOT
+
+
+def worker_env(environ, root: str | None = None, cwd: str | None = None) -> dict:
+    """The environment of worker processes: ``root`` (``package_root()``) first on
+    ``PYTHONPATH``, the user's entries after it made absolute (against the daemon's ``cwd``),
+    and ``PYTHONSAFEPATH`` so that ``python -m`` does not put the worker's working directory
+    before them. The worker drops ``PYTHONSAFEPATH`` again once it runs (it is marked by
+    ``DISCO_SAFE_PATH_SET``), so programs a task starts see the user's own environment."""
+    root = root or package_root()
+    cwd = cwd or os.getcwd()
+    env = dict(environ)
+    given = env.get("PYTHONPATH")
+    rest = [os.path.abspath(os.path.join(cwd, p)) for p in given.split(os.pathsep)] if given else []
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([root, *rest]))
+    if not env.get("PYTHONSAFEPATH"):
+        env["PYTHONSAFEPATH"] = env["DISCO_SAFE_PATH_SET"] = "1"
+    return env
 
 
 class Forked:
@@ -159,9 +185,7 @@ class Executor:
         self.backlog: list[dict] = []  # tasks waiting for a worker to become ready
         self.stopping = False
         self.fetched_bytes = 0  # what its workers read from other nodes (shuffle bytes in)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
-        self._env = env
+        env = self._env = worker_env(os.environ)
         self.zygote = Zygote([sys.executable, "-m", "disco.worker.zygote", self.endpoint,
                               str(self.data_dir), self.node, self.address,
                               str(self.data_dir / "logs" / "workers.log")], env,

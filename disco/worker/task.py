@@ -13,16 +13,15 @@ from __future__ import annotations
 import copy
 import cProfile
 import inspect
-import io
 import os
-import pstats
+import pickle
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from disco.error import CommError, DataError, DiscoError
-from disco.jobpack import load as load_jobpack
+from disco import jobpack
 from disco.worker import task_io
 from disco.worker.classic.func import sum_combiner
 from mesh.datadir import digest_of, write_atomic
@@ -33,6 +32,7 @@ from mesh import transfer
 from mesh.transfer import open_disco
 
 BATCH = 1 << 16
+CURRENT: dict = {"task": None, "ctx": None}  # the task this worker runs now (run_task sets it)
 SORT_BUDGET = max(1, int(os.environ.get("DISCO_SORT_MB") or 256)) << 20  # per reduce task
 
 
@@ -57,16 +57,20 @@ class JobContext:
     @classmethod
     def load(cls, data_dir: Path, job: str, node: str, address: str, digest: str = "",
              urls=()) -> "JobContext":
-        blob = _jobpack(data_dir, digest, address, urls)
-        header, code, files = load_jobpack(blob)
+        pack = jobpack.unpack(_jobpack(data_dir, digest, address, urls))
+        jobpack.register_sources(pack["sources"])
         # As in Disco, tasks run in the job's home dir, next to the job's required files.
         work = data_dir / "jobs" / job / "home"
         work.mkdir(parents=True, exist_ok=True)
-        for name, content in files.items():
+        for name, content in pack["files"].items():
             (work / os.path.basename(name)).write_bytes(content)
         sys.path.insert(0, str(work))
         os.chdir(work)
-        ctx = cls(job, header, code, node, address, data_dir)
+        if os.environ.pop("DISCO_SAFE_PATH_SET", None):  # set for our own start only (executor)
+            os.environ.pop("PYTHONSAFEPATH", None)
+        code = pickle.loads(pack["code"])
+        jobpack.import_required(pack["required"], code)
+        ctx = cls(job, pack["header"], code, node, address, data_dir)
         task_io.register_scheme("disco", ctx.open_disco)
         task_io.register_scheme("dir", ctx.open_disco)
         return ctx
@@ -183,6 +187,7 @@ class Adder:
 
 def run_task(ctx: JobContext, task: dict) -> tuple[list, dict]:
     """Run one task; return (outputs, stats). Raises whatever the user's code raises."""
+    CURRENT.update(task=task, ctx=ctx)  # what disco.worker.classic.worker's this_*() read
     started = time.monotonic()
     fetched = transfer.FETCHED_BYTES
     # each task gets its own copy of the job's initial params, as in Disco: what one task's
@@ -197,7 +202,7 @@ def run_task(ctx: JobContext, task: dict) -> tuple[list, dict]:
     if ctx.fn.get("profile"):
         profiler = cProfile.Profile()
         outputs = profiler.runcall(run, ctx, task)
-        _print_profile(profiler)
+        _save_profile(ctx, task, profiler)
     else:
         outputs = run(ctx, task)
     final = task.get("final")
@@ -225,10 +230,13 @@ def _save_outputs(ctx: JobContext, task: dict, outputs: list) -> list:
     return saved
 
 
-def _print_profile(profiler) -> None:
-    text = io.StringIO()
-    pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(15)
-    print(text.getvalue())
+def _save_profile(ctx: JobContext, task: dict, profiler) -> None:
+    """``profile=True``: the task's cProfile stats become the job's out-of-band value
+    ``profile-<stage>-<task index>`` (``Disco.profile_stats`` merges them)."""
+    from disco.profiling import dump
+    from disco.util import save_oob
+    save_oob(task.get("master") or ctx.address, ctx.name,
+             f"profile-{task['stage']}-{task['index']}", dump(profiler))
 
 
 def _partitioning(ctx: JobContext) -> tuple[int, object]:
