@@ -85,12 +85,26 @@ class DataError(DiscoError):
 
 
 class InputError(DataError):
-    """An input URL could not be opened; ``url`` names it, ``status`` is an HTTP status if any."""
+    """An input URL could not be opened; ``url`` names it, ``status`` is an HTTP status if any.
 
-    def __init__(self, message: str, url: str = "", status: int | None = None):
+    Retrying helps unless every node would see the same: an HTTP 4xx answer (but 408 and 429),
+    or ``hopeless`` (an unknown URL scheme). ``elsewhere`` marks a failure of this node only
+    (a local path it lacks): the task is tried on the nodes it has not failed on, and fails at
+    once when there are none."""
+
+    def __init__(self, message: str, url: str = "", status: int | None = None,
+                 hopeless: bool = False, elsewhere: bool = False):
         super().__init__(message)
         self.url = url
         self.status = status
+        self.hopeless, self.elsewhere = hopeless, elsewhere
+
+    @property
+    def retryable(self) -> bool:
+        if self.hopeless:
+            return False
+        status = self.status
+        return not (isinstance(status, int) and 400 <= status < 500 and status not in (408, 429))
 
 
 class DecodeError(InputError):

@@ -222,6 +222,22 @@ class Disco:
         slots, busy, blacklisted, state}]}``."""
         return self.request(m.GetNodeInfo)
 
+    def oob_get(self, jobname: str, key: str) -> bytes:
+        """The out-of-band value ``key`` a task of the job stored (``put(key, value)``)."""
+        from disco import oob
+        return oob.oob_get(self, _name_of(jobname), key)
+
+    def oob_list(self, jobname: str) -> list:
+        """The keys of the job's out-of-band values."""
+        from disco import oob
+        return oob.oob_list(self, _name_of(jobname))
+
+    def profile_stats(self, jobname: str, mode: str = "", stream=None):
+        """The job's tasks' cProfile statistics (``profile=True``) merged into one
+        ``pstats.Stats``, sorted by cumulative time; ``mode`` picks a stage (``"map"``)."""
+        from disco import profiling
+        return profiling.profile_stats(self, _name_of(jobname), mode, stream)
+
     def master_version(self) -> str:
         from mesh.message import VERSION
         return str(self.request(m.Hello, python=jobpack.PYTHON).get("version", VERSION))
@@ -489,6 +505,15 @@ class Job:
 
     def jobdict(self) -> dict:
         return self.disco.jobdict(self._need_name())
+
+    def oob_get(self, key: str) -> bytes:
+        return self.disco.oob_get(self._need_name(), key)
+
+    def oob_list(self) -> list:
+        return self.disco.oob_list(self._need_name())
+
+    def profile_stats(self, mode: str = "", stream=None):
+        return self.disco.profile_stats(self._need_name(), mode, stream)
 
     def jobinfo(self) -> dict:
         return self.disco.jobinfo(self._need_name())

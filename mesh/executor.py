@@ -256,7 +256,8 @@ class Executor:
                 return LocalReport(task, "done", {"outputs": list(msg.outputs)})
             log.warning("task_failed", error=msg.error, lost=msg.lost or None)
             return LocalReport(task, "failed", {"error": msg.error, "traceback": msg.traceback,
-                                                "retryable": msg.retryable, "lost": msg.lost})
+                                                "retryable": msg.retryable, "lost": msg.lost,
+                                                "elsewhere": msg.elsewhere})
         return None
 
     def on_task_end(self, wid: bytes, now: float) -> dict | None:

@@ -231,6 +231,7 @@ class TaskFailed:
     traceback: str = ""
     retryable: bool = True
     lost: str = ""  # an input made by an earlier task that could not be read
+    elsewhere: bool = False  # only this node cannot: retry on nodes it has not failed on
 
 
 @message("task_message")
@@ -283,6 +284,7 @@ class Report:
     retryable: bool = True
     lost: str = ""
     msg: str = ""
+    elsewhere: bool = False
 
 
 @message("raft")

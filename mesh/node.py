@@ -252,7 +252,7 @@ class Node(ClientRequests, DdfsCore):
             self._table(core.InputLost(msg.task, msg.node, msg.lost))
         else:
             self._table(core.TaskFailed(msg.task, msg.node, msg.error, msg.traceback,
-                                        msg.retryable))
+                                        msg.retryable, msg.elsewhere))
 
     # -- submissions --
 

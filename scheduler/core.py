@@ -73,6 +73,7 @@ class JobSubmitted:
     partitions: int = 1
     max_failures: int = 10
     pipeline: tuple = ()  # ((stage, grouping), ...); empty: the classic job's equivalent
+    input_labels: tuple = ()  # each input's label (a Disco job pack's); empty: all 0
 
     def stages(self) -> tuple:
         if self.pipeline:
@@ -123,6 +124,7 @@ class TaskFailed:
     error: str
     traceback: str = ""
     retryable: bool = True
+    elsewhere: bool = False  # this node could not (a missing local file): others may
 
 
 @dataclass(frozen=True)
@@ -375,7 +377,8 @@ class Scheduler:
         job = Job(ev.job, ev, self._now, stages=ev.stages())
         self.jobs[ev.job] = job
         name, grouping = job.stages[0]
-        groups = _group(grouping, [(inp, 0, None) for inp in ev.inputs])
+        labels = list(ev.input_labels) or [0] * len(ev.inputs)
+        groups = _group(grouping, [(inp, int(lab), None) for inp, lab in zip(ev.inputs, labels)])
         self._make_stage(job, groups)
         self._fact(job, "job_submitted", f"{len(job.tasks)} {name} tasks")
         self._advance(job)
@@ -430,7 +433,15 @@ class Scheduler:
         self._fact(job, "task_failed", f"{task.id} failed (attempt {task.attempts}): {ev.error}", task)
         task.state, task.node = PENDING, None  # before _fail, which cancels what is running
         limit = job.spec.max_failures
-        if not ev.retryable or task.attempts >= limit:
+        untried = [n for n in self.nodes.values() if n.slots > 0 and not n.blacklisted
+                   and n.name not in task.failed_on]
+        if ev.elsewhere and ev.retryable and not untried:
+            # what failed is the node's (a path it lacks); every node that could run it has
+            # failed the same way, so no retry can help: say so now, not after `limit` tries
+            tried = ", ".join(sorted(task.failed_on))
+            self._fail(job, f"{ev.error} (on every node that could run it: {tried})",
+                       task=task, traceback=ev.traceback, node=ev.node)
+        elif not ev.retryable or task.attempts >= limit:
             why = ev.error if not ev.retryable else \
                 f"{ev.error} (failed {task.attempts} times, limit {limit})"
             self._fail(job, why, task=task, traceback=ev.traceback, node=ev.node)

@@ -180,7 +180,8 @@ class JobTable:
         self._schedule(core.JobSubmitted(
             e.job, list(header["inputs"]), bool(header.get("has_map")),
             bool(header.get("has_reduce")), header["partitions"], self.max_failures,
-            tuple(tuple(s[:2]) for s in header.get("pipeline") or ())))
+            tuple(tuple(s[:2]) for s in header.get("pipeline") or ()),
+            tuple(header.get("input_labels") or ())))
 
     def _finished(self, e: en.Done):
         job = self.scheduler.jobs.get(en.job_of_task(e.task))

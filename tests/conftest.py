@@ -118,8 +118,6 @@ def spawn_node(data: Path, workers: int = 2, args: tuple = (), **env) -> "Runnin
 
 @pytest.fixture
 def node_factory(tmp_path_factory):
-    from disco.client import answers
-    from disco.embedded import free_port_pair
 
     started: list[RunningNode] = []
 

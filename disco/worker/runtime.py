@@ -130,6 +130,7 @@ class Worker:
             return m.TaskFailed(task=task["id"], error=_one_line(exc),
                                 traceback=traceback.format_exc(),
                                 retryable=getattr(exc, "retryable", True),
+                                elsewhere=bool(getattr(exc, "elsewhere", False)),
                                 lost=getattr(exc, "lost_url", ""))
         finally:
             self.events.finish()

@@ -88,7 +88,8 @@ def open_url(url: str) -> tuple[BinaryIO, int | None, str]:
     opener = SCHEMES.get(scheme)
     if opener is None:
         known = ", ".join(f"{name}://" for name in sorted(SCHEMES))
-        raise InputError(f"{url}: unknown URL scheme {scheme!r}; known schemes: {known}", url=url)
+        raise InputError(f"{url}: unknown URL scheme {scheme!r}; known schemes: {known}", url=url,
+                         hopeless=True)
     return opener(url)
 
 
@@ -117,8 +118,12 @@ def open_input(input) -> tuple[BinaryIO, int | None, str]:
     if len(failures) == 1 and isinstance(failures[0][1], InputError):
         raise failures[0][1]
     reasons = "; ".join(f"{url}: {_reason(url, exc)}" for url, exc in failures)
+    errors = [exc for _, exc in failures]
+    hopeless = all(isinstance(e, DiscoError) and not e.retryable for e in errors)
+    elsewhere = not hopeless and all(getattr(e, "elsewhere", False) or (
+        isinstance(e, DiscoError) and not e.retryable) for e in errors)
     raise InputError(f"none of {len(urls)} alternative URLs could be opened: {reasons}",
-                     url=urls[0])
+                     url=urls[0], hopeless=hopeless, elsewhere=elsewhere)
 
 
 def _first_read(fd):
@@ -165,8 +170,8 @@ def open_file(url: str) -> tuple[BinaryIO, int | None, str]:
     path = base[len("file://"):] if base.startswith("file://") else base
     try:
         f = open(path, "rb")
-    except OSError as exc:
-        raise InputError(f"{path}: {exc.strerror or exc}", url=url) from None
+    except OSError as exc:  # this node lacks it; another may not (a path on every node)
+        raise InputError(f"{path}: {exc.strerror or exc}", url=url, elsewhere=True) from None
     if start is not None:
         f.seek(max(0, start - 1))
         return f, None, url

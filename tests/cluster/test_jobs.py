@@ -144,7 +144,20 @@ def http_server(tmp_path):
                 self.send_header("Location", "/served.txt")
                 self.end_headers()
                 return
+            ranged = self.headers.get("Range", "")
+            path = tmp_path / self.path.lstrip("/")
+            if ranged.startswith("bytes=") and path.is_file():  # "bytes=N-": from N to the end
+                data = path.read_bytes()[int(ranged[6:].split("-")[0]):]
+                self.send_response(206)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return
             super().do_GET()
+
+        def end_headers(self):
+            self.send_header("Accept-Ranges", "bytes")
+            super().end_headers()
 
         def log_message(self, *args):
             pass
@@ -300,3 +313,105 @@ def test_a_worker_runs_many_tasks_of_its_job(node):
     again = Job(master=node.address).run(input=["raw://x"], map=pid_map)
     (pid, _), = result_iterator(again.wait(timeout=60))
     assert pid not in pids  # a worker serves one job only
+
+
+# -- inputs no retry can help fail the job at once, saying why ------------------------------------
+
+def failures_of(job) -> int:
+    return [e["type"] for e in job.event_records()].count("task_failed")
+
+
+def test_hopeless_inputs_fail_fast_with_the_reason(node, tmp_path, http_server):
+    missing = Job(master=node.address).run(input=[str(tmp_path / "absent.txt")], map=wc_map)
+    with pytest.raises(JobError) as err:
+        missing.wait(timeout=60)
+    # one node: the only node that could read it cannot, so the first failure is the last
+    assert "absent.txt" in str(err.value) and "every node" in str(err.value)
+    assert failures_of(missing) == 1
+
+    gone = Job(master=node.address).run(input=[f"{http_server}/nope.txt"], map=wc_map)
+    with pytest.raises(JobError, match="404"):
+        gone.wait(timeout=60)
+    assert failures_of(gone) == 1
+
+    scheme = Job(master=node.address).run(input=["gopher://x/y"], map=wc_map)
+    with pytest.raises(JobError, match="unknown URL scheme"):
+        scheme.wait(timeout=60)
+    assert failures_of(scheme) == 1
+
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("caf\xe9 ok\n".encode("latin-1"))
+    undecodable = Job(master=node.address).run(input=[str(bad)], map=wc_map)
+    with pytest.raises(JobError) as err:
+        undecodable.wait(timeout=60)
+    assert "byte 3" in str(err.value) and "errors=" in str(err.value) \
+        and "bytes" in str(err.value)
+    assert failures_of(undecodable) == 1
+
+
+def test_a_missing_path_is_tried_on_the_other_nodes_first(node_factory, tmp_path):
+    first = node_factory(workers=1)
+    second = node_factory(workers=1, args=("--join", first.address))
+    from tests.conftest import status_of, wait_for
+    wait_for(lambda: sum(x["state"] == "alive" for x in status_of(first)["members"]) == 2,
+             what="two nodes alive")
+    job = Job(master=first.address).run(input=[str(tmp_path / "absent.txt")], map=wc_map)
+    with pytest.raises(JobError, match="every node"):
+        job.wait(timeout=60)
+    failed_on = {e["node"] for e in job.event_records() if e["type"] == "task_failed"}
+    assert failed_on == {first.address, second.address}  # once on each, then no more
+
+
+def bytes_map(line, params):
+    assert isinstance(line, bytes), type(line)
+    yield line.strip(), 1
+
+
+def test_bytes_lines_for_a_job_and_for_the_cluster(node_factory, tmp_path):
+    path = write(tmp_path, "b.txt", "x\ny\n")
+    node = node_factory()
+    job = Job(master=node.address).run(input=[path], map=bytes_map, lines=bytes)
+    assert sorted(result_iterator(job.wait(timeout=60))) == [(b"x", 1), (b"y", 1)]
+    cluster = node_factory(DISCO_LINES="bytes")
+    job = Job(master=cluster.address).run(input=[path], map=bytes_map)
+    assert sorted(result_iterator(job.wait(timeout=60))) == [(b"x", 1), (b"y", 1)]
+    with pytest.raises(UsageError, match="lines"):
+        Job(master=node.address).run(input=[path], map=bytes_map, lines="utf-16")
+
+
+def test_a_big_input_is_split_and_gives_the_same_counts(node, tmp_path):
+    import random
+    rng = random.Random(7)
+    words = ["alpha", "beta", "gamma", "delta", "épsilon", "zeta"]
+    text = "".join(" ".join(rng.choice(words) for _ in range(rng.randint(1, 12))) + "\n"
+                   for _ in range(3000))
+    path = write(tmp_path, "big.txt", text)
+    whole = Job(master=node.address).run(input=[path], map=wc_map, reduce=wc_reduce,
+                                          split_size=None)
+    split = Job(master=node.address).run(input=[path], map=wc_map, reduce=wc_reduce,
+                                          split_size=4096)
+    assert dict(result_iterator(split.wait(timeout=120))) == \
+        dict(result_iterator(whole.wait(timeout=120))) == expected_counts(text)
+    maps = lambda j: {e["task"] for e in j.event_records()  # noqa: E731
+                      if e["type"] == "task_started" and e.get("stage") == "map"}
+    assert len(maps(whole)) == 1
+    assert len(maps(split)) == -(-len(text.encode()) // 4096)
+    # a job that reads its input its own way keeps Disco's one-task-per-input
+    def own_reader(fd, size, url, params):
+        for line in fd:
+            yield line.decode()
+    kept = Job(master=node.address).run(input=[path], map=wc_map, map_reader=own_reader,
+                                         split_size=4096)
+    kept.wait(timeout=120)
+    assert len(maps(kept)) == 1
+
+
+def test_a_big_http_input_is_split_by_range_requests(node, tmp_path, http_server):
+    text = "".join(f"word{i % 17} other{i % 5}\n" for i in range(2000))
+    write(tmp_path, "served.txt", text)
+    job = Job(master=node.address).run(input=[f"{http_server}/served.txt"], map=wc_map,
+                                        reduce=wc_reduce, split_size=5000)
+    assert dict(result_iterator(job.wait(timeout=120))) == expected_counts(text)
+    starts = [e for e in job.event_records() if e["type"] == "task_started"
+              and e.get("stage") == "map"]
+    assert len(starts) == -(-len(text) // 5000)
