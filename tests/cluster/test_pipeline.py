@@ -194,3 +194,21 @@ def test_a_failing_stage_fails_the_job_naming_its_task(node):
     with pytest.raises(JobError) as err:
         job.wait(timeout=120)
     assert ":bad:0" in (err.value.task or "") and "stage went wrong" in str(err.value.traceback)
+
+
+def test_the_kmeans_example_finds_the_centres(node, tmp_path):
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[2] / "examples" / "kmeans.py"
+    spec = importlib.util.spec_from_file_location("kmeans_example", path)
+    kmeans = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kmeans)
+    points = tmp_path / "points.txt"
+    truth = kmeans.generate(points, 1500, 3)
+    start = [[p - 1.5 for p in c] for c in truth]  # near, not at, the truth
+    # two inputs: the assign stage has two tasks, update adds their partial sums
+    half = tmp_path / "half.txt"
+    half.write_text(points.read_text())
+    found = kmeans.kmeans([str(points), str(half)], start, 4, master=node.address)
+    for got, want in zip(sorted(found), sorted(truth)):
+        assert all(abs(g - w) < 0.2 for g, w in zip(got, want)), (found, truth)
