@@ -37,6 +37,12 @@ _SYSTEM_DIRS = tuple({str(Path(p).resolve()) for p in (
 _OWN_PACKAGES = ("common", "disco", "mesh", "scheduler", "shuffle", "storage")
 MAX_SOURCE_BYTES = 1 << 20  # a bigger file is not shipped for tracebacks
 
+# Worker processes start with PYTHONSAFEPATH (mesh.executor.worker_env), so that their working
+# directory cannot shadow ``disco``; once started (this module is imported before any fork or
+# task), the programs their tasks run get the user's environment back.
+if os.environ.pop("DISCO_SAFE_PATH_SET", None):
+    os.environ.pop("PYTHONSAFEPATH", None)
+
 
 def is_user_module(module) -> bool:
     """True for a module the user wrote (not stdlib, not installed, not ours)."""
@@ -103,10 +109,13 @@ def source_of(module) -> tuple[str, str] | None:
     return filename, text
 
 
-def _sources(modules) -> dict:
-    """The source text of every file pickled by value (``__main__`` included)."""
+def _sources(modules, filenames) -> dict:
+    """The source text of each of ``filenames`` (the files whose code was pickled by value)."""
+    by_file = {getattr(mod, "__file__", None): mod for mod in [sys.modules.get("__main__"),
+                                                               *modules] if mod is not None}
     out = {}
-    for module in [sys.modules.get("__main__"), *modules]:
+    for filename in filenames:
+        module = by_file.get(filename)
         found = source_of(module) if module is not None else None
         if found:
             out[found[0]] = found[1]
@@ -125,33 +134,45 @@ def _read_files(required_files) -> dict:
 
 class _Pickler(cloudpickle.Pickler):
     """cloudpickle, keeping each code object's file name (cloudpickle 3 writes
-    ``<dynamic-code>``) so that a traceback on a node names the user's file."""
+    ``<dynamic-code>``) so that a traceback on a node names the user's file; ``filenames``
+    collects the files whose code it pickled."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.filenames: set[str] = set()
 
     def reducer_override(self, obj):
         reduce_code = getattr(cloudpickle.cloudpickle, "_code_reduce", None)
         if isinstance(obj, types.CodeType) and reduce_code is not None:
+            self.filenames.add(obj.co_filename)
             make, args = reduce_code(obj)
             return make, tuple(obj.co_filename if isinstance(a, str) and a == "<dynamic-code>"
                                else a for a in args)
         return super().reducer_override(obj)
 
 
+def _dumps(obj) -> tuple[bytes, set]:
+    buf = io.BytesIO()
+    pickler = _Pickler(buf, protocol=5)
+    pickler.dump(obj)
+    return buf.getvalue(), pickler.filenames
+
+
 def dumps(obj) -> bytes:
     """``obj`` pickled as a job pack's code is (cloudpickle, file names kept)."""
-    buf = io.BytesIO()
-    _Pickler(buf, protocol=5).dump(obj)
-    return buf.getvalue()
+    return _dumps(obj)[0]
 
 
 def build(header: dict, code: dict, required_modules=(), required_files=()) -> bytes:
     """Pack a job: ``header`` is plain data, ``code`` a dict of functions and params."""
     by_value, required = _register_by_value(required_modules)
     try:
-        pickled = dumps(code)
+        pickled, filenames = _dumps(code)
     except Exception as exc:
         raise UsageError(f"the job's functions or params cannot be pickled: {exc}") from None
     header = {**header, "python": PYTHON}
-    sources = _sources(by_value)
+    sources = _sources(by_value, filenames | {getattr(mod, "__file__", None)
+                                              for _, mod in required})
     shipped = []
     for name, mod in required:
         filename = getattr(mod, "__file__", None) or ""

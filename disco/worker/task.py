@@ -66,8 +66,6 @@ class JobContext:
             (work / os.path.basename(name)).write_bytes(content)
         sys.path.insert(0, str(work))
         os.chdir(work)
-        if os.environ.pop("DISCO_SAFE_PATH_SET", None):  # set for our own start only (executor)
-            os.environ.pop("PYTHONSAFEPATH", None)
         code = pickle.loads(pack["code"])
         jobpack.import_required(pack["required"], code)
         ctx = cls(job, pack["header"], code, node, address, data_dir)
