@@ -228,6 +228,8 @@ def import_required(required, code) -> dict:
                                  f"{exc}") from None
         top = name.split(".")[0]
         modules[top] = sys.modules[top]
+    if not modules:
+        return modules
     for func in functions_of(code):
         for top, module in modules.items():
             func.__globals__.setdefault(top, module)
