@@ -132,7 +132,7 @@ def start(**opts):
               f"{s.data_dir}` first")
     s.log_dir.mkdir(parents=True, exist_ok=True)
     err_path = s.log_dir / "daemon.err"
-    argv = [sys.executable, "-m", "disco.cli", "nodaemon", "--no-console",
+    argv = [sys.executable, "-P", "-m", "disco.cli", "nodaemon", "--no-console",
             "--host", s.host, "--port", str(s.port), "--data", str(s.data_dir),
             "--workers", str(s.workers), "--name", s.name, "--http-port", str(s.http_port)]
     for seed in s.join:

@@ -620,18 +620,14 @@ def result_iterator(results, notifier=None, reader=None, params=None, ddfs=None)
         data = embedded.data_dir_of(address)  # our own embedded node: read its disk directly
         return open_disco(url, address if data else None, data)
 
+    from disco.worker.replicas import iter_replicas
     task_io.register_scheme("disco", opener)
     task_io.register_scheme("dir", opener)
     reader = reader or task_io.chain_reader
     for url in _expand_results(results, ddfs):
-        fd, size, real = task_io.open_input(url)
-        if notifier is not None:
-            notifier(real)
-        try:
-            yield from reader(fd, size, real, params)
-        finally:
-            fd.close()
-
+        # a copy that is corrupt or whose node goes away mid-read: on to the next, skipping
+        # the records already given
+        yield from iter_replicas(url, reader, params, notifier=notifier)
 
 
 def _expand_results(results, master=None):

@@ -292,7 +292,9 @@ def test_required_files_and_profile(node, tmp_path):
     job = Job(master=node.address).run(input=["raw://x"], map=map, required_files=[str(extra)],
                                         profile=True)
     assert list(result_iterator(job.wait(timeout=60))) == [("secret-value", 1)]
-    assert any("function calls" in e["msg"] for e in job.event_records())
+    assert job.oob_list() == ["profile-map-0"]
+    stats = job.profile_stats()
+    assert any(name == "map" for (_file, _line, name) in stats.stats)
 
 
 def test_bad_job_arguments_are_refused_in_the_client(node):
