@@ -13,7 +13,7 @@ import uuid
 
 from disco import jobpack
 from disco.client import Connection, NotMaster, resolve_master
-from disco.error import CommError, DataNotFound, JobError, NoAnswer, UsageError
+from disco.error import CommError, DataError, DataNotFound, JobError, NoAnswer, UsageError
 from disco.worker.classic.worker import Params
 from mesh import message as m
 
@@ -625,9 +625,56 @@ def result_iterator(results, notifier=None, reader=None, params=None, ddfs=None)
     task_io.register_scheme("dir", opener)
     reader = reader or task_io.chain_reader
     for url in _expand_results(results, ddfs):
-        # a copy that is corrupt or whose node goes away mid-read: on to the next, skipping
-        # the records already given
-        yield from iter_replicas(url, reader, params, notifier=notifier)
+        if isinstance(url, str) and url.startswith(("disco://", "dir://")):
+            yield from _read_or_remake(url, reader, params, notifier, ddfs)
+        else:
+            # a copy that is corrupt or whose node goes away mid-read: on to the next,
+            # skipping the records already given
+            yield from iter_replicas(url, reader, params, notifier=notifier)
+
+
+REMAKE_WAIT_S = 600.0  # how long a reader waits for a lost result to be made again
+
+
+def _read_or_remake(url: str, reader, params, notifier, master):
+    """The records of one result; if its node is gone, the master makes it again from the
+    job's lineage and the records come from the new copy (those already given skipped)."""
+    from disco.worker.replicas import iter_replicas
+    given = 0
+    try:
+        for record_ in iter_replicas(url, reader, params, notifier=notifier):
+            yield record_
+            given += 1
+        return
+    except (CommError, DataError, OSError) as exc:
+        new = _remade(url, master)
+        if new is None:
+            raise exc from None
+    for i, record_ in enumerate(iter_replicas(new, reader, params, notifier=notifier)):
+        if i >= given:
+            yield record_
+
+
+def _remade(url: str, master) -> str | None:
+    """The URL of ``url`` made again (None if it cannot be: not a finished job's result, or
+    its node is there and the read failed for another reason)."""
+    from disco.util import jobname
+    from scheduler.jobtable import current_result
+    job = jobname(url)
+    if not job or "@" not in job:
+        return None
+    disco = Disco(master)
+    deadline = time.monotonic() + REMAKE_WAIT_S
+    while True:
+        try:
+            status = disco.request(m.RemakeResult, wait_s=40.0, job=job, url=url,
+                                   timeout_s=30.0)
+        except UsageError:
+            return None
+        if not status.get("remaking") or time.monotonic() > deadline:
+            break
+    new = current_result(status["results"], url)
+    return None if new in (None, url) or status.get("remaking") else new
 
 
 def _expand_results(results, master=None):

@@ -104,6 +104,17 @@ class GetEvents:
     offset: int = 0
 
 
+@message("remake_result")
+class RemakeResult:
+    """A result ``url`` of the finished ``job`` cannot be read: make it again if its node is
+    gone. Answered with the job's status (``results`` then hold the new URL) once it is made,
+    or after ``timeout_s`` (``remaking`` set: ask again)."""
+    rid: int
+    job: str
+    url: str
+    timeout_s: float = 30.0
+
+
 @message("list_jobs")
 class ListJobs:
     rid: int

@@ -557,7 +557,7 @@ _REQUESTS = {
     m.GetStatus: Node._status, m.GetNodeInfo: Node._nodeinfo, m.KillJob: Node._kill,
     m.PurgeJob: Node._purge, m.Blacklist: Node._blacklist, m.Whitelist: Node._whitelist,
     m.GetJobStatus: Node._query, m.GetEvents: Node._query, m.GetJobDict: Node._query,
-    m.ListJobs: Node._query,
+    m.ListJobs: Node._query, m.RemakeResult: Node._remake_result,
     m.Gossip: Node._gossip, m.Assign: Node._assign, m.Cancel: Node._cancel,
     m.JobEnded: Node._job_ended, m.PutJobpack: Node._put_jobpack,
     m.JobpackStored: Node._jobpack_stored, m.Raft: Node._raft_message,

@@ -85,6 +85,18 @@ class ClientRequests:
         return PARKED  # answered once the job is in the journal of a majority
 
     @_master_only
+    def _remake_result(self, msg, ident):
+        state = self.state.jobs.get(msg.job)
+        alive = frozenset(x.address for x in self.members.alive())
+        self._table(jt.RemakeAsked(msg.job, msg.url, alive, dict(state.done) if state else {}))
+        record = self.table.record(msg.job)
+        if not record.remaking or msg.timeout_s <= 0:
+            return self.table.status(msg.job)
+        deadline = self._now + min(msg.timeout_s, self.cfg.wait_max_s)
+        self.waiters.append((deadline, ident, msg.rid, msg.job))
+        return PARKED
+
+    @_master_only
     def _wait_job(self, msg, ident):
         record = self.table.record(msg.job)
         if record.status != core.ACTIVE or msg.timeout_s <= 0:

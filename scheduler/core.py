@@ -74,6 +74,9 @@ class JobSubmitted:
     max_failures: int = 10
     pipeline: tuple = ()  # ((stage, grouping), ...); empty: the classic job's equivalent
     input_labels: tuple = ()  # each input's label (a Disco job pack's); empty: all 0
+    hold: bool = False  # neither start tasks nor finish until ReleaseJob (a finished job's
+    # lost results are being made again: its done tasks are restored first, then what was
+    # lost is re-queued, and only then does anything run)
 
     def stages(self) -> tuple:
         if self.pipeline:
@@ -145,6 +148,12 @@ class InputLost:
 
 @dataclass(frozen=True)
 class JobKilled:
+    job: str
+
+
+@dataclass(frozen=True)
+class ReleaseJob:
+    """A held job (``JobSubmitted.hold``) may finish once its tasks are done."""
     job: str
 
 
@@ -267,6 +276,7 @@ class Job:
     made: int = 0  # how many stages have their tasks
     consumers: dict = field(default_factory=dict)  # producer id -> ids of tasks reading it
     restored: dict = field(default_factory=dict)  # task id -> (node, outputs) of stages not made yet
+    hold: bool = False
 
     def resolve(self, sources: list) -> tuple[list, list]:
         """The URLs and labels of (producer id, label) sources, from the producers' outputs."""
@@ -374,7 +384,7 @@ class Scheduler:
 
     @_on.register
     def _(self, ev: JobSubmitted):
-        job = Job(ev.job, ev, self._now, stages=ev.stages())
+        job = Job(ev.job, ev, self._now, stages=ev.stages(), hold=ev.hold)
         self.jobs[ev.job] = job
         name, grouping = job.stages[0]
         labels = list(ev.input_labels) or [0] * len(ev.inputs)
@@ -483,6 +493,13 @@ class Scheduler:
             self._fail(job, "killed by user", status=KILLED)
 
     @_on.register
+    def _(self, ev: ReleaseJob):
+        job = self.jobs.get(ev.job)
+        if job is not None and job.state == ACTIVE:
+            job.hold = False
+            self._advance(job)
+
+    @_on.register
     def _(self, ev: NodeBlacklisted):
         self.blacklist.add(ev.node)
         if ev.node in self.nodes:
@@ -530,7 +547,8 @@ class Scheduler:
         """Make the next stage when every task so far is done; end the job after the last."""
         while job.state == ACTIVE and job.all_done():
             if job.made == len(job.stages):
-                self._finish(job)
+                if not job.hold:
+                    self._finish(job)
                 return
             previous = job.stages[job.made - 1][0] if job.made else None
             outputs = [(o["url"], int(o["label"]), t.id)
@@ -657,7 +675,8 @@ class Scheduler:
 
     def _next_task(self) -> Task | None:
         """The next task of the job with the fewest running tasks that has one to run."""
-        ready = sorted((j for j in self._active_jobs() if j.by_state[PENDING] > 0),
+        ready = sorted((j for j in self._active_jobs() if j.by_state[PENDING] > 0
+                        and not j.hold),
                        key=lambda j: (j.running(), j.submitted))
         for job in ready:
             task = job.next_pending()

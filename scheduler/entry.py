@@ -15,17 +15,17 @@ Entries (frozen dataclasses; on the wire and on disk each is a plain map with a 
   ``holders``), the submission time and the client's token (a retried submit is not a new job);
 - ``Done``: a task finished on a node with these outputs;
 - ``End``: a job finished, failed or was killed, with its results or error;
+- ``Remade``: a finished job's results after some were made again (their node was lost);
 - ``Purge``: a job and its data are forgotten everywhere;
 - ``Voters`` and ``Noop`` belong to Raft (configuration, and the new leader's first entry).
 
 ``JournalState`` keeps, per job not purged: the header, pack hash, token, the finished tasks
-while the job runs (dropped when it ends: the ``End`` carries the results) and the end. Purged
-jobs leave nothing behind, so the state after N submitted-and-purged jobs is empty.
+(kept after the job ends: they are the lineage a lost result is made again from) and the end.
+Purged jobs leave nothing behind, so the state after N submitted-and-purged jobs is empty.
 ``replay(entries)`` folds a sequence of entries into a state; ``JournalState.snapshot()`` and
 ``from_snapshot()`` turn it into plain data and back.
 
-Invariants (``check_invariants``): a token names a job that exists; a job with an end holds no
-finished-task list.
+Invariants (``check_invariants``): a token names a job that exists.
 """
 from __future__ import annotations
 
@@ -59,6 +59,12 @@ class End:
 
 
 @dataclass(frozen=True)
+class Remade:
+    job: str
+    results: tuple
+
+
+@dataclass(frozen=True)
 class Purge:
     job: str
 
@@ -74,7 +80,7 @@ class Noop:
 
 
 _TYPES = {"submit": Submit, "done": Done, "end": End, "purge": Purge, "voters": Voters,
-          "noop": Noop}
+          "noop": Noop, "remade": Remade}
 _NAMES = {cls: name for name, cls in _TYPES.items()}
 _TUPLES = {"holders", "outputs", "results", "voters"}
 
@@ -137,13 +143,19 @@ class JournalState:
 
     def _done(self, e: Done) -> None:
         job = self.jobs.get(job_of_task(e.task))
-        if job is not None and job.end is None:
+        if job is not None:  # an ended job's too: a task that made a lost result again
             job.done[e.task] = (e.node, list(e.outputs))
 
     def _end(self, e: End) -> None:
         job = self.jobs.get(e.job)
         if job is not None and job.end is None:
-            job.end, job.done = e, {}
+            job.end = e
+
+    def _remade(self, e: Remade) -> None:
+        job = self.jobs.get(e.job)
+        if job is not None and job.end is not None:
+            job.end = End(job.end.job, job.end.status, job.end.finished, tuple(e.results),
+                          job.end.error)
 
     def _purge(self, e: Purge) -> None:
         job = self.jobs.pop(e.job, None)
@@ -179,12 +191,10 @@ class JournalState:
     def check_invariants(self) -> None:
         for token, name in self.tokens.items():
             assert name in self.jobs and self.jobs[name].token == token
-        for job in self.jobs.values():
-            assert job.end is None or not job.done
 
 
 _APPLY = {Submit: JournalState._submit, Done: JournalState._done, End: JournalState._end,
-          Purge: JournalState._purge}
+          Purge: JournalState._purge, Remade: JournalState._remade}
 
 
 def replay(entries, state: JournalState | None = None) -> JournalState:

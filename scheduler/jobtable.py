@@ -56,6 +56,17 @@ class PurgeAsked:
 
 
 @dataclass(frozen=True)
+class RemakeAsked:
+    """A reader could not read ``url``, a result of the finished ``job``: if its node is not
+    ``alive``, the job's lost results are made again from its finished tasks (``done``, the
+    journal's ``task -> (node, outputs)``), and a ``Remade`` entry gives the new results."""
+    job: str
+    url: str
+    alive: frozenset
+    done: dict
+
+
+@dataclass(frozen=True)
 class Propose:
     entry: object
 
@@ -93,6 +104,7 @@ class JobRecord:
     events: list = field(default_factory=list)
     dropped_events: int = 0
     counts: dict = field(default_factory=dict)  # per-stage task counts when the job ended
+    remaking: bool = False  # lost results are being made again
 
     def summary(self) -> dict:
         return {"job": self.name, "status": self.status, "submitted": self.submitted,
@@ -169,6 +181,8 @@ class JobTable:
             self._forget(e.job)
         elif isinstance(e, en.End) and e.job in self.jobs:
             self._closed(e)
+        elif isinstance(e, en.Remade) and e.job in self.jobs:
+            self._remade(e)
 
     def _submitted(self, e: en.Submit, restored: bool) -> None:
         if e.job in self.jobs:
@@ -231,8 +245,52 @@ class JobTable:
                 "msg": action.error, "task": action.task, "input": action.input,
                 "node": action.node, "traceback": action.traceback})
 
+    def _remake(self, ev: RemakeAsked) -> None:
+        record = self.record(ev.job)
+        if record.status != core.FINISHED:
+            raise BadJob(f"job {ev.job} is {record.status}: only a finished job's results "
+                         "are made again")
+        url = current_result(record.results, ev.url)  # a task writes the same path anywhere
+        if url is None:
+            raise BadJob(f"{ev.url} is not a result of job {ev.job}")
+        if record.remaking or _node_of(url) in ev.alive:
+            return  # on its way, or the node is there (the read failed some other way)
+        header = record.header
+        record.remaking = True
+        self._fact("job_remaking", "warning", job=ev.job, url=url)
+        self._event(record, "job_remaking", f"{url} is on a node that is gone: making it again")
+        self._schedule(core.JobSubmitted(
+            ev.job, list(header["inputs"]), bool(header.get("has_map")),
+            bool(header.get("has_reduce")), header["partitions"], self.max_failures,
+            tuple(tuple(s[:2]) for s in header.get("pipeline") or ()),
+            tuple(header.get("input_labels") or ()), hold=True))
+        for task, (node, outputs) in ev.done.items():
+            self._schedule(core.TaskRestored(task, node, list(outputs)))
+        dead = ({node for node, _ in ev.done.values()} | set(self.scheduler.nodes)
+                | {_node_of(url)}) - set(ev.alive)
+        for node in sorted(dead):
+            self._schedule(core.NodeLost(node))
+        self._schedule(core.ReleaseJob(ev.job))
+
+    def _remade(self, e: en.Remade) -> None:
+        record = self.jobs[e.job]
+        moved = sum(old != new for old, new in zip(record.results, e.results))
+        record.results, record.remaking = list(e.results), False
+        self._event(record, "job_remade", f"{moved} results made again")
+        self._out.append(JobClosed(e.job))  # those waiting for it hear now
+
     def _end(self, name: str, status: str, results=(), error=None) -> None:
         record = self.jobs[name]
+        if record.remaking:  # a finished job whose lost results were made again
+            self.scheduler.jobs.pop(name, None)
+            if status == core.FINISHED:
+                self._out.append(Propose(en.Remade(name, tuple(results))))
+            else:
+                record.remaking = False
+                self._fact("job_remake_failed", "warning", job=name,
+                           error=(error or {}).get("msg"))
+                self._out.append(JobClosed(name))
+            return
         record.finished = self.wall
         if record.header.get("save_results") and status == core.FINISHED:
             # the saved outputs (replica sets of DDFS blobs) go under one tag, the job's result
@@ -346,6 +404,8 @@ class JobTable:
                                                 bool(header.get("has_reduce")))]
         out = {**record.summary(), "results": record.results, "error": record.error,
                "counts": counts, "stages": stages}
+        if record.remaking:
+            out["remaking"] = True
         if stage is not None:
             if stage not in stages:
                 raise JobNotFound(f"job {name} has no stage {stage!r} (stages: "
@@ -381,5 +441,22 @@ class JobTable:
             assert name in self.jobs, f"scheduler job {name} has no record"
 
 
+def current_result(results: list, url: str):
+    """The result in ``results`` that is ``url`` or its remade copy (same path on another
+    node), or None."""
+    if url in results:
+        return url
+    path = url.split("/", 3)[3:] if isinstance(url, str) and "://" in url else None
+    return next((r for r in results if isinstance(r, str) and "://" in r
+                 and r.split("/", 3)[3:] == path and path), None)
+
+
+def _node_of(url) -> str | None:
+    """The node a ``disco://HOST:PORT/...`` URL names (None for other URLs)."""
+    if isinstance(url, str) and url.startswith(("disco://", "dir://")):
+        return url.split("/", 3)[2]
+    return None
+
+
 _HANDLERS = {Committed: JobTable._committed, TaskNote: JobTable._note,
-             PurgeAsked: JobTable._purge}
+             PurgeAsked: JobTable._purge, RemakeAsked: JobTable._remake}

@@ -199,6 +199,28 @@ def test_kill_9_of_a_node_mid_reduce_gives_exact_counts(trio, tmp_path):
     assert dict(pairs) == expected
 
 
+def test_a_finished_jobs_result_on_a_lost_node_is_made_again_when_read(trio, tmp_path):
+    inputs, expected = make_inputs(tmp_path, 6, lines=100)
+    master = trio[0].address
+    job = Job(master=master).run(input=inputs, map=words_map, reduce=words_reduce,
+                                 partitions=3)
+    results = job.wait(timeout=60)
+    hosts = {url.split("/")[2] for url in results}
+    victim = next((n for n in trio[1:] if n.address in hosts), None)
+    if victim is None:  # every result on the master: nothing to lose without losing it
+        pytest.skip(f"the scheduler put every result on the master ({results})")
+    os.killpg(victim.proc.pid, signal.SIGKILL)
+    wait_for(lambda: states(trio[0]).get(victim.address) == "dead", 20,
+             f"{victim.address} to be seen dead")
+    # the old result list, read after the loss: what was on the victim is made again
+    pairs = list(result_iterator(results, ddfs=master))
+    assert len(pairs) == len({k for k, _ in pairs})
+    assert dict(pairs) == expected
+    types = [e["type"] for e in job.event_records()]
+    assert "job_remaking" in types and "job_remade" in types
+    assert all(victim.address not in url for url in job.wait(timeout=10))
+
+
 def test_restarted_node_rejoins_with_a_higher_incarnation(trio, node_factory):
     node = trio[1]
     before = {x["name"]: x for x in status_of(trio[0])["members"]}[node.address]["incarnation"]
