@@ -238,6 +238,39 @@ class Disco:
         from disco import profiling
         return profiling.profile_stats(self, _name_of(jobname), mode, stream)
 
+    @property
+    def ddfs(self):
+        """``disco.ddfs.DDFS`` on the same cluster."""
+        from disco.ddfs import DDFS
+        return DDFS(self.master)
+
+    @property
+    def config(self) -> list:
+        """Disco's node table, ``[[name, slots], ...]``: here, the members the master
+        schedules on. Nodes join with ``disco start --join``; the table cannot be set."""
+        return [[n["name"], str(n["slots"])] for n in self.node_table()["nodes"]]
+
+    @config.setter
+    def config(self, table) -> None:
+        raise UsageError("nodes join and leave the cluster themselves (`disco start --join "
+                         "HOST:PORT`, `disco stop`); there is no node table to set")
+
+    def jobpack(self, jobname: str):
+        """The job's pack as a ``disco.job.JobPack`` whose ``jobdict`` is the header the
+        master holds (the code itself is not sent back)."""
+        from disco.discopack import JobPack
+        return JobPack(self.jobdict(_name_of(jobname)), {}, b"", b"")
+
+    def mapresults(self, jobname: str) -> list:
+        """The outputs of the job's map stage (``stageresults(job, "map")``)."""
+        return self.stageresults(_name_of(jobname), "map")
+
+    def rawevents(self, jobname: str, offset: int = 0) -> bytes:
+        """The job's events as Disco's JSON lines, ``["YYYY/MM/DD HH:MM:SS", host, msg]``."""
+        import json
+        return "".join(json.dumps([when, host, msg]) + "\n"
+                       for _, (when, host, msg) in self.events(jobname, offset)).encode()
+
     def master_version(self) -> str:
         from mesh.message import VERSION
         return str(self.request(m.Hello, python=jobpack.PYTHON).get("version", VERSION))
@@ -502,6 +535,12 @@ class Job:
 
     def stageresults(self, stage: str) -> list:
         return self.disco.stageresults(self._need_name(), stage)
+
+    def mapresults(self) -> list:
+        return self.disco.mapresults(self._need_name())
+
+    def jobpack(self):
+        return self.disco.jobpack(self._need_name())
 
     def jobdict(self) -> dict:
         return self.disco.jobdict(self._need_name())

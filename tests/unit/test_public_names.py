@@ -40,7 +40,46 @@ DISCO_NAMES = {
     "disco.settings": {"DiscoSettings"},
     "disco.test": {"TestCase", "TestJob", "TestPipe", "TestServer", "TestLoader",
                    "TestRunner", "FailedReply", "InterruptTest", "SkipTest", "handler"},
+    "disco.core": {"Disco", "Job", "JobError", "Params", "result_iterator", "client_version",
+                   "new_job"},
+    "disco.job": {"Job", "JobChain", "JobPack", "SimpleJob", "JOBPACK_VERSION1",
+                  "JOBPACK_VERSION2"},
+    "disco.worker.pipeline.worker": {"Stage", "Worker", "TaskInfo", "DiscoTask", "input_hook"},
+    "disco.worker.classic.func": {"nop_map", "nop_reduce", "sum_combiner", "sum_reduce",
+                                  "chain_reader", "gzip_reader", "gzip_line_reader",
+                                  "default_partition"},
+    "disco.worker.simple": {"Worker"},
+    "disco.ddfs": {"DDFS", "canonizetag", "istag", "tagname", "relativizetag"},
+    "disco.worker.classic.worker": {"Worker", "Params", "get", "put", "this_name",
+                                    "this_master", "this_host", "this_partition",
+                                    "this_inputs"},
+    "disco.worker": {"Params"},
 }
+
+# Disco's methods, by class (DISCO-REFERENCE sections 1.1, 1.2, 1.4)
+DISCO_METHODS = {
+    ("disco.core", "Disco"): {
+        "submit", "config", "master_version", "ddfs", "nodeinfo", "joblist", "blacklist",
+        "whitelist", "kill", "purge", "clean", "jobpack", "events", "rawevents",
+        "stageresults", "results", "jobinfo", "wait", "oob_get", "oob_list", "profile_stats",
+        "new_job", "result_iterator", "mapresults"},
+    ("disco.core", "Job"): {
+        "run", "clean", "events", "kill", "jobinfo", "jobpack", "oob_get", "oob_list",
+        "profile_stats", "purge", "results", "mapresults", "wait", "stageresults"},
+    ("disco.job", "JobChain"): {"wait", "purge"},
+    ("disco.job", "JobPack"): {"dumps", "load"},
+    ("disco.ddfs", "DDFS"): {
+        "push", "chunk", "tag", "put", "get", "urls", "delete", "exists", "list", "blobs",
+        "walk", "findtags", "pull", "setattr", "getattr", "delattr", "attrs"},
+}
+
+
+@pytest.mark.parametrize("where", sorted(DISCO_METHODS))
+def test_classes_have_discos_methods(where):
+    module, name = where
+    cls = getattr(importlib.import_module(module), name)
+    missing = {m for m in DISCO_METHODS[where] if not hasattr(cls, m)}
+    assert not missing, f"{module}.{name} lacks Disco's {sorted(missing)}"
 
 
 @pytest.mark.parametrize("module", sorted(DISCO_NAMES))
