@@ -23,6 +23,7 @@ FIND_MASTER_S = 30.0  # how long a client looks for a (new) master before giving
 REQUEST_TIMEOUT_S = 10.0
 LONG_POLL_S = 5.0  # a wait re-asks this often, so a new master is found quickly
 SPLIT_SIZE = 64 << 20  # Job.split_size's default: bytes of input per map task
+HTTP_SIZE_PROBES = 64  # a job with more http inputs than this does not split them
 WATCH_TIMEOUT_S = 3.0  # show=True polls events: a master silent this long is looked for anew
 JOB_ARGS = ("input", "map", "reduce", "combiner", "partition", "partitions", "sort", "params",
             "map_reader", "reduce_reader", "map_init", "reduce_init", "required_modules",
@@ -589,8 +590,11 @@ def split_inputs(inputs: list, split_size: int) -> list:
         raise UsageError(f"split_size must be a positive number of bytes or None, not {split_size}")
     from disco.worker.task_io import range_url
     out = []
+    # a HEAD request per http input: worth it for a few big files, not for thousands of inputs
+    probe_http = sum(isinstance(i, str) and i.startswith(("http://", "https://"))
+                     for i in inputs) <= HTTP_SIZE_PROBES
     for inp in inputs:
-        size = _size_of(inp) if isinstance(inp, str) else None
+        size = _size_of(inp, probe_http) if isinstance(inp, str) else None
         if size is None or size <= split_size:
             out.append(inp)
             continue
@@ -599,13 +603,13 @@ def split_inputs(inputs: list, split_size: int) -> list:
     return out
 
 
-def _size_of(url: str) -> int | None:
+def _size_of(url: str, probe_http: bool = True) -> int | None:
     if url.startswith("file://") and "#" not in url:
         try:
             return os.stat(url[len("file://"):]).st_size
         except OSError:
             return None
-    if url.startswith(("http://", "https://")) and "#" not in url:
+    if probe_http and url.startswith(("http://", "https://")) and "#" not in url:
         import urllib.request
         try:
             req = urllib.request.Request(url, method="HEAD")
