@@ -136,8 +136,13 @@ class ClientRequests:
 
     @_master_only
     def _kill(self, msg, ident):
-        self.table.record(msg.job)
+        record = self.table.record(msg.job)
         self._table(core.JobKilled(msg.job))
+        if record.status != core.ACTIVE:
+            return self.table.status(msg.job)
+        # answered once the job's end is committed: a status read after kill() says killed
+        self.waiters.append((self._now + self.cfg.wait_max_s, ident, msg.rid, msg.job))
+        return PARKED
 
     @_master_only
     def _purge(self, msg, ident):

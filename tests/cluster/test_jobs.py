@@ -262,6 +262,7 @@ def test_concurrent_jobs_kill_and_purge(node, tmp_path):
         assert dict(result_iterator(job.wait(timeout=60))) == expected_counts(TEXT)
     assert slow.status() == "active"
     slow.kill()
+    assert slow.status() == "killed"  # kill() returns once the job's end is committed
     with pytest.raises(JobError):
         slow.wait(timeout=10)
     assert slow.status() == "killed"
