@@ -56,6 +56,8 @@ SETTINGS = [
     Setting("master", "DISCO_MASTER", str, None, "the node clients talk to"),
     Setting("max_failures", "DISCO_MAX_FAILURES", int, 10, "failures of a task before its job "
             "fails"),
+    Setting("speculation", "DISCO_SPECULATION", bool, True, "backup attempts for tasks far "
+            "slower than their stage's median (speculative execution)"),
     Setting("dead_voter_s", "DISCO_DEAD_VOTER_S", float, 60.0, "seconds dead before a member "
             "stops voting"),
     Setting("mesh_preset", "DISCO_MESH_PRESET", str, "", "membership timings: loopback or lan"),
@@ -176,6 +178,7 @@ def node_settings(host=None, port=None, data=None, join=(), workers=None, name=N
         join=tuple(v["join"]), workers=v["workers"], name=v["name"],
         secret_file=v["secret_file"], insecure=v["insecure"], http_port=v["http_port"],
         max_failures=v["max_failures"], dead_voter_s=v["dead_voter_s"],
+        speculation=v["speculation"],
         mesh_preset=v["mesh_preset"], blob_replicas=v["ddfs_blob_replicas"],
         tag_replicas=v["ddfs_tag_replicas"], gc_delay_s=v["ddfs_gc_delay_s"],
         repair_bytes_s=int(v["ddfs_repair_mbps"] * (1 << 20)),

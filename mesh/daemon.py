@@ -143,6 +143,7 @@ class NodeDaemon:
             seeds=tuple(self.s.join) + tuple(known), founder=not self.s.join, python=PYTHON,
             pid=os.getpid(), data_dir=str(self.s.data_dir), slots=self.s.workers,
             max_failures=self.s.max_failures, dead_voter_s=self.s.dead_voter_s,
+            speculation=self.s.speculation,
             wall_offset=time.time() - time.monotonic(),
             mesh=getattr(MeshConfig, self.s.mesh_preset)(), raft=rf.Config(),
             ddfs=rp.Config(k=self.s.blob_replicas, gc_delay_s=self.s.gc_delay_s),

@@ -28,6 +28,7 @@ class NodeConfig:
     data_dir: str = ""
     slots: int = 1
     max_failures: int = 10
+    speculation: bool = True  # backup attempts for stragglers (the scheduler's settings)
     dead_voter_s: float = 60.0
     lost_report_s: float = 3.0
     wait_max_s: float = 60.0

@@ -394,7 +394,7 @@ class Node(ClientRequests, DdfsCore):
             self.state, self._now, {x.address for x in self.members.alive()},
             f"{self.cfg.name} is master in term {self.raft.term}; job resumed",
             max_failures=self.cfg.max_failures, wall_offset=self.cfg.wall_offset,
-            salt=self.cfg.pid)
+            salt=self.cfg.pid, speculation=self.cfg.speculation)
         self._table_actions(actions)
         self._sync_nodes()
 

@@ -47,6 +47,7 @@ class NodeSettings:
     secret_file: str | None = None
     insecure: bool = False
     max_failures: int = 10
+    speculation: bool = True      # DISCO_SPECULATION: backup attempts for stragglers
     spare_workers: int = 1
     dead_voter_s: float = 60.0  # a member dead this long stops being a Raft voter
     mesh_preset: str = ""  # membership timings: "loopback" or "lan"; "" picks by --host

@@ -232,6 +232,8 @@ class Task:
     outputs: list = field(default_factory=list)
     owner: "Job | None" = field(default=None, repr=False, compare=False)
     released: bool = False  # running, but reported done: its slot is given back
+    started: float = 0.0  # when its (primary) attempt was assigned
+    backup: str | None = None  # the node running its backup attempt (speculation)
     stage_no: int = 0
     grouping: str = "split"
     host: str | None = None  # the node a group_node(_label) task's inputs are on
@@ -277,6 +279,9 @@ class Job:
     consumers: dict = field(default_factory=dict)  # producer id -> ids of tasks reading it
     restored: dict = field(default_factory=dict)  # task id -> (node, outputs) of stages not made yet
     hold: bool = False
+    durations: dict = field(default_factory=dict)  # stage no -> seconds of its finished tasks
+    running_ids: set = field(default_factory=set)  # ids of its running tasks
+    stage_sizes: dict = field(default_factory=dict)  # stage no -> how many tasks it has
 
     def resolve(self, sources: list) -> tuple[list, list]:
         """The URLs and labels of (producer id, label) sources, from the producers' outputs."""
@@ -295,17 +300,24 @@ class Job:
     def adopt(self, task: "Task") -> None:
         self.tasks[task.id] = task
         task.owner = self
+        self.stage_sizes[task.stage_no] = self.stage_sizes.get(task.stage_no, 0) + 1
         self.moved(task, None, task.state)
 
     def drop(self, task: "Task") -> None:
         del self.tasks[task.id]
         self.by_state[task.state] -= 1
+        self.stage_sizes[task.stage_no] -= 1
+        self.running_ids.discard(task.id)
         task.owner = None
 
     def moved(self, task: "Task", old: str | None, new: str) -> None:
         if old is not None:
             self.by_state[old] -= 1
         self.by_state[new] += 1
+        if new == RUNNING:
+            self.running_ids.add(task.id)
+        elif old == RUNNING:
+            self.running_ids.discard(task.id)
         if new == PENDING and old is None:
             self.pending.append(task)
         elif new == PENDING and old != PENDING:
@@ -349,10 +361,19 @@ class Node:
 @dataclass(frozen=True)
 class SchedulerSettings:
     stall_timeout_s: float = 5.0
+    # speculative execution: a task still running when its stage is `speculation_quantile`
+    # done, and for longer than `speculation_multiplier` times the stage's median task (and
+    # `speculation_min_s`), gets a backup attempt on another node with a free slot
+    speculation: bool = True
+    speculation_quantile: float = 0.75
+    speculation_multiplier: float = 1.5
+    speculation_min_s: float = 0.5
 
     def __post_init__(self):
         if self.stall_timeout_s <= 0:
             raise ValueError("stall_timeout_s must be positive")
+        if not 0 < self.speculation_quantile <= 1 or self.speculation_multiplier < 1:
+            raise ValueError("speculation_quantile must be in (0, 1] and the multiplier >= 1")
 
 
 class Scheduler:
@@ -403,8 +424,13 @@ class Scheduler:
     def _(self, ev: NodeLost):
         self.nodes.pop(ev.node, None)  # unknown nodes too: a journal replay names dead nodes
         for job in self._active_jobs():
-            for task in [t for t in job.tasks.values() if t.node == ev.node and t.state == RUNNING]:
-                self._requeue(job, task, "node_lost")
+            for task in [t for t in job.tasks.values() if t.state == RUNNING]:
+                if task.backup == ev.node:
+                    task.backup = None  # its node is gone: nothing to cancel or give back
+                elif task.node == ev.node and task.backup:
+                    self._promote_backup(job, task, "node_lost")
+                elif task.node == ev.node:
+                    self._requeue(job, task, "node_lost")
             # a re-queued task makes its producers' outputs needed again: to a fixed point
             while True:
                 lost = [t for t in job.tasks.values() if t.node == ev.node and t.state == DONE
@@ -416,9 +442,11 @@ class Scheduler:
 
     @_on.register
     def _(self, ev: TaskFinished):
-        job, task = self._running_task(ev.task, ev.node)
+        job, task = self._attempt(ev.task, ev.node)
         if task is None:
             return
+        if not task.released:  # finished without a report first (a local replay)
+            job.durations.setdefault(task.stage_no, []).append(self._now - task.started)
         self._release(task)
         task.state, task.outputs = DONE, list(ev.outputs)
         self._fact(job, "task_done", f"{task.id} done", task)
@@ -426,8 +454,9 @@ class Scheduler:
 
     @_on.register
     def _(self, ev: TaskReported):
-        job, task = self._running_task(ev.task, ev.node)
+        job, task = self._attempt(ev.task, ev.node)
         if task is not None and not task.released:
+            job.durations.setdefault(task.stage_no, []).append(self._now - task.started)
             self._release(task)
             task.released = True
             self.released += 1
@@ -436,6 +465,20 @@ class Scheduler:
     def _(self, ev: TaskFailed):
         job, task = self._running_task(ev.task, ev.node)
         if task is None:
+            job, task = self._running_task_backup(ev.task, ev.node)
+            if task is not None:  # a backup attempt failed: the task itself runs on
+                self._drop_backup(task, cancel=False)
+                task.failed_on.add(ev.node)  # no attempt counted; no backup there again
+                self._fact(job, "task_backup_failed", f"{task.id} backup on {ev.node} "
+                           f"failed: {ev.error}", task)
+            return
+        if task.backup and ev.retryable:
+            # the primary attempt failed while a backup runs: the backup carries on alone
+            task.attempts += 1
+            task.failed_on.add(ev.node)
+            self._fact(job, "task_failed", f"{task.id} failed (attempt {task.attempts}): "
+                       f"{ev.error}; its backup on {task.backup} goes on", task)
+            self._promote_backup(job, task, "failed")
             return
         self._release(task)
         task.attempts += 1
@@ -477,6 +520,9 @@ class Scheduler:
     def _(self, ev: InputLost):
         job, task = self._running_task(ev.task, ev.node)
         if task is None:
+            job, task = self._running_task_backup(ev.task, ev.node)
+            if task is not None:
+                self._drop_backup(task, cancel=False)
             return
         producer = next((t for t in job.tasks.values() if t.state == DONE
                          and any(o["url"] == ev.url for o in t.outputs)), None)
@@ -569,6 +615,53 @@ class Scheduler:
             return job, None  # late or duplicate report: ignore
         return job, task
 
+    def _running_task_backup(self, task_id: str, node: str):
+        """The running task whose backup attempt runs on ``node``, if any."""
+        job = self.jobs.get(task_id.rsplit(":", 2)[0])
+        task = job.tasks.get(task_id) if job else None
+        if task is None or task.state != RUNNING or task.backup != node or job.state != ACTIVE:
+            return job, None
+        return job, task
+
+    def _attempt(self, task_id: str, node: str):
+        """The running task that ``node`` reports on, by either attempt. When the backup is
+        first, it becomes the task's attempt and the primary is cancelled; when the primary
+        is, the backup is. Either way one attempt is left, on ``node``."""
+        job, task = self._running_task(task_id, node)
+        if task is not None:
+            if task.backup:
+                self._fact(job, "task_backup_lost", f"{task.id} done first on {node}; its "
+                           f"backup on {task.backup} is cancelled", task)
+                self._drop_backup(task, cancel=True)
+            return job, task
+        job, task = self._running_task_backup(task_id, node)
+        if task is None:
+            return job, None
+        self._fact(job, "task_backup_won", f"{task.id} done first by its backup on {node}; "
+                   f"the attempt on {task.node} is cancelled", task)
+        if not task.released:
+            self._release(task)
+            self._out.append(CancelTask(task.node, task.id))
+        task.node, task.backup = node, None
+        return job, task
+
+    def _promote_backup(self, job: Job, task: Task, why: str) -> None:
+        """The primary attempt is gone (``why``): the backup is the task's attempt now."""
+        self._release(task)
+        task.node, task.backup, task.started = task.backup, None, self._now
+        self._fact(job, "task_backup_promoted", f"{task.id}: {why}; its backup on "
+                   f"{task.node} goes on", task)
+
+    def _drop_backup(self, task: Task, cancel: bool) -> None:
+        if task.backup is None:
+            return
+        node = self.nodes.get(task.backup)
+        if node is not None:
+            node.busy -= 1
+        if cancel:
+            self._out.append(CancelTask(task.backup, task.id))
+        task.backup = None
+
     def _release(self, task: Task) -> None:
         """Give the task's slot back (once: a task reported done gave it back already)."""
         if task.released:
@@ -582,12 +675,14 @@ class Scheduler:
     def _requeue(self, job: Job, task: Task, why: str) -> None:
         if task.state == RUNNING:
             self._release(task)
+            self._drop_backup(task, cancel=True)
         self._fact(job, "task_requeued", f"{task.id} re-queued: {why} on {task.node}", task)
         task.state, task.node, task.outputs = PENDING, None, []
         for cid in job.consumers.get(task.id, ()):  # they read what it makes: they wait for it
             consumer = job.tasks.get(cid)
             if consumer is not None and consumer.state == RUNNING:
                 self._release(consumer)
+                self._drop_backup(consumer, cancel=True)
                 self._out.append(CancelTask(consumer.node, consumer.id))
                 self._fact(job, "task_requeued", f"{cid} re-queued: waits for {task.id}",
                            consumer)
@@ -620,6 +715,7 @@ class Scheduler:
         for other in job.tasks.values():
             if other.state == RUNNING:
                 self._release(other)
+                self._drop_backup(other, cancel=True)
                 self._out.append(CancelTask(other.node, other.id))
                 other.state, other.node = PENDING, None
         job.state = status
@@ -662,15 +758,56 @@ class Scheduler:
                 return
             task = self._next_task()
             if task is None:
-                return
+                break  # free slots and nothing waiting: backups may use them
             job = self.jobs[task.job]
             node = self._place(task, nodes)
-            task.state, task.node = RUNNING, node.name
+            task.state, task.node, task.started = RUNNING, node.name, self._now
             node.busy += 1
             hosts = {task.host} if task.host else _input_nodes(task.inputs)
             where = "" if not hosts else " (input local)" if node.name in hosts else \
                 " (input remote)"
             self._fact(job, "task_started", f"{task.id} on {node.name}{where}", task)
+            self._out.append(AssignTask(node.name, task.spec()))
+        if self.settings.speculation:
+            self._speculate()
+
+    def _speculate(self) -> None:
+        """Backup attempts for stragglers, on free slots no task is waiting for: a task of a
+        stage at least ``speculation_quantile`` done, running longer than
+        ``speculation_multiplier`` times the stage's median (at least ``speculation_min_s``),
+        on a node it is not on and has not failed on. The first attempt done wins."""
+        st = self.settings
+        while True:
+            nodes = [n for n in self.nodes.values() if n.free() > 0]
+            if not nodes:
+                return
+            best = None
+            for job in self._active_jobs():
+                if job.hold:
+                    continue
+                for task in map(job.tasks.get, sorted(job.running_ids)):
+                    if task.backup or task.released:
+                        continue
+                    took = job.durations.get(task.stage_no)
+                    if not took or len(took) < st.speculation_quantile * \
+                            job.stage_sizes[task.stage_no]:
+                        continue
+                    median = sorted(took)[len(took) // 2]
+                    late = self._now - task.started
+                    if late < max(st.speculation_min_s, st.speculation_multiplier * median):
+                        continue
+                    where = [n for n in nodes if n.name != task.node
+                             and n.name not in task.failed_on]
+                    if where and (best is None or late > best[0]):
+                        best = (late, job, task, where)
+            if best is None:
+                return
+            _, job, task, where = best
+            node = min(where, key=lambda n: (n.busy - n.slots, n.name))
+            task.backup = node.name
+            node.busy += 1
+            self._fact(job, "task_backup", f"{task.id} backup on {node.name} (running "
+                       f"{self._now - task.started:.1f} s on {task.node})", task)
             self._out.append(AssignTask(node.name, task.spec()))
 
     def _next_task(self) -> Task | None:
@@ -711,8 +848,12 @@ class Scheduler:
                     assert job.state == ACTIVE, (job.name, task.id)
                     if not task.released:
                         busy[task.node] = busy.get(task.node, 0) + 1
+                    if task.backup is not None:
+                        assert task.backup != task.node, task
+                        if task.backup in self.nodes:
+                            busy[task.backup] = busy.get(task.backup, 0) + 1
                 else:
-                    assert not task.released, task
+                    assert not task.released and task.backup is None, task
             if job.state == FINISHED:
                 assert all(t.state == DONE for t in job.tasks.values()), job.name
             actual = {PENDING: 0, RUNNING: 0, DONE: 0}

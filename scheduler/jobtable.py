@@ -147,8 +147,9 @@ def check_pipeline(pipeline) -> None:
 
 
 class JobTable:
-    def __init__(self, max_failures: int = 10, wall_offset: float = 0.0, salt: int = 0):
-        self.scheduler = core.Scheduler()
+    def __init__(self, max_failures: int = 10, wall_offset: float = 0.0, salt: int = 0,
+                 speculation: bool = True):
+        self.scheduler = core.Scheduler(core.SchedulerSettings(speculation=speculation))
         self.jobs: dict[str, JobRecord] = {}
         self.max_failures, self.wall_offset, self.salt = max_failures, wall_offset, salt
         self._seq = itertools.count(1)

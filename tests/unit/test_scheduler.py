@@ -485,7 +485,8 @@ class Model:
 
     def __init__(self, seed: int):
         self.rng = random.Random(seed)
-        self.s = Scheduler(SchedulerSettings(stall_timeout_s=4.0))
+        # speculation off: the model knows one attempt per task (backups: test_speculation)
+        self.s = Scheduler(SchedulerSettings(stall_timeout_s=4.0, speculation=False))
         self.now = 0.0
         self.running: dict[str, tuple[str, dict]] = {}
         self.jobs: dict[str, JobSubmitted] = {}
