@@ -32,6 +32,7 @@ bench: install
 	$(PY) bench/journal.py --jobs 10000
 	$(PY) bench/journal.py --jobs 10000 --keep
 	$(PY) bench/loop.py
+	$(PY) bench/speculation.py
 
 lint: install
 	$(PY) -m ruff check common disco mesh scheduler shuffle storage tests bench examples
