@@ -4,7 +4,8 @@
 
     DiscoError                     anything this product raises on purpose
     ├── CommError                  a node or the cluster could not be reached / answered badly
-    │   └── NotMaster              a job request reached a node that is not the master
+    │   ├── NotMaster              a job request reached a node that is not the master
+    │   └── Unauthorized           a DDFS tag request lacks the tag's token (Disco's 401)
     ├── JobError                   a job failed or was killed (carries task, input, node, traceback)
     ├── DataError                  an input or stored datum is missing, unreadable or corrupt
     │   ├── InputError             an input URL could not be opened (retry elsewhere may help)
@@ -76,6 +77,14 @@ class NotMaster(CommError):
 class NoAnswer(CommError):
     """A request got no answer in time (raised by the client itself, never sent): the node may
     be gone, so another may be asked. A ``CommError`` a node sends back is an answer."""
+
+
+class Unauthorized(CommError):
+    """A DDFS tag request without the token the tag asks for (``ddfs:read-token`` /
+    ``ddfs:write-token``): Disco's HTTP 401. Retrying without the token cannot help."""
+
+    retryable = False
+    status = 401
 
 
 class DataError(DiscoError):
@@ -223,6 +232,7 @@ CODES: dict[str, type[DiscoError]] = {
     "protocol": RemoteProtocolError,   # the request frame failed decode, or was of a wrong type
     INTERNAL: DiscoError,              # a bug of the sender's: an exception outside this tree
     "NotMaster": NotMaster,            # msg is the master's address ("" while none is known)
+    "Unauthorized": Unauthorized,      # DDFS: the tag's read or write token is missing
     "UsageError": UsageError,
     "DataNotFound": DataNotFound,      # data port: the path does not exist or cannot be read
     "JobError": JobError,
@@ -262,7 +272,7 @@ def error_for(code: str, msg: str) -> DiscoError:
     return CODES.get(code, DiscoError).from_wire(msg)
 
 
-__all__ = ["DiscoError", "CommError", "NoAnswer", "NotMaster", "JobError", "DataError", "InputError",
+__all__ = ["DiscoError", "CommError", "NoAnswer", "NotMaster", "Unauthorized", "JobError", "DataError", "InputError",
            "DecodeError", "DataNotFound", "RecordFormatError", "ProtocolError", "RemoteProtocolError",
            "LocalProtocolError", "UsageError", "ModUtilImportError", "CODES", "INTERNAL",
            "code_of", "message_of", "error_for"]

@@ -735,3 +735,6 @@ def _expand_results(results, master=None):
                 yield sorted(replicas, key=lambda u: u.split("/")[2] not in alive)
         else:
             yield url
+
+classic_iterator = result_iterator  # Disco 0.4 name; __all__ below
+__all__ += ["classic_iterator"]

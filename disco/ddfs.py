@@ -29,6 +29,7 @@ import time
 import uuid
 from pathlib import Path
 
+from common.error import Unauthorized
 from disco.error import CommError, DataNotFound, DiscoError, InputError, UsageError
 from mesh import message as m
 
@@ -38,6 +39,24 @@ PUSH_ATTEMPTS = 3
 PLACE_WAIT_S = 12.0  # a crashed node is marked dead within 5 s (SPEC §11); this is ample
 SPOOL_BYTES = 16 << 20  # a blob read for checking stays in memory up to this, then on disk
 REQUEST_TIMEOUT_S = 3.0
+TOKEN_ATTRS = ("ddfs:read-token", "ddfs:write-token")
+
+
+class TagMissing(DataNotFound, CommError):
+    """A tag (or attribute) that does not exist: ``DataNotFound`` here, Disco's CommError 404."""
+
+    status = 404
+
+
+class ReservedAttribute(CommError):
+    """A ``ddfs:`` attribute name other than the two tokens: Disco's CommError 404."""
+
+    status = 404
+
+
+def _carries_token(cls) -> bool:
+    """Whether the node's schema has a ``token`` field for ``cls`` (tags' read/write tokens)."""
+    return "token" in getattr(cls, "__dataclass_fields__", {})
 
 
 def istag(url) -> bool:
@@ -71,20 +90,39 @@ class DDFS:
     def _request(self, cls, **fields):
         # DDFS requests are answered in milliseconds, and a retried write is applied once (its
         # ``op``), so a master cut off from us is given up on sooner than a job request
-        return self.disco.request(cls, wait_s=REQUEST_TIMEOUT_S, **fields)
+        try:
+            return self.disco.request(cls, wait_s=REQUEST_TIMEOUT_S, **fields)
+        except DataNotFound as exc:
+            if isinstance(exc, TagMissing):
+                raise
+            raise TagMissing(str(exc)) from None
+
+    def _token(self, token, write: bool) -> dict:
+        """The ``token`` field to send: ``token``, else ``DDFS_WRITE_TOKEN`` for writes /
+        ``DDFS_READ_TOKEN`` for reads (Disco's order)."""
+        if token is None:
+            token = os.environ.get("DDFS_WRITE_TOKEN" if write else "DDFS_READ_TOKEN")
+        cls = m.TagWrite if write else m.TagGet
+        return {"token": token} if token is not None and _carries_token(cls) else {}
 
     # -- tags --
 
-    def get(self, tag: str) -> dict:
-        """The tag object: ``id``, ``version``, ``last-modified``, ``urls``, ``user-data``."""
-        return self._request(m.TagGet, tag=tagname(tag))
+    def get(self, tag, token=None) -> dict:
+        """The tag object: ``id``, ``version``, ``last-modified``, ``urls``, ``user-data``
+        (and the tokens, for a caller holding the write token). Unauthorized (401) without the
+        tag's read token, TagMissing (DataNotFound, Disco's 404) when there is no such tag."""
+        tag = tag[0] if isinstance(tag, (list, tuple)) else tag
+        return self._request(m.TagGet, tag=tagname(tag), **self._token(token, False))
 
-    def urls(self, tag: str) -> list:
-        return self.get(tag)["urls"]
+    def urls(self, tag, token=None) -> list:
+        return self.get(tag, token)["urls"]
 
-    def exists(self, tag: str) -> bool:
+    def exists(self, tag, token=None) -> bool:
+        """Whether the tag exists; True also for one this caller may not read (Disco)."""
         try:
-            self.get(tag)
+            self.get(tag, token)
+            return True
+        except Unauthorized:
             return True
         except DataNotFound:
             return False
@@ -92,38 +130,59 @@ class DDFS:
     def list(self, prefix: str = "") -> list:
         return self._request(m.TagList, prefix=prefix)
 
-    def _write(self, kind: str, tag: str, **fields) -> dict:
-        return self._request(m.TagWrite, kind=kind, tag=tagname(tag), op=uuid.uuid4().hex,
-                             **fields)
+    def _write(self, kind: str, tag: str, token=None, **fields) -> dict:
+        result = self._request(m.TagWrite, kind=kind, tag=tagname(tag), op=uuid.uuid4().hex,
+                               **self._token(token, True), **fields)
+        if isinstance(result, dict) and result.get("error") == "unauthorized":
+            # refused when applied: an earlier write in the journal changed the token
+            raise Unauthorized(f"tag {tagname(tag)!r}: this write needs the tag's write token")
+        return result
 
     def tag(self, tag: str, urls, token=None, delayed: bool = False, update: bool = False):
-        """Add replica sets (lists of URLs, or single URLs) to ``tag``, creating it if needed;
-        ``update=True`` skips blobs the tag holds already."""
-        return self._write("add", tag, urls=_replica_sets(urls), update=bool(update))
+        """Add replica sets (lists of URLs, or single URLs) to ``tag``, creating it if needed
+        (with ``token`` as its read and write token); ``update=True`` skips blobs the tag
+        holds already."""
+        return self._write("add", tag, token, urls=_replica_sets(urls), update=bool(update))
 
     def put(self, tag: str, urls, token=None):
         """Replace the tag's replica sets."""
-        return self._write("put", tag, urls=_replica_sets(urls))
+        return self._write("put", tag, token, urls=_replica_sets(urls))
 
-    def touch(self, tag: str) -> dict:
-        return self._write("add", tag, urls=[])
+    def touch(self, tag: str, token=None) -> dict:
+        return self._write("add", tag, token, urls=[])
 
     def delete(self, tag: str, token=None) -> None:
-        self._write("delete", tag)
+        """Delete the tag; deleting one that does not exist succeeds, as in Disco."""
+        self._write("delete", tag, token)
 
     def setattr(self, tag: str, attr: str, value, token=None) -> None:
-        self._write("setattr", tag, attr=attr, value=str(value))
+        _check_attr_name(attr)
+        if attr in TOKEN_ATTRS and not _carries_token(m.TagWrite):
+            # a token no request can present would lock the tag for good
+            raise UsageError(f"{attr}: this client's protocol cannot send tag tokens")
+        self._write("setattr", tag, token, attr=attr, value=str(value))
 
     def delattr(self, tag: str, attr: str, token=None) -> None:
-        self._write("delattr", tag, attr=attr)
+        _check_attr_name(attr)
+        self._write("delattr", tag, token, attr=attr)
 
     def attrs(self, tag: str, token=None) -> dict:
-        return self.get(tag)["user-data"]
+        return self.get(tag, token)["user-data"]
 
     def getattr(self, tag: str, attr: str, token=None):
-        value = self.attrs(tag).get(attr)
+        """The attribute's value; for ``ddfs:read-token`` / ``ddfs:write-token`` the token or
+        None (seen only with the write token, or on a tag without one)."""
+        _check_attr_name(attr)
+        got = self.get(tag, token)
+        if attr in TOKEN_ATTRS:
+            key = attr[len("ddfs:"):]
+            if key not in got:
+                raise Unauthorized(f"tag {tagname(tag)!r}: its tokens are shown only with "
+                                   "the tag's write token")
+            return got[key]
+        value = got["user-data"].get(attr)
         if value is None:
-            raise DataNotFound(f"tag {tagname(tag)!r} has no attribute {attr!r}")
+            raise TagMissing(f"tag {tagname(tag)!r} has no attribute {attr!r}")
         return value
 
     # -- walking the tag graph --
@@ -192,8 +251,14 @@ class DDFS:
         copies, then add them all to ``tag``. Returns ``(tag's URL, [replica set, ...])``."""
         sets = [self.put_blob(source, replicas=replicas, exclude=exclude, attempts=retries,
                               progress=progress) for source in _sources(files)]
-        self.tag(tag, sets, update=update)
+        self.tag(tag, sets, token=token, update=update)
         return canonizetag(tag), sets
+
+    @staticmethod
+    def blob_name(url: str) -> str:
+        """The name a blob was pushed under: its URL's last part without the ``$...`` stamp
+        (``disco://h/vol0/blob/ab/data$5f-1-2`` -> ``data``)."""
+        return url.rstrip("/").rsplit("/", 1)[-1].split("$", 1)[0]
 
     def put_blob(self, source, replicas: int | None = None, exclude=(), attempts=PUSH_ATTEMPTS,
                  progress=None, name: str | None = None) -> list:
@@ -273,7 +338,7 @@ class DDFS:
                                               progress=progress))
             finally:
                 fd.close()
-        self.tag(tag, sets, update=update)
+        self.tag(tag, sets, token=token, update=update)
         return canonizetag(tag), sets
 
     def status(self) -> dict:
@@ -315,6 +380,12 @@ def open_blob(replicas, spool_bytes: int = SPOOL_BYTES):
         raise failures[0][1]
     reasons = "; ".join(f"{url}: {_reason(url, exc)}" for url, exc in failures)
     raise InputError(f"none of {len(urls)} replicas could be read: {reasons}", url=urls[0])
+
+
+def _check_attr_name(attr) -> None:
+    if isinstance(attr, str) and attr.startswith("ddfs:") and attr not in TOKEN_ATTRS:
+        raise ReservedAttribute(f"attribute names starting with ddfs: are reserved ({attr!r}); "
+                                f"of them only {' and '.join(TOKEN_ATTRS)} may be used")
 
 
 def _reason(url: str, exc: Exception) -> str:

@@ -19,8 +19,8 @@ part of the journal's snapshot. So
 
 Entries (plain maps with a ``type``; ``apply`` ignores unknown fields so later versions may add):
 
-- ``tag_add``: ``tag``, ``urls`` (replica sets), ``update`` (set semantics: a set whose blob is
-  already in the tag, or twice in the request, is dropped), ``wall``. Creates the tag if needed;
+- ``tag_add``: ``tag``, ``urls`` (replica sets), ``update`` (set semantics: a set whose blob
+  name, without its ``$`` stamp, is already in the tag, or twice in the request, is dropped), ``wall``. Creates the tag if needed;
   new sets come first (Disco's order); a change that changes nothing makes no new version;
 - ``tag_put``: replace a tag's replica sets (creates it);
 - ``tag_delete``: the tag is gone;
@@ -35,7 +35,16 @@ result under that id (the last ``MAX_OPS``), so a client that retries after a lo
 answered with the first result instead of writing twice.
 
 ``check_write(...)`` validates a client write before the master proposes it (names, sizes,
-URL shapes); ``apply`` never fails, so every node reaches the same state.
+replica shapes, the caller's token); ``apply`` never raises, so every node reaches the same state.
+
+Tokens (Disco's ``ddfs_tag_util:check_token``): the attributes ``ddfs:read-token`` and
+``ddfs:write-token`` protect a tag. A write needs the write token when the tag has one; a read
+needs the read token or the write token when the tag has a read token. An empty token is no
+token. A write that creates a tag with a token sets both tokens to it. A write entry carries the
+caller's ``token``, and ``apply`` checks it again against the tag as it is then (a token changed
+by an earlier entry in the log wins), answering ``{"error": "unauthorized"}`` without a change;
+``read`` checks reads. Tokens are kept in the clear, as Disco kept them, and only a caller that
+may write sees them (``read``).
 """
 from __future__ import annotations
 
@@ -50,7 +59,8 @@ MAX_ATTRS = 1000
 MAX_URL = 4096
 MAX_SETS_PER_WRITE = 100_000
 MAX_OPS = 10_000
-SPECIAL_ATTRS = {"ddfs:read-token", "ddfs:write-token"}
+READ_TOKEN, WRITE_TOKEN = "ddfs:read-token", "ddfs:write-token"
+SPECIAL_ATTRS = {READ_TOKEN, WRITE_TOKEN}
 WRITES = ("add", "put", "delete", "setattr", "delattr")
 
 
@@ -62,6 +72,10 @@ class TagNotFound(TagError):
     """The write needs a tag that does not exist."""
 
 
+class TagUnauthorized(TagError):
+    """The caller lacks the tag's read or write token (Disco's HTTP 401)."""
+
+
 @dataclass
 class Tag:
     name: str
@@ -71,11 +85,24 @@ class Tag:
     modified: float = 0.0
     created: float = 0.0
 
-    def public(self) -> dict:
-        """Disco's tag object (``ddfs get``)."""
-        return {"id": self.name, "version": self.version, "last-modified": self.modified,
-                "created": self.created, "urls": [list(s) for s in self.urls],
-                "user-data": {k: v for k, v in self.attrs.items() if k not in SPECIAL_ATTRS}}
+    def public(self, tokens: bool = False) -> dict:
+        """Disco's tag object (``ddfs get``); with ``tokens``, also ``read-token`` and
+        ``write-token`` (None when unset)."""
+        out = {"id": self.name, "version": self.version, "last-modified": self.modified,
+               "created": self.created, "urls": [list(s) for s in self.urls],
+               "user-data": {k: v for k, v in self.attrs.items() if k not in SPECIAL_ATTRS}}
+        if tokens:
+            out["read-token"] = self.attrs.get(READ_TOKEN)
+            out["write-token"] = self.attrs.get(WRITE_TOKEN)
+        return out
+
+    def may_read(self, token: str | None) -> bool:
+        read = self.attrs.get(READ_TOKEN)
+        return not read or (bool(token) and token in (read, self.attrs.get(WRITE_TOKEN)))
+
+    def may_write(self, token: str | None) -> bool:
+        write = self.attrs.get(WRITE_TOKEN)
+        return not write or token == write
 
 
 def blob_of(url: str) -> str | None:
@@ -111,6 +138,13 @@ def set_key(replicas: list) -> str:
     return blob_of(first) or first
 
 
+def update_key(replicas: list) -> str:
+    """What ``update`` compares (Disco's set semantics): the name the blob was pushed under,
+    without its ``$...`` stamp, so a second push of ``data`` is dropped; else the first URL."""
+    blob = blob_of(replicas[0]) if replicas else None
+    return blob.split("$", 1)[0] if blob else set_key(replicas)
+
+
 def tag_link(url: str) -> str | None:
     """The tag a ``tag://NAME`` URL links to, else None."""
     if url.startswith("tag://"):
@@ -125,7 +159,8 @@ def check_name(name) -> str:
 
 
 def check_urls(urls) -> list:
-    """Replica sets as lists of URLs; a bare URL is a set of one."""
+    """Replica sets as lists of strings (URLs or any other string, as Disco took them); a bare
+    string is a set of one. A ``tag://`` entry must name a valid tag."""
     if not isinstance(urls, (list, tuple)):
         raise TagError("urls must be a list of replica sets (lists of URLs)")
     if len(urls) > MAX_SETS_PER_WRITE:
@@ -134,8 +169,9 @@ def check_urls(urls) -> list:
     for entry in urls:
         replicas = [entry] if isinstance(entry, str) else entry
         if not isinstance(replicas, (list, tuple)) or not replicas or not all(
-                isinstance(u, str) and "://" in u and 0 < len(u) <= MAX_URL for u in replicas):
-            raise TagError(f"bad replica set {entry!r:.200}: expected URLs (SCHEME://...)")
+                isinstance(u, str) and 0 < len(u) <= MAX_URL for u in replicas):
+            raise TagError(f"bad replica set {entry!r:.200}: expected a list of 1 or more "
+                           f"URLs (strings of 1 to {MAX_URL} characters)")
         for url in replicas:
             link = tag_link(url)
             if url.startswith("tag://") and (link is None or not TAG_NAME.fullmatch(link)):
@@ -164,18 +200,27 @@ class TagStore:
 
     # -- validation at the master, before proposing --
 
-    def check_write(self, kind: str, tag: str, urls=None, attr=None, value=None) -> dict:
-        """The entry for a client write (``kind`` in WRITES), or TagError saying why not."""
+    def check_write(self, kind: str, tag: str, urls=None, attr=None, value=None,
+                    token: str | None = None) -> dict:
+        """The entry for a client write (``kind`` in WRITES) with ``token`` (None: none), or
+        TagError saying why not: TagUnauthorized without the tag's write token. Deleting a
+        tag that does not exist is allowed, as in Disco (its entry changes nothing)."""
         check_name(tag)
+        held = self.tags.get(tag)
+        if held is not None and not held.may_write(token or None):
+            raise TagUnauthorized(f"tag {tag!r}: this write needs the tag's write token")
+        entry = self._entry(kind, tag, held, urls, attr, value)
+        if token:
+            entry["token"] = token
+        return entry
+
+    def _entry(self, kind: str, tag: str, held, urls, attr, value) -> dict:
         if kind in ("add", "put"):
             return {"type": "tag_" + kind, "tag": tag, "urls": check_urls(urls or [])}
         if kind == "delete":
-            if tag not in self.tags:
-                raise TagNotFound(f"tag {tag!r} does not exist")
             return {"type": "tag_delete", "tag": tag}
         if kind in ("setattr", "delattr"):
             check_attr(attr, value, setting=kind == "setattr")
-            held = self.tags.get(tag)
             if kind == "setattr" and attr not in (held.attrs if held else {}) and \
                     len(held.attrs if held else ()) >= MAX_ATTRS:
                 raise TagError(f"tag {tag!r} has {MAX_ATTRS} attributes, the most allowed")
@@ -185,6 +230,16 @@ class TagStore:
                     "value": value if kind == "setattr" else None}
         raise TagError(f"unknown tag write {kind!r}; expected one of {', '.join(WRITES)}")
 
+    def read(self, name: str, token: str | None = None) -> dict | None:
+        """The tag object for a caller with ``token``, None if there is no such tag, or
+        TagUnauthorized; a caller that may write also sees the tokens."""
+        tag = self.tags.get(name)
+        if tag is None:
+            return None
+        if not tag.may_read(token or None):
+            raise TagUnauthorized(f"tag {name!r}: reading it needs the tag's read token")
+        return tag.public(tokens=tag.may_write(token or None))
+
     # -- the state machine --
 
     def apply(self, entry: dict) -> dict:
@@ -193,17 +248,25 @@ class TagStore:
         if op and op in self.ops:
             return self.ops[op]  # a retried write applied once already
         handler = _APPLY.get(entry.get("type"))
-        result = handler(self, entry) if handler else {"error": "unknown entry"}
+        held = self.tags.get(entry.get("tag") or "")
+        if held is not None and handler is not None and entry.get("type") != "blob_moved" \
+                and not held.may_write(entry.get("token") or None):
+            result = {"tag": held.name, "error": "unauthorized"}
+        else:
+            result = handler(self, entry) if handler else {"error": "unknown entry"}
         if op:
             self.ops[op] = result
             while len(self.ops) > MAX_OPS:
                 self.ops.popitem(last=False)
         return result
 
-    def _tag(self, name: str, wall: float) -> Tag:
+    def _tag(self, name: str, wall: float, token: str | None = None) -> Tag:
+        """The tag, created if needed; a tag created with a token gets it as both tokens."""
         tag = self.tags.get(name)
         if tag is None:
             tag = self.tags[name] = Tag(name, created=wall, modified=wall)
+            if token:
+                tag.attrs.update({READ_TOKEN: token, WRITE_TOKEN: token})
         return tag
 
     def _changed(self, tag: Tag, wall: float) -> dict:
@@ -214,13 +277,13 @@ class TagStore:
     def _add(self, e: dict) -> dict:
         wall = float(e.get("wall", 0.0))
         new = e["tag"] not in self.tags
-        tag = self._tag(e["tag"], wall)
+        tag = self._tag(e["tag"], wall, e.get("token"))
         sets = [list(s) for s in e.get("urls", ())]
         if e.get("update"):
-            seen = {set_key(s) for s in tag.urls}
+            seen = {update_key(s) for s in tag.urls}
             kept = []
             for s in sets:
-                key = set_key(s)
+                key = update_key(s)
                 if key not in seen:
                     seen.add(key)
                     kept.append(s)
@@ -236,7 +299,7 @@ class TagStore:
 
     def _put(self, e: dict) -> dict:
         wall = float(e.get("wall", 0.0))
-        tag = self._tag(e["tag"], wall)
+        tag = self._tag(e["tag"], wall, e.get("token"))
         self._unindex(tag.name, tag.urls)
         tag.urls = [list(s) for s in e.get("urls", ())]
         self._index(tag.name, tag.urls)
@@ -258,7 +321,13 @@ class TagStore:
                 return {"tag": e["tag"], "version": tag.version if tag else 0}
             del tag.attrs[e["attr"]]
         else:
-            tag = self._tag(e["tag"], wall)
+            tag = self._tag(e["tag"], wall, e.get("token"))
+            if e["attr"] in SPECIAL_ATTRS and not value:  # an empty token is no token
+                value = None
+                if e["attr"] not in tag.attrs:
+                    return {"tag": tag.name, "version": tag.version}
+                del tag.attrs[e["attr"]]
+                return self._changed(tag, wall)
             if tag.attrs.get(e["attr"]) == value:
                 return {"tag": tag.name, "version": tag.version}
             tag.attrs[e["attr"]] = value

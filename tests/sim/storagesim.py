@@ -966,11 +966,11 @@ class Sim:
         keys = [tg.set_key(s) for s in e.get("urls", ())]
         if kind == "tag_add":
             old = self.model.get(tag, [])
-            if e.get("update"):
-                seen, new = set(old), []
+            if e.get("update"):  # Disco's set semantics: blob names without their stamps
+                seen, new = {_unstamped(k) for k in old}, []
                 for key in keys:
-                    if key not in seen:
-                        seen.add(key)
+                    if _unstamped(key) not in seen:
+                        seen.add(_unstamped(key))
                         new.append(key)
                 keys = new
             self.model[tag] = keys + old
@@ -1052,10 +1052,12 @@ class Sim:
             if any(e["type"] != "tag_add" for e in later):
                 continue
             held = self.reference.get(tag)
-            have = {tg.set_key(s) for s in held.urls} if held else set()
-            if not set(keys) <= have:
+            # an update may drop a blob whose name (without its stamp) the tag holds already
+            have = {_unstamped(tg.set_key(s)) for s in held.urls} if held else set()
+            wanted = {_unstamped(k) for k in keys}
+            if not wanted <= have:
                 self.violation("acked_write_lost", f"{kind} {tag} ({op}): "
-                               f"{sorted(set(keys) - have)} missing")
+                               f"{sorted(wanted - have)} missing")
 
     # -- settling --
 
@@ -1289,3 +1291,8 @@ def _restart(args) -> None:
     sim, host, gen = args
     if host.gen == gen and not host.up and not sim.settling:
         sim.start(host)
+
+
+def _unstamped(key: str) -> str:
+    """A replica set's key (``tg.set_key``) as ``update`` compares it (``tg.update_key``)."""
+    return key.split("$", 1)[0] if "://" not in key else key

@@ -10,7 +10,8 @@ from mesh import message as m
 
 WIRE = {  # the codes nodes send today: never rename one
     "protocol", "internal", "NotMaster", "UsageError", "DataNotFound", "JobError",
-    "ProtocolError", "DataError", "InputError", "RecordFormatError", "CommError", "DiscoError"}
+    "ProtocolError", "DataError", "InputError", "RecordFormatError", "CommError", "DiscoError",
+    "Unauthorized"}
 
 SENT = [
     e.RemoteProtocolError("frame is not a msgpack map"),
@@ -24,6 +25,7 @@ SENT = [
     e.RecordFormatError("bad frame checksum"),
     e.DataError("corrupt"),
     e.CommError("no answer"),
+    e.Unauthorized("tag 't': this write needs the tag's write token"),
     e.DiscoError("plain"),
 ]
 

@@ -41,7 +41,7 @@ DISCO_NAMES = {
     "disco.test": {"TestCase", "TestJob", "TestPipe", "TestServer", "TestLoader",
                    "TestRunner", "FailedReply", "InterruptTest", "SkipTest", "handler"},
     "disco.core": {"Disco", "Job", "JobError", "Params", "result_iterator", "client_version",
-                   "new_job"},
+                   "new_job", "classic_iterator"},
     "disco.job": {"Job", "JobChain", "JobPack", "SimpleJob", "JOBPACK_VERSION1",
                   "JOBPACK_VERSION2"},
     "disco.worker.pipeline.worker": {"Stage", "Worker", "TaskInfo", "DiscoTask", "input_hook"},

@@ -131,7 +131,7 @@ def test_concurrent_writers_lose_nothing_in_any_interleaving():
 @pytest.mark.parametrize("kind,kw,why", [
     ("add", {"tag": "bad name"}, "bad tag name"),
     ("add", {"tag": "x" * 512}, "bad tag name"),
-    ("add", {"tag": "t", "urls": [["no-scheme"]]}, "bad replica set"),
+    ("add", {"tag": "t", "urls": [[7]]}, "bad replica set"),
     ("add", {"tag": "t", "urls": [[]]}, "bad replica set"),
     ("add", {"tag": "t", "urls": "disco://x"}, "must be a list"),
     ("add", {"tag": "t", "urls": [["tag://bad name"]]}, "bad tag link"),
@@ -146,8 +146,10 @@ def test_check_write_refuses_bad_writes(kind, kw, why):
 
 
 def test_check_write_of_a_missing_tag_says_not_found():
-    with pytest.raises(tg.TagNotFound):
-        tg.TagStore().check_write("delete", "t")
+    # Disco: deleting a tag that does not exist succeeds, and changes nothing
+    s = tg.TagStore()
+    assert s.check_write("delete", "t") == {"type": "tag_delete", "tag": "t"}
+    assert s.apply({"type": "tag_delete", "tag": "t"}) == {"tag": "t", "deleted": False}
     with pytest.raises(tg.TagNotFound):
         tg.TagStore().check_write("delattr", "t", attr="a")
 
@@ -178,3 +180,76 @@ def test_a_blob_name_keeps_the_copies_its_push_asked_for():
     assert tg.blob_replicas(tg.blob_name("x", 1, 1, 1, replicas=12)) == 12
     for name in ("x$1-2-3-k0", "x$1-2-3-k3.gz", "x-k3", "x$1-2-k3"):
         assert tg.blob_replicas(name) is None, name
+
+
+def test_replica_entries_may_be_any_string_as_in_disco():
+    # Disco's own tests tag [['urls']]
+    assert tg.TagStore().check_write("add", "t", urls=[["urls"]])["urls"] == [["urls"]]
+
+
+def write(s, kind, tag, token=None, **kw):
+    """check_write then apply, as the master and every node do."""
+    return s.apply(s.check_write(kind, tag, token=token, **kw))
+
+
+def test_write_token_guards_writes_not_reads():
+    s = store_with(add("t", []))
+    write(s, "setattr", "t", attr="a", value="v")
+    write(s, "setattr", "t", attr=tg.WRITE_TOKEN, value="w")
+    for token in (None, "", "rand"):
+        with pytest.raises(tg.TagUnauthorized):
+            s.check_write("setattr", "t", attr="a2", value="v2", token=token)
+        assert s.read("t", token)["user-data"] == {"a": "v"}
+        assert "write-token" not in s.read("t", token)  # tokens only to writers
+    write(s, "setattr", "t", attr="a2", value="v2", token="w")
+    assert s.read("t", "w")["write-token"] == "w"
+    write(s, "setattr", "t", attr=tg.READ_TOKEN, value="r", token="w")
+    for token in (None, "rand"):
+        with pytest.raises(tg.TagUnauthorized):
+            s.read("t", token)
+    assert s.read("t", "r")["user-data"] == {"a": "v", "a2": "v2"}
+    assert s.read("t", "w")["read-token"] == "r"  # the write token also grants reading
+    with pytest.raises(tg.TagUnauthorized):
+        s.check_write("delete", "t")
+    write(s, "delete", "t", token="w")
+    assert s.get("t") is None
+
+
+def test_read_token_alone_leaves_writes_open_and_empty_token_is_none():
+    s = store_with(add("t", []))
+    write(s, "setattr", "t", attr=tg.READ_TOKEN, value="r")
+    write(s, "setattr", "t", attr="a", value="v")           # no write token: anyone writes
+    write(s, "delattr", "t", attr="a", token="rand")
+    with pytest.raises(tg.TagUnauthorized):
+        s.read("t")
+    write(s, "setattr", "t", attr=tg.READ_TOKEN, value="")  # '' clears it
+    assert tg.READ_TOKEN not in s.get("t").attrs and s.read("t", "")["id"] == "t"
+
+
+def test_creating_with_a_token_sets_both_tokens():
+    s = tg.TagStore()
+    write(s, "add", "t", urls=[["raw://x"]], token="sec")
+    assert s.get("t").attrs == {tg.READ_TOKEN: "sec", tg.WRITE_TOKEN: "sec"}
+    with pytest.raises(tg.TagUnauthorized):
+        s.read("t")
+    write(s, "put", "n", urls=[])
+    assert s.read("n")["write-token"] is None
+
+
+def test_apply_refuses_an_entry_whose_token_a_prior_entry_revoked():
+    s = store_with(add("t", []))
+    first = s.check_write("setattr", "t", attr=tg.WRITE_TOKEN, value="w")
+    second = s.check_write("setattr", "t", attr="a", value="v")  # checked before first applied
+    s.apply(first)
+    assert s.apply(second) == {"tag": "t", "error": "unauthorized"}
+    assert "a" not in s.get("t").attrs
+    s.check_invariants()
+
+
+def test_update_compares_blob_names_without_their_stamps():
+    # Disco's test_ddfs.test_update: pushing "dup" again with update=True adds nothing
+    s = store_with(add("t", [blob("dup$5f-1-1", 1)]))
+    s.apply(add("t", [blob("dup$60-1-2", 2), blob("dup$60-1-3", 2), blob("new$61-1-4", 1)],
+                update=True))
+    assert [tg.update_key(u) for u in s.get("t").urls] == ["new", "dup"]
+    s.check_invariants()
