@@ -50,8 +50,15 @@ def is_user_module(module) -> bool:
     path = getattr(module, "__file__", None)
     if not path or name.split(".")[0] in _OWN_PACKAGES or name == "__main__":
         return False
-    real = str(Path(path).resolve())
-    return not real.startswith(_SYSTEM_DIRS) and "site-packages" not in real
+    known = _USER_PATHS.get(path)
+    if known is None:  # resolving every module's path costs ~40 ms per submit: once each
+        real = str(Path(path).resolve())
+        known = _USER_PATHS[path] = not real.startswith(_SYSTEM_DIRS) \
+            and "site-packages" not in real
+    return known
+
+
+_USER_PATHS: dict[str, bool] = {}  # a module file's path -> whether it is the user's
 
 
 def _register_by_value(required_modules) -> tuple[list, list]:
