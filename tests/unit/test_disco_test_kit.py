@@ -240,3 +240,35 @@ class WordCountTestCase(TestCase):
         save_oob(self.disco.master, job, "answer", b"42")
         self.assertEqual(load_oob(self.disco.master, job, "answer"), b"42")
         self.ddfs.delete(f"disco:job:oob:{job}")
+
+
+@pytest.mark.cluster
+@pytest.mark.usefixtures("embedded_cluster")
+class PartitionFixtureTestCase(disco.test.DiscoJobTestFixture, disco.test.DiscoTestCase):
+    """Disco 0.3's fixture: the job comes from class attributes, runTest checks answers."""
+    settings = DiscoSettings(DISCO_TEST_PORT=0, DISCO_TEST_HOST="127.0.0.1")
+    inputs = ["a:1", "b:2", "a:3"]
+    nr_reduces = 1
+    sort = True
+
+    def getdata(self, path):
+        return f"{path}\n"
+
+    @staticmethod
+    def map(line, params):
+        yield tuple(line.split(":"))
+
+    @staticmethod
+    def reduce(iter, out, params):
+        from disco.util import kvgroup
+        for key, values in kvgroup(iter):
+            out.add(key, sum(int(v) for v in values))
+
+    answers = [("a", 4), ("b", 2)]
+
+    def test_disco_settings_and_runtest(self):
+        self.assertIs(self.disco_settings, self.settings)
+        self.runTest()
+        self.answers = [("a", 4)]
+        with self.assertRaises(AssertionError):
+            self.runTest()

@@ -38,7 +38,7 @@ DISCO_NAMES = {
     "disco.error": {"DiscoError", "JobError", "DataError", "CommError", "ModUtilImportError",
                     "DecodeError"},
     "disco.settings": {"DiscoSettings"},
-    "disco.test": {"TestCase", "TestJob", "TestPipe", "TestServer", "TestLoader",
+    "disco.test": {"DiscoJobTestFixture", "DiscoTestCase", "TestCase", "TestJob", "TestPipe", "TestServer", "TestLoader",
                    "TestRunner", "FailedReply", "InterruptTest", "SkipTest", "handler"},
     "disco.core": {"Disco", "Job", "JobError", "Params", "result_iterator", "client_version",
                    "new_job", "classic_iterator"},
