@@ -84,7 +84,9 @@ class JobChain(dict):
 
     def wait(self, poll_interval: float = 1, timeout: float | None = None) -> "JobChain":
         deadline = None if timeout is None else time.monotonic() + timeout
-        started: set = set()
+        # a job that has a name from the master ran already (Disco's ``JobChain.started``):
+        # it is waited for, never run again
+        started = {id(job) for job in self if job.name and "@" in job.name}
         while True:
             done = 0
             for job, inputs in self.items():
@@ -93,6 +95,7 @@ class JobChain(dict):
                     if status == "ready":
                         done += 1
                     elif status != "active":
+                        job.wait(timeout=poll_interval + 5)  # raises the task's own error
                         raise JobError(job.name, f"status {status}")
                     continue
                 resolved = self._inputs(inputs)
