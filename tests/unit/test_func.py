@@ -63,3 +63,12 @@ def test_gzip_readers_yield_str_lines():
         ["one\n", "two\n"]
     assert list(func.gzip_reader(io.BytesIO(data), len(data), "x.gz", None)) == \
         ["one\n", "two\n"]
+
+
+def test_disco_stream_functions_are_importable_from_classic_func():
+    # Disco's test_forcesched imports string_input_stream from here
+    from disco.worker import task_io
+    from disco.worker.classic import func
+    for name in ("string_input_stream", "task_input_stream", "task_output_stream",
+                 "disco_output_stream"):
+        assert getattr(func, name) is getattr(task_io, name)

@@ -46,6 +46,8 @@ DISCO_NAMES = {
                   "JOBPACK_VERSION2"},
     "disco.worker.pipeline.worker": {"Stage", "Worker", "TaskInfo", "DiscoTask", "input_hook"},
     "disco.worker.classic.func": {"nop_map", "nop_reduce", "sum_combiner", "sum_reduce",
+                                  "string_input_stream", "task_input_stream",
+                                  "task_output_stream", "disco_output_stream",
                                   "chain_reader", "gzip_reader", "gzip_line_reader",
                                   "default_partition"},
     "disco.worker.simple": {"Worker"},

@@ -4,18 +4,22 @@ Use them in place of writing your own::
 
     Job().run(input=urls, map=nop_map, reduce=sum_reduce, combiner=sum_combiner)
 
-Readers (``chain_reader``, ``gzip_reader``, ``gzip_line_reader``, ``map_line_reader``) come
-from :mod:`disco.worker.task_io`; ``default_partition`` from :mod:`shuffle.partition`.
+Readers (``chain_reader``, ``gzip_reader``, ``gzip_line_reader``, ``map_line_reader``) and
+Disco's stream functions (``string_input_stream``, ``task_input_stream``,
+``task_output_stream``, ``disco_output_stream``) come from :mod:`disco.worker.task_io`; ``default_partition`` from :mod:`shuffle.partition`.
 """
 from __future__ import annotations
 
 from typing import Iterable, Iterator
 
-from disco.worker.task_io import chain_reader, gzip_line_reader, gzip_reader, map_line_reader
+from disco.worker.task_io import (chain_reader, disco_output_stream, gzip_line_reader,
+                                  gzip_reader, map_line_reader, string_input_stream,
+                                  task_input_stream, task_output_stream)
 from shuffle.partition import default_partition
 
-__all__ = ["chain_reader", "default_partition", "gzip_line_reader", "gzip_reader",
-           "map_line_reader", "nop_map", "nop_reduce", "sum_combiner", "sum_reduce"]
+__all__ = ["chain_reader", "default_partition", "disco_output_stream", "gzip_line_reader",
+           "gzip_reader", "map_line_reader", "nop_map", "nop_reduce", "string_input_stream",
+           "sum_combiner", "sum_reduce", "task_input_stream", "task_output_stream"]
 
 
 def nop_map(entry, params) -> Iterator[tuple]:
