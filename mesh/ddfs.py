@@ -195,10 +195,13 @@ class DdfsCore:
             tg.check_name(msg.tag)
         except tg.TagError as exc:
             raise self._refuse("UsageError", str(exc), msg) from None
-        tag = self.tags.get(msg.tag)
+        try:
+            tag = self.tags.read(msg.tag, msg.token)
+        except tg.TagUnauthorized as exc:
+            raise Refusal("Unauthorized", str(exc)) from None
         if tag is None:
             raise Refusal("DataNotFound", f"tag {msg.tag!r} does not exist")
-        return tag.public()
+        return tag
 
     def _tag_list(self, msg: m.TagList, ident):
         self._ddfs_master()
@@ -213,7 +216,10 @@ class DdfsCore:
             self.tag_pending[msg.op] = (ident, msg.rid, blobs)
             return PARKED  # a retry while it is being committed
         try:
-            entry = self.tags.check_write(msg.kind, msg.tag, msg.urls, msg.attr, msg.value)
+            entry = self.tags.check_write(msg.kind, msg.tag, msg.urls, msg.attr, msg.value,
+                                          msg.token)
+        except tg.TagUnauthorized as exc:
+            raise Refusal("Unauthorized", str(exc)) from None
         except tg.TagNotFound as exc:
             raise Refusal("DataNotFound", str(exc)) from None
         except tg.TagError as exc:

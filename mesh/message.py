@@ -162,9 +162,11 @@ class GetStatus:
 
 @message("tag_get")
 class TagGet:
-    """DDFS: one tag's object (``storage.tags.Tag.public``); ``DataNotFound`` if none."""
+    """DDFS: one tag's object (``storage.tags.TagStore.read``); ``DataNotFound`` if none,
+    ``Unauthorized`` without the tag's read token."""
     rid: int
     tag: str
+    token: str | None = None
 
 
 @message("tag_list")
@@ -185,6 +187,7 @@ class TagWrite:
     attr: str = ""
     value: str | None = None
     op: str = ""
+    token: str | None = None   # the tag's write token (``ddfs:write-token``), if it has one
 
 
 @message("blob_place")

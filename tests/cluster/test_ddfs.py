@@ -253,15 +253,17 @@ def test_cli_round_trip_on_three_nodes(node_factory, tmp_path):
 
     # errors: one line, exit 1
     for args in (("blobs", "no:such"), ("cat", "no:such"), ("get", "no:such"),
-                 ("rm", "no:such"), ("attrs", "no:such"), ("stat", "no:such"),
+                 ("attrs", "no:such"), ("stat", "no:such"),
                  ("urls", "no:such"), ("cp", "no:such", "x"), ("delattr", "no:such", "a"),
                  ("touch", "bad name"), ("tag", "bad/name", "raw://x"),
                  ("setattr", "bad*name", "a", "b"), ("get", "bad name"),
-                 ("push", "--replicas", "4", "data:four", tmp_path / "single.txt"),
-                 ("tag", "data:two", "not-a-url")):
+                 ("push", "--replicas", "4", "data:four", tmp_path / "single.txt")):
         line = one_error_line(ddfs(nodes, *args, check=False))
-        if args[0] != "tag" or args[1] != "data:two":
-            assert "no:such" in line or "name" in line or "replicas" in line, line
+        assert "no:such" in line or "name" in line or "replicas" in line, line
+    # as in Disco: removing a tag that is not there succeeds; a replica may be any string
+    assert ddfs(nodes, "rm", "no:such", check=False).returncode == 0
+    ddfs(nodes, "tag", "data:two", "not-a-url")
+    assert "not-a-url" in out(ddfs(nodes, "urls", "data:two"))
     assert "nope.txt" in one_error_line(ddfs(nodes, "push", "data:x", tmp_path / "nope.txt",
                                              check=False))
     assert not ddfs(nodes, "exists", "data:four", check=False).returncode == 0
@@ -738,9 +740,12 @@ def test_kill_9_of_a_receiver_mid_push_leaves_no_visible_partial_blob(node_facto
             assert path.stat().st_size == size
             assert path.with_name(path.name + ".xxh3").exists()
     visible = [p for p in victim.data.glob("vol*/blob/*/*") if not p.name.startswith(".")]
+    crashed = set(victim.data.glob("vol*/blob/*/.partial-*"))
     restart(victim, join=master.address)
     wait_for(lambda: answers(victim.address, 0.5), 20, "the victim to answer again")
-    assert not list(victim.data.glob("vol*/blob/*/.partial-*")), "partials left after restart"
+    # what the kill left is gone (a repair copy to the victim may have a partial of its own)
+    assert not crashed & set(victim.data.glob("vol*/blob/*/.partial-*")), \
+        "partials left after restart"
     assert not [p for p in visible if not p.name.endswith(".xxh3")
                 and p.stat().st_size != size]
 

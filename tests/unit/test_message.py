@@ -21,6 +21,7 @@ SAMPLES = [
     m.WaitJob(6, "Job@1", timeout_s=2.5),
     m.GetEvents(7, "Job@1", offset=12),
     m.ListJobs(8),
+    m.RemakeResult(9, "J@1", "disco://127.0.0.1:1/vol0/jobs/J@1/reduce-0-0.drec", 5.0),
     m.KillJob(9, "Job@1"),
     m.PurgeJob(10, "Job@1"),
     m.GetJobDict(11, "Job@1"),
