@@ -11,8 +11,9 @@ from __future__ import annotations
 from common.error import (CommError, DataError, DataNotFound, DecodeError, DiscoError,
                           InputError, JobError, LocalProtocolError, ModUtilImportError, NoAnswer,
                           NotMaster, ProtocolError, RecordFormatError, RemoteProtocolError,
-                          UsageError)
+                          Unauthorized, UsageError)
 
 __all__ = ["DiscoError", "CommError", "NoAnswer", "NotMaster", "JobError", "DataError", "InputError",
            "DecodeError", "DataNotFound", "RecordFormatError", "ProtocolError",
-           "RemoteProtocolError", "LocalProtocolError", "UsageError", "ModUtilImportError"]
+           "RemoteProtocolError", "LocalProtocolError", "UsageError", "ModUtilImportError",
+           "Unauthorized"]

@@ -902,3 +902,26 @@ def test_malformed_ddfs_requests_are_refused_logged_and_survived(node_factory):
     (ok_file := master.data / "after.txt").write_bytes(b"still serving\n")
     ddfs(nodes, "push", "after:x", ok_file)
     assert ddfs(nodes, "cat", "after:x").stdout == b"still serving\n"
+
+
+def test_tag_tokens_are_enforced_by_the_master(node):
+    from disco.ddfs import DDFS
+    from disco.error import Unauthorized
+    ddfs = DDFS(node.address)
+    ddfs.tag("tok:t", [["raw://a"]])
+    ddfs.setattr("tok:t", "ddfs:write-token", "w1")
+    with pytest.raises(Unauthorized):
+        ddfs.tag("tok:t", [["raw://b"]])  # no token
+    with pytest.raises(Unauthorized):
+        ddfs.tag("tok:t", [["raw://b"]], token="wrong")
+    ddfs.tag("tok:t", [["raw://b"]], token="w1")
+    assert sorted(ddfs.urls("tok:t")) == [["raw://a"], ["raw://b"]]
+    ddfs.setattr("tok:t", "ddfs:read-token", "r1", token="w1")
+    with pytest.raises(Unauthorized):
+        ddfs.get("tok:t")
+    assert ddfs.exists("tok:t")  # Disco: a 401 means it is there
+    assert ddfs.get("tok:t", token="r1")["urls"]
+    with pytest.raises(Unauthorized):
+        ddfs.delete("tok:t", token="r1")  # the read token does not write
+    ddfs.delete("tok:t", token="w1")
+    assert not ddfs.exists("tok:t")
