@@ -243,6 +243,40 @@ def import_required(required, code) -> dict:
     return modules
 
 
+def bind_worker_names(code) -> None:
+    """Give the job's functions the names Disco's worker module lent them (where they lack
+    them): the modules ``os``, ``sys``, ``time`` and ``traceback``; the classic worker's ``get``,
+    ``put``, ``this_name``, ``this_master``, ``this_host``, ``this_partition``, ``this_inputs``
+    and ``Params``; ``msg(text)`` (a line in the job's events); and the classic functions and
+    readers (``nop_map``, ``sum_combiner``, ``chain_reader``, ``re_reader``, ...). Code
+    written for Disco often used them without importing them."""
+    names = worker_names()
+    for func in functions_of(code):
+        glob = func.__globals__
+        for name, value in names.items():
+            if name not in glob:
+                glob[name] = value
+
+
+def worker_names() -> dict:
+    import time
+    import traceback
+    from disco.worker import task_io
+    from disco.worker.classic import func as classic_func
+    from disco.worker.classic import worker as classic_worker
+    names = {"os": os, "sys": sys, "time": time, "traceback": traceback, "msg": _msg,
+             "re_reader": task_io.re_reader, "chain_reader": task_io.chain_reader,
+             "netstr_reader": task_io.old_netstr_reader}
+    names.update({n: getattr(classic_func, n) for n in classic_func.__all__})
+    names.update({n: getattr(classic_worker, n) for n in classic_worker.__all__})
+    return names
+
+
+def _msg(message) -> None:
+    """Disco's ``msg(text)``: the text becomes a message in the job's events."""
+    print(message)
+
+
 def _module_from_source(name: str, source) -> types.ModuleType | None:
     """A user's module (not a package) made from its shipped source, as an import would."""
     filename, text = source if isinstance(source, (list, tuple)) else (None, source)

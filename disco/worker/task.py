@@ -68,6 +68,7 @@ class JobContext:
         os.chdir(work)
         code = pickle.loads(pack["code"])
         jobpack.import_required(pack["required"], code)
+        jobpack.bind_worker_names(code)
         ctx = cls(job, pack["header"], code, node, address, data_dir)
         task_io.register_scheme("disco", ctx.open_disco)
         task_io.register_scheme("dir", ctx.open_disco)

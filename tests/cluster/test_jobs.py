@@ -418,3 +418,17 @@ def test_a_big_http_input_is_split_by_range_requests(node, tmp_path, http_server
     starts = [e for e in job.event_records() if e["type"] == "task_started"
               and e.get("stage") == "map"]
     assert len(starts) == -(-len(text) // 5000)
+
+
+def test_job_functions_see_the_names_discos_worker_lent_them(node):
+    # written as Disco code often was: time, msg and this_name used without an import
+    source = ("def fmap(line, params):\n"
+              "    time.sleep(0)\n"
+              "    msg('seen ' + line.strip())\n"
+              "    yield line.strip(), this_name()\n")
+    namespace = {"__name__": "user_job_code_not_importable"}
+    exec(compile(source, "user_job.py", "exec"), namespace)
+    job = Job(master=node.address).run(input=["raw://x"], map=namespace["fmap"])
+    [(key, name)] = list(result_iterator(job.wait(timeout=60)))
+    assert key == "x" and name == job.name
+    assert any(e["msg"] == "seen x" for e in job.event_records() if e["type"] == "task_message")
