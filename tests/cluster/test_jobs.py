@@ -356,8 +356,8 @@ def test_a_missing_path_is_tried_on_the_other_nodes_first(node_factory, tmp_path
     first = node_factory(workers=1)
     second = node_factory(workers=1, args=("--join", first.address))
     from tests.conftest import status_of, wait_for
-    wait_for(lambda: sum(x["state"] == "alive" for x in status_of(first)["members"]) == 2,
-             what="two nodes alive")
+    wait_for(lambda: sum(n["slots"] > 0 for n in Disco(first.address).node_table()["nodes"])
+             == 2, what="the master to schedule on both nodes")
     job = Job(master=first.address).run(input=[str(tmp_path / "absent.txt")], map=wc_map)
     with pytest.raises(JobError, match="every node"):
         job.wait(timeout=60)
