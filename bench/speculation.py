@@ -226,4 +226,4 @@ if __name__ == "__main__":
         main()
     except KeyboardInterrupt:
         stop_all()
-        raise SystemExit(130)
+        raise SystemExit(130) from None

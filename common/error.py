@@ -272,7 +272,8 @@ def error_for(code: str, msg: str) -> DiscoError:
     return CODES.get(code, DiscoError).from_wire(msg)
 
 
-__all__ = ["DiscoError", "CommError", "NoAnswer", "NotMaster", "Unauthorized", "JobError", "DataError", "InputError",
+__all__ = ["DiscoError", "CommError", "NoAnswer", "NotMaster", "Unauthorized", "JobError",
+           "DataError", "InputError",
            "DecodeError", "DataNotFound", "RecordFormatError", "ProtocolError", "RemoteProtocolError",
            "LocalProtocolError", "UsageError", "ModUtilImportError", "CODES", "INTERNAL",
            "code_of", "message_of", "error_for"]

@@ -2,7 +2,8 @@
 
 Counts words with a map, a ``sum_combiner`` and a reduce over 2 partitions, then prints the
 most frequent words as ``WORD COUNT`` lines. A file bigger than ``--split-mb`` is read by
-several map tasks at once, each a line-aligned piece of it, so one file keeps every slot busy. Uses the cluster named by ``DISCO_MASTER``
+several map tasks at once, each a line-aligned piece of it, so one file keeps every slot busy.
+Uses the cluster named by ``DISCO_MASTER``
 (``local`` starts an embedded one for the life of this script).
 """
 import argparse

@@ -20,7 +20,8 @@ part of the journal's snapshot. So
 Entries (plain maps with a ``type``; ``apply`` ignores unknown fields so later versions may add):
 
 - ``tag_add``: ``tag``, ``urls`` (replica sets), ``update`` (set semantics: a set whose blob
-  name, without its ``$`` stamp, is already in the tag, or twice in the request, is dropped), ``wall``. Creates the tag if needed;
+  name, without its ``$`` stamp, is already in the tag, or twice in the request, is dropped),
+  ``wall``. Creates the tag if needed;
   new sets come first (Disco's order); a change that changes nothing makes no new version;
 - ``tag_put``: replace a tag's replica sets (creates it);
 - ``tag_delete``: the tag is gone;

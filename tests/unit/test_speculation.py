@@ -3,7 +3,7 @@ node; the first attempt done wins and the other is cancelled."""
 from __future__ import annotations
 
 from scheduler.core import (DONE, RUNNING, AssignTask, CancelTask, JobEvent, JobFinished,
-                            JobSubmitted, NodeLost, NodeSlots, SchedulerSettings, TaskFailed,
+                            JobSubmitted, NodeLost, NodeSlots, TaskFailed,
                             TaskFinished, TaskReported, Tick)
 from tests.unit.test_scheduler import Run, assigned, of
 
