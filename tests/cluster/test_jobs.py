@@ -355,7 +355,7 @@ def test_hopeless_inputs_fail_fast_with_the_reason(node, tmp_path, http_server):
 def test_a_missing_path_is_tried_on_the_other_nodes_first(node_factory, tmp_path):
     first = node_factory(workers=1)
     second = node_factory(workers=1, args=("--join", first.address))
-    from tests.conftest import status_of, wait_for
+    from tests.conftest import wait_for
     wait_for(lambda: sum(n["slots"] > 0 for n in Disco(first.address).node_table()["nodes"])
              == 2, what="the master to schedule on both nodes")
     job = Job(master=first.address).run(input=[str(tmp_path / "absent.txt")], map=wc_map)
