@@ -7,6 +7,7 @@ anything of that group is still alive.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -114,6 +115,33 @@ def spawn_node(data: Path, workers: int = 2, args: tuple = (), **env) -> "Runnin
         stderr=err, start_new_session=True)
     err.close()
     return RunningNode(proc, port, data)
+
+
+@contextlib.contextmanager
+def joined_nodes(tmp_path_factory, n: int, workers: int = 1, name: str = "node"):
+    """``n`` node daemons, the first the seed the others join, once every one sees all of them
+    alive; every one (and its workers) stopped at the end, also on failure. A group stopped
+    with SIGSTOP is continued first."""
+    nodes: list[RunningNode] = []
+    try:
+        for i in range(n):
+            args = ("--join", nodes[0].address) if nodes else ()
+            nodes.append(spawn_node(tmp_path_factory.mktemp(f"{name}{i}"), workers, args))
+            nodes[-1].wait_up()
+        addresses = {x.address for x in nodes}
+        for node in nodes:
+            wait_for(lambda node=node: {x["address"] for x in status_of(node)["members"]
+                                        if x["state"] == "alive"} == addresses, 30,
+                     what=f"{node.address} to see all {n} alive")
+        yield nodes
+    finally:
+        for node in nodes:
+            if node.alive():
+                try:
+                    os.killpg(node.proc.pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+            stop_group(node.proc)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ re-run of a task replaces its output instead of duplicating it.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import cProfile
 import inspect
@@ -357,20 +358,27 @@ def _reduce_input(ctx: JobContext, task: dict):
             raise
 
 
-def _sorted_input(ctx: JobContext, task: dict):
-    spill = ctx.out_dir / f"sort-{task['index']}-{os.getpid()}"
+@contextlib.contextmanager
+def _sorter(ctx: JobContext, name: str):
+    """An external sorter spilling into its own directory of the job's, removed after."""
+    spill = ctx.out_dir / f"sort-{name}-{os.getpid()}"
     spill.mkdir(exist_ok=True)
     sorter = ExternalSorter(spill, SORT_BUDGET)
     try:
-        for frame in _reduce_input(ctx, task):
-            sorter.add_many(frame)
-        yield from sorter
+        yield sorter
     finally:
         sorter.close()
         try:
             spill.rmdir()
         except OSError:
             pass
+
+
+def _sorted_input(ctx: JobContext, task: dict):
+    with _sorter(ctx, str(task["index"])) as sorter:
+        for frame in _reduce_input(ctx, task):
+            sorter.add_many(frame)
+        yield from sorter
 
 
 def run_reduce(ctx: JobContext, task: dict) -> list:
@@ -552,10 +560,7 @@ def run_stage(ctx: JobContext, task: dict) -> list:
 
 
 def _sorted_records(ctx: JobContext, task: dict, records):
-    spill = ctx.out_dir / f"sort-{task['stage']}-{task['index']}-{os.getpid()}"
-    spill.mkdir(exist_ok=True)
-    sorter = ExternalSorter(spill, SORT_BUDGET)
-    try:
+    with _sorter(ctx, f"{task['stage']}-{task['index']}") as sorter:
         batch = []
         for record_ in records:
             # a pair's value goes boxed, so a record that is no pair (a line) is told apart
@@ -567,9 +572,3 @@ def _sorted_records(ctx: JobContext, task: dict, records):
         sorter.add_many(batch)
         for key, boxed in sorter:
             yield key if boxed is None else (key, boxed[0])
-    finally:
-        sorter.close()
-        try:
-            spill.rmdir()
-        except OSError:
-            pass

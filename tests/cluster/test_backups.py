@@ -10,7 +10,7 @@ import time
 import pytest
 
 from disco.core import Job, Params, result_iterator
-from tests.conftest import spawn_node, status_of, stop_group, wait_for
+from tests.conftest import joined_nodes
 
 pytestmark = pytest.mark.cluster
 
@@ -24,19 +24,8 @@ def spin(entry, params):
 
 @pytest.fixture
 def three(tmp_path_factory):
-    nodes = []
-    try:
-        for i in range(3):
-            args = ("--join", nodes[0].address) if nodes else ()
-            nodes.append(spawn_node(tmp_path_factory.mktemp(f"spec{i}"), 1, args))
-            nodes[-1].wait_up()
-        wait_for(lambda: sum(x["state"] == "alive" for x in status_of(nodes[0])["members"])
-                 == 3, 30, "three alive")
+    with joined_nodes(tmp_path_factory, 3, name="spec") as nodes:
         yield nodes
-    finally:
-        for n in nodes:
-            os.killpg(n.proc.pid, signal.SIGCONT) if n.alive() else None
-            stop_group(n.proc)
 
 
 def test_a_stopped_nodes_task_is_backed_up_and_the_output_is_unchanged(three):

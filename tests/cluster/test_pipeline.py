@@ -16,7 +16,6 @@ from disco.core import Job, result_iterator
 from disco.error import JobError, UsageError
 from disco.util import kvgroup
 from disco.worker.pipeline.worker import Stage
-from tests.conftest import status_of, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -95,22 +94,9 @@ def test_every_grouping_on_one_node(node, grouping):
 @pytest.fixture(scope="module")
 def three(tmp_path_factory):
     """Three joined nodes for the module (started once: five groupings run on them)."""
-    from tests.conftest import spawn_node, stop_group
-    nodes = []
-    try:
-        for i in range(3):
-            args = ("--join", nodes[0].address) if nodes else ()
-            nodes.append(spawn_node(tmp_path_factory.mktemp(f"pipe-node{i}"), 1, args))
-            nodes[-1].wait_up()
-        addresses = {n.address for n in nodes}
-        for n in nodes:
-            wait_for(lambda n=n: {x["address"] for x in status_of(n)["members"]
-                                  if x["state"] == "alive"} == addresses, 30,
-                     what=f"{n.address} to see all three alive")
+    from tests.conftest import joined_nodes
+    with joined_nodes(tmp_path_factory, 3, name="pipe-node") as nodes:
         yield nodes
-    finally:
-        for n in nodes:
-            stop_group(n.proc)
 
 
 @pytest.mark.parametrize("grouping", ["split", "group_label", "group_node",
