@@ -47,15 +47,38 @@ class JobPackError(UsageError):
 class JobPack:
     """Disco's job pack: ``jobdict`` and ``jobenvs`` are dicts, ``jobhome`` ZIP bytes,
     ``jobdata`` bytes. ``JobPack(2, jobdict, jobenvs, jobhome, jobdata).dumps()`` is what
-    ``Disco().submit`` takes."""
+    ``Disco().submit`` takes. Disco's older form without the version,
+    ``JobPack(jobdict, jobenvs, jobhome, jobdata)``, makes a version 1 pack; ``jobhome`` and
+    ``jobdata`` may be given as ``str`` (UTF-8 encoded), as Python 2 code did.
 
-    def __init__(self, version: int, jobdict: dict, jobenvs: dict | None = None,
-                 jobhome: bytes = b"", jobdata: bytes = b""):
+    ``HEADER_SIZE``, ``MAGIC`` (Disco's 32-bit magic and version word, ``0xd5c00001``) and
+    :meth:`header` are Disco's names for building a header by hand, e.g. a bad one to test
+    what the master answers."""
+
+    HEADER_SIZE = HEADER_SIZE
+    MAGIC = (MAGIC << 16) | 1
+    HEADER_FORMAT = "!IIIII"
+
+    def __init__(self, version, jobdict=None, jobenvs=None, jobhome=b"", jobdata=b""):
+        if isinstance(version, dict):  # Disco's JobPack(jobdict, jobenvs, jobhome, jobdata)
+            version, jobdict, jobenvs, jobhome, jobdata = \
+                1, version, jobdict, jobenvs if jobenvs is not None else b"", jobhome
+        jobhome, jobdata = _bytes(jobhome), _bytes(jobdata)
         if version not in VERSIONS:
             raise JobPackError(f"job pack version {version!r} is not supported (1 or 2)")
         self.version, self.jobdict = version, jobdict
         self.jobenvs = {} if jobenvs is None else jobenvs
         self.jobhome, self.jobdata = bytes(jobhome), bytes(jobdata)
+
+    @classmethod
+    def header(cls, offsets, magic: int | None = None, format: str | None = None,
+               size: int | None = None) -> bytes:
+        """A ``size``-byte header (default 128): the 32-bit ``magic`` (default
+        :attr:`MAGIC`) then the four part offsets, zero-padded. Nothing is checked."""
+        magic = cls.MAGIC if magic is None else magic
+        size = cls.HEADER_SIZE if size is None else size
+        head = struct.pack(format or cls.HEADER_FORMAT, magic, *offsets)
+        return head.ljust(size, b"\0")
 
     def __eq__(self, other) -> bool:
         return isinstance(other, JobPack) and self._fields() == other._fields()
@@ -92,6 +115,12 @@ class JobPack:
                 isinstance(k, str) and isinstance(v, str) for k, v in jobenvs.items()):
             raise JobPackError("jobenvs must be a JSON object of strings to strings")
         return cls(version, jobdict, jobenvs, home, data)
+
+
+def _bytes(data) -> bytes:
+    if data is None:
+        return b""
+    return data.encode("utf-8") if isinstance(data, str) else bytes(data)
 
 
 def header_of(blob: bytes) -> tuple[int, list[int]]:

@@ -171,30 +171,57 @@ def format_size(num) -> str:
 
 # -- URLs ---------------------------------------------------------------------------------------
 
-class netloc(str):
-    """A URL's ``host[:port]`` as a string that also unpacks: ``host, port = netloc.parse(s)``.
+class netloc(tuple):
+    """A URL's ``(host, port)``, as Disco had it; ``str()`` is ``host[:port]``.
 
-    ``user:token@`` is dropped; ``port`` is ``""`` when absent. Compares equal to the string.
+    ``netloc.parse("user:tok@host:8989") == ("host", "8989")``: ``user:token@`` is dropped and
+    ``port`` is ``""`` when absent. A netloc is false when it has no host. It also compares
+    equal to its string form (``netloc.parse("h:1") == "h:1"``), so code that treated it as
+    the ``host:port`` string keeps working. ``netloc("h:1")`` parses a string; ``netloc(("h",
+    "1"))`` takes the pair.
     """
+
+    def __new__(cls, hostport=("", "")):
+        if isinstance(hostport, str):
+            return cls.parse(hostport)
+        host, port = hostport
+        return super().__new__(cls, (str(host), str(port)))
 
     @classmethod
     def parse(cls, netlocstr: str) -> "netloc":
         hostport = netlocstr.rsplit("@", 1)[1] if "@" in netlocstr else netlocstr
-        return cls(hostport)
+        host, _colon, port = hostport.partition(":")
+        return tuple.__new__(cls, (host, port))
 
     @property
     def host(self) -> str:
-        return str.partition(self, ":")[0]
+        return self[0]
 
     @property
     def port(self) -> str:
-        return str.partition(self, ":")[2]
+        return self[1]
 
-    def __iter__(self):
-        return iter((self.host, self.port))
+    def __bool__(self) -> bool:
+        return bool(self[0])
+
+    def __str__(self) -> str:
+        return f"{self[0]}:{self[1]}" if self[1] else self[0]
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, str):
+            return str(self) == other
+        return tuple.__eq__(self, other)
+
+    def __ne__(self, other) -> bool:
+        return not self == other
+
+    __hash__ = tuple.__hash__
 
     def __repr__(self) -> str:
-        return f"netloc({str.__repr__(self)})"
+        return f"netloc({tuple.__repr__(self)})"
 
 
 def schemesplit(url: str) -> tuple[str, str]:
@@ -205,26 +232,50 @@ def schemesplit(url: str) -> tuple[str, str]:
     return "file", url
 
 
-def urlsplit(url: str, localhost=None, disco_port=None, **localize_dirs) -> tuple[str, str, str]:
-    """``(scheme, netloc, path)`` of a URL; a bare path is ``("file", "", path)``.
+def urlsplit(url: str, localhost=None, disco_port=None, **localize_dirs) -> tuple[str, netloc, str]:
+    """``(scheme, netloc, path)`` of a URL; a bare path is ``("file", netloc(), path)``.
 
-    ``netloc`` is a :class:`netloc` (a string; ``host, port = netloc``). ``raw://`` URLs keep
-    all their data in ``path``; ``file://`` URLs have an empty netloc; ``tag://NAME`` has the
-    name as path. With ``localhost`` (a ``host:port``, or True for any), a ``disco://`` or
-    ``dir://`` URL of that node becomes ``("file", "", local path)`` using :func:`localize`
-    and ``localize_dirs`` (``disco_data=``, ``ddfs_data=``). ``disco_port`` is accepted for
-    Disco's signature; nodes here are named by ``host:port``, so it is not needed.
+    ``netloc`` is a :class:`netloc` (``(host, port)``). ``raw://`` URLs keep all their data in
+    ``path``; ``file://`` URLs have an empty netloc; ``tag://NAME`` has the name as path.
+
+    ``disco://HOST:PORT/path`` names a file of this project's node ``HOST:PORT``, and stays
+    ``disco``. Disco's own shape, ``disco://HOST/path`` (no port), is read as Disco did: it is
+    ``("http", (HOST, DISCO_PORT), path)``, with ``disco_port`` (default: the ``DISCO_PORT``
+    setting). With ``localhost`` (a ``host[:port]``, or True for any), a ``disco://`` or
+    ``dir://`` URL of that node becomes ``("file", netloc(), local path)``: this project's
+    paths through :func:`localize` and ``localize_dirs`` (``disco_data=``, ``ddfs_data=``);
+    Disco-shaped paths (``ddfs/...`` under ``ddfs_data``, any other first segment replaced by
+    ``disco_data``) as Disco localized them.
     """
     scheme, rest = schemesplit(url)
     if scheme in ("file", "raw"):
-        return scheme, netloc(""), rest
+        return scheme, netloc(), rest
     loc, _slash, path = rest.partition("/")
     if scheme == "tag" and not path:
-        return scheme, netloc(""), loc
+        return scheme, netloc(), loc
     loc = netloc.parse(loc)
-    if scheme in ("disco", "dir") and (localhost is True or (localhost and loc == localhost)):
-        return "file", netloc(""), localize(path, **localize_dirs)
+    if scheme not in ("disco", "dir"):
+        return scheme, loc, path
+    if localhost is True or (localhost and loc in (localhost, netloc.parse(localhost))):
+        local = localize(path, **localize_dirs) if loc.port else _disco_localize(path, **localize_dirs)
+        return "file", netloc(), local
+    if scheme == "disco" and not loc.port:
+        if disco_port is None:
+            from disco.settings import DiscoSettings
+            disco_port = DiscoSettings()["DISCO_PORT"]
+        return "http", netloc((loc.host, disco_port)), path
     return scheme, loc, path
+
+
+def _disco_localize(path: str, ddfs_data=None, disco_data=None) -> str:
+    """Disco's rule for its own node paths: ``ddfs/REST`` is under ``ddfs_data``, any other
+    ``FIRST/REST`` is ``REST`` under ``disco_data``."""
+    first, _slash, rest = path.partition("/")
+    base = ddfs_data if first == "ddfs" else disco_data
+    if base is None:
+        raise UsageError(f"localize({path!r}) needs {'ddfs' if first == 'ddfs' else 'disco'}"
+                         "_data= (the node's data dir)")
+    return os.path.join(os.fspath(base), rest)
 
 
 def urljoin(scheme_netloc_path) -> str:

@@ -4,22 +4,42 @@ Use them in place of writing your own::
 
     Job().run(input=urls, map=nop_map, reduce=sum_reduce, combiner=sum_combiner)
 
-Readers (``chain_reader``, ``gzip_reader``, ``gzip_line_reader``, ``map_line_reader``) and
-Disco's stream functions (``string_input_stream``, ``task_input_stream``,
-``task_output_stream``, ``disco_output_stream``) come from :mod:`disco.worker.task_io`; ``default_partition`` from :mod:`shuffle.partition`.
+Readers (``chain_reader``, ``gzip_reader``, ``gzip_line_reader``, ``map_line_reader``,
+``re_reader``) and Disco's stream functions (``string_input_stream``, ``task_input_stream``,
+``task_output_stream``, ``disco_output_stream``) come from :mod:`disco.worker.task_io`;
+``default_partition`` from :mod:`shuffle.partition`. :func:`disco_input_stream` reads record
+files with Disco's ``ignore_corrupt`` switch.
 """
 from __future__ import annotations
 
 from typing import Iterable, Iterator
 
+from disco.error import RecordFormatError
 from disco.worker.task_io import (chain_reader, disco_output_stream, gzip_line_reader,
-                                  gzip_reader, map_line_reader, string_input_stream,
+                                  gzip_reader, map_line_reader, re_reader, string_input_stream,
                                   task_input_stream, task_output_stream)
 from shuffle.partition import default_partition
 
-__all__ = ["chain_reader", "default_partition", "disco_output_stream", "gzip_line_reader",
-           "gzip_reader", "map_line_reader", "nop_map", "nop_reduce", "string_input_stream",
-           "sum_combiner", "sum_reduce", "task_input_stream", "task_output_stream"]
+__all__ = ["chain_reader", "default_partition", "disco_input_stream", "disco_output_stream",
+           "gzip_line_reader", "gzip_reader", "map_line_reader", "nop_map", "nop_reduce",
+           "re_reader", "string_input_stream", "sum_combiner", "sum_reduce",
+           "task_input_stream", "task_output_stream"]
+
+
+def disco_input_stream(stream, size=None, url=None, params=None,
+                       ignore_corrupt: bool = False) -> Iterator[tuple]:
+    """Each ``(key, value)`` of a record file (what :func:`disco_output_stream` writes), as
+    :func:`chain_reader` reads it.
+
+    A corrupt or truncated record raises :class:`~disco.error.DataError` (a
+    ``RecordFormatError``) naming ``url``; with ``ignore_corrupt`` the records before it are
+    kept and the rest of the input is skipped.
+    """
+    try:
+        yield from chain_reader(stream, size, url)
+    except RecordFormatError as exc:
+        if not ignore_corrupt:
+            raise RecordFormatError(f"{url}: {exc}") from exc
 
 
 def nop_map(entry, params) -> Iterator[tuple]:
