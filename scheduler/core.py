@@ -486,7 +486,8 @@ class Scheduler:
         self._fact(job, "task_failed", f"{task.id} failed (attempt {task.attempts}): {ev.error}", task)
         task.state, task.node = PENDING, None  # before _fail, which cancels what is running
         limit = job.spec.max_failures
-        untried = [n for n in self.nodes.values() if n.slots > 0 and not n.blacklisted
+        # nodes it may still be tried on: a suspect member (no slots for now) counts too
+        untried = [n for n in self.nodes.values() if not n.blacklisted
                    and n.name not in task.failed_on]
         if ev.elsewhere and ev.retryable and not untried:
             # what failed is the node's (a path it lacks); every node that could run it has
