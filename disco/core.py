@@ -647,8 +647,8 @@ def _absolute(url) -> str:
     return "file://" + os.path.abspath(os.path.expanduser(url))
 
 
-def _describe(func) -> str:
-    return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', repr(func))}"
+def _describe(fn) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
 def result_iterator(results, notifier=None, reader=None, params=None, ddfs=None):
@@ -738,3 +738,5 @@ def _expand_results(results, master=None):
 
 classic_iterator = result_iterator  # Disco 0.4 name; __all__ below
 __all__ += ["classic_iterator"]
+
+from disco import func  # noqa: E402,F401 - Disco's code reaches the classic functions as disco.core.func
