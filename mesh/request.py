@@ -130,6 +130,7 @@ class ClientRequests:
             node = sched.nodes.get(member.address)
             nodes.append({"name": member.name, "address": member.address,
                           "slots": member.meta.get("slots", 0), "busy": node.busy if node else 0,
+                          "scheduled": node is not None and node.slots > 0,
                           "blacklisted": member.address in sched.blacklist
                           or member.name in sched.blacklist, "state": member.state})
         return {"master": self.cfg.name, "term": self.raft.term, "nodes": nodes}

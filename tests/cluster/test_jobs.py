@@ -356,13 +356,14 @@ def test_a_missing_path_is_tried_on_the_other_nodes_first(node_factory, tmp_path
     first = node_factory(workers=1)
     second = node_factory(workers=1, args=("--join", first.address))
     from tests.conftest import wait_for
-    wait_for(lambda: sum(n["slots"] > 0 for n in Disco(first.address).node_table()["nodes"])
-             == 2, what="the master to schedule on both nodes")
+    wait_for(lambda: sum(n["scheduled"] for n in Disco(first.address).node_table()["nodes"])
+             == 2, what="the master's scheduler to have both nodes' slots")
     job = Job(master=first.address).run(input=[str(tmp_path / "absent.txt")], map=wc_map)
     with pytest.raises(JobError, match="every node"):
         job.wait(timeout=60)
     failed_on = {e["node"] for e in job.event_records() if e["type"] == "task_failed"}
-    assert failed_on == {first.address, second.address}  # once on each, then no more
+    assert failed_on == {first.address, second.address}, [  # once on each, then no more
+        (e["type"], e.get("node"), e["msg"]) for e in job.event_records()]
 
 
 def bytes_map(line, params):
