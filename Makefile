@@ -4,6 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+TEST_JOBS ?= 2
 BENCH_MB ?= 256
 
 .PHONY: install demo test test-all bench lint clean
@@ -19,8 +20,10 @@ demo: install
 	$(PY) examples/gentext.py build/demo.txt --mb 20
 	DISCO_MASTER=local $(PY) examples/wordcount.py build/demo.txt --top 20
 
+# the tests of one file run in one worker process (their module-scoped clusters and network
+# namespaces stay theirs); TEST_JOBS=0 runs everything in this process
 test: install
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 test-all: install
 	$(PY) -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)
