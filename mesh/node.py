@@ -131,10 +131,14 @@ class Node(ClientRequests, DdfsCore):
                 and self.table.unreleased() > 0)
 
     def next_flush_at(self) -> float | None:
-        """When entries held back for a group commit must go (the loop wakes up for it)."""
-        if self._entries and self._first_entry_at is not None:
-            return self._first_entry_at + self.cfg.commit_window_s
-        return None
+        """When entries waiting to be proposed must go (the loop wakes up for it): at once for
+        entries a flush has not seen yet (a job's end proposed while a flush committed its
+        last task waited for the next tick), else when a group commit's window closes."""
+        if not self._entries:
+            return None
+        if self._first_entry_at is None:
+            return self._now
+        return self._first_entry_at + self.cfg.commit_window_s
 
     def _on_stopping(self, ev: Stopping) -> None:
         self._members(mb.Leave())
