@@ -144,6 +144,17 @@ def run_job(master: str, tasks: int, loops: int) -> tuple[float, list, list]:
     return took, records, job.event_records()
 
 
+def slowed_run(nodes: list, args, loops: int) -> tuple[float, list, list]:
+    """The job with the second node slowed down (``--duty``), through the first."""
+    slow = Slowdown(nodes[1][0].pid, args.duty)
+    slow.start()
+    try:
+        return run_job(nodes[0][1], args.tasks, loops)
+    finally:
+        slow.stop.set()
+        slow.join()
+
+
 def backup_cost(events: list) -> tuple[int, float, float]:
     """(backups, backup seconds, all attempts' seconds) from a job's events."""
     started, backup_at, spent, backup_spent, backups = {}, {}, 0.0, 0.0, 0
@@ -177,26 +188,13 @@ def main() -> None:
             master = nodes[0][1]
             run_job(master, 3, loops)  # warm: workers forked, job pack paths taken
             healthy, expected, _ = run_job(master, args.tasks, loops)
-            slow = Slowdown(nodes[1][0].pid, args.duty)
-            slow.start()
-            try:
-                spec, got, events = run_job(master, args.tasks, loops)
-            finally:
-                slow.stop.set()
-                slow.join()
+            spec, got, events = slowed_run(nodes, args, loops)
             assert got == expected, "speculation changed the output"
             backups, backup_s, total_s = backup_cost(events)
             stop_all()
             nodes = start_cluster(Path(tmp) / "off", 3, {"DISCO_SPECULATION": "0"})
-            master = nodes[0][1]
-            run_job(master, 3, loops)
-            slow = Slowdown(nodes[1][0].pid, args.duty)
-            slow.start()
-            try:
-                nospec, got, _ = run_job(master, args.tasks, loops)
-            finally:
-                slow.stop.set()
-                slow.join()
+            run_job(nodes[0][1], 3, loops)
+            nospec, got, _ = slowed_run(nodes, args, loops)
             assert got == expected, "the slow run changed the output"
     finally:
         stop_all()
