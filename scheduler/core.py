@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 from functools import singledispatchmethod
 
 PENDING, RUNNING, DONE = "pending", "running", "done"
+SPECULATE_EVERY_S = 0.1  # how often the scheduler looks for stragglers at most
 ACTIVE, FINISHED, FAILED, KILLED = "active", "finished", "failed", "killed"
 
 # ---- events ---------------------------------------------------------------------------------
@@ -385,6 +386,7 @@ class Scheduler:
         self.nodes: dict[str, Node] = {}
         self.blacklist: set[str] = set()
         self.released = 0  # tasks reported done, not finished yet
+        self._speculated_at = float("-inf")
         self._now = 0.0
         self._out: list = []
 
@@ -778,24 +780,29 @@ class Scheduler:
         ``speculation_multiplier`` times the stage's median (at least ``speculation_min_s``),
         on a node it is not on and has not failed on. The first attempt done wins."""
         st = self.settings
+        if self._now - self._speculated_at < SPECULATE_EVERY_S:
+            return  # at the tail of a big stage this runs after every event: not that often
+        self._speculated_at = self._now
+        late_after = {}  # (job, stage no) -> seconds a task must run to be a straggler
+        for job in self._active_jobs():
+            for stage_no, took in job.durations.items():
+                if not job.hold and len(took) >= st.speculation_quantile * \
+                        job.stage_sizes[stage_no]:
+                    median = sorted(took)[len(took) // 2]
+                    late_after[job.name, stage_no] = max(st.speculation_min_s,
+                                                         st.speculation_multiplier * median)
+        if not late_after:
+            return
         while True:
             nodes = [n for n in self.nodes.values() if n.free() > 0]
             if not nodes:
                 return
             best = None
             for job in self._active_jobs():
-                if job.hold:
-                    continue
                 for task in map(job.tasks.get, sorted(job.running_ids)):
-                    if task.backup or task.released:
-                        continue
-                    took = job.durations.get(task.stage_no)
-                    if not took or len(took) < st.speculation_quantile * \
-                            job.stage_sizes[task.stage_no]:
-                        continue
-                    median = sorted(took)[len(took) // 2]
+                    limit = late_after.get((job.name, task.stage_no))
                     late = self._now - task.started
-                    if late < max(st.speculation_min_s, st.speculation_multiplier * median):
+                    if limit is None or task.backup or task.released or late < limit:
                         continue
                     where = [n for n in nodes if n.name != task.node
                              and n.name not in task.failed_on]

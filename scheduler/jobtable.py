@@ -192,11 +192,7 @@ class JobTable:
         self.jobs[e.job] = JobRecord(e.job, header, e.submitted)
         self._fact("job_resumed" if restored else "job_submitted", job=e.job,
                    inputs=len(header["inputs"]))
-        self._schedule(core.JobSubmitted(
-            e.job, list(header["inputs"]), bool(header.get("has_map")),
-            bool(header.get("has_reduce")), header["partitions"], self.max_failures,
-            tuple(tuple(s[:2]) for s in header.get("pipeline") or ()),
-            tuple(header.get("input_labels") or ())))
+        self._schedule(self._job_spec(e.job, header))
 
     def _finished(self, e: en.Done):
         job = self.scheduler.jobs.get(en.job_of_task(e.task))
@@ -246,6 +242,14 @@ class JobTable:
                 "msg": action.error, "task": action.task, "input": action.input,
                 "node": action.node, "traceback": action.traceback})
 
+    def _job_spec(self, name: str, header: dict, hold: bool = False) -> core.JobSubmitted:
+        """What the scheduler gets for a job: its inputs and stages, from its header."""
+        return core.JobSubmitted(
+            name, list(header["inputs"]), bool(header.get("has_map")),
+            bool(header.get("has_reduce")), header["partitions"], self.max_failures,
+            tuple(tuple(s[:2]) for s in header.get("pipeline") or ()),
+            tuple(header.get("input_labels") or ()), hold=hold)
+
     def _remake(self, ev: RemakeAsked) -> None:
         record = self.record(ev.job)
         if record.status != core.FINISHED:
@@ -260,11 +264,7 @@ class JobTable:
         record.remaking = True
         self._fact("job_remaking", "warning", job=ev.job, url=url)
         self._event(record, "job_remaking", f"{url} is on a node that is gone: making it again")
-        self._schedule(core.JobSubmitted(
-            ev.job, list(header["inputs"]), bool(header.get("has_map")),
-            bool(header.get("has_reduce")), header["partitions"], self.max_failures,
-            tuple(tuple(s[:2]) for s in header.get("pipeline") or ()),
-            tuple(header.get("input_labels") or ()), hold=True))
+        self._schedule(self._job_spec(ev.job, header, hold=True))
         for task, (node, outputs) in ev.done.items():
             self._schedule(core.TaskRestored(task, node, list(outputs)))
         dead = ({node for node, _ in ev.done.values()} | set(self.scheduler.nodes)

@@ -117,7 +117,7 @@ def test_maps_spread_over_three_nodes_and_group_node_runs_on_each(three):
     assert sorted(mid_nodes) == sorted(map_nodes)  # one per node that ran maps, on it
 
 
-def test_a_stage_with_no_inputs_ends_and_the_next_runs(node):
+def test_a_stage_with_no_inputs_has_no_tasks_nor_do_the_stages_after_it(node):
     def nothing(interface, state, label, inp):
         for _ in inp:
             pass

@@ -2,7 +2,7 @@
 node; the first attempt done wins and the other is cancelled."""
 from __future__ import annotations
 
-from scheduler.core import (DONE, RUNNING, AssignTask, CancelTask, JobEvent, JobFinished,
+from scheduler.core import (DONE, RUNNING, CancelTask, JobEvent, JobFinished,
                             JobSubmitted, NodeLost, NodeSlots, TaskFailed,
                             TaskFinished, TaskReported, Tick)
 from tests.unit.test_scheduler import Run, assigned, of
@@ -114,11 +114,11 @@ def test_one_backup_per_task_on_a_node_it_has_not_failed_on():
     task = run.s.jobs["j"].tasks[slow]
     assert task.backup != task.node
     assert all(t.state == DONE for t in run.s.jobs["j"].tasks.values() if t.id != slow)
-    assert of([], AssignTask) == []
 
 
 def test_random_attempts_with_backups_keep_the_invariants_and_finish():
     import random
+    backed_up = 0
     for seed in range(30):
         rng = random.Random(seed)
         run = Run(speculation_min_s=0.1)
@@ -135,17 +135,17 @@ def test_random_attempts_with_backups_keep_the_invariants_and_finish():
             now += rng.choice([0.05, 0.2, 0.5])
             running = [t for t in job.tasks.values() if t.state == RUNNING]
             if not running:
-                run(Tick(), now=now)
+                backed_up += len(backups(run(Tick(), now=now)))
                 continue
             task = rng.choice(running)
             node = rng.choice([x for x in (task.node, task.backup) if x])
             roll = rng.random()
             if roll < 0.5:
-                run(TaskReported(task.id, node), now=now)
-                run(TaskFinished(task.id, node, out(node, task.id) if task.stage == "map"
-                                 else out(node, task.id)), now=now)
+                backed_up += len(backups(run(TaskReported(task.id, node), now=now)))
+                run(TaskFinished(task.id, node, out(node, task.id)), now=now)
             elif roll < 0.6:
                 run(TaskFailed(task.id, node, "flaky"), now=now)
             else:
-                run(Tick(), now=now)
+                backed_up += len(backups(run(Tick(), now=now)))
         assert run.s.jobs["j"].state == "finished", seed
+    assert backed_up > 10  # the runs did exercise backup attempts
