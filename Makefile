@@ -36,6 +36,7 @@ bench: install
 	$(PY) bench/journal.py --jobs 10000 --keep
 	$(PY) bench/loop.py
 	$(PY) bench/speculation.py
+	$(PY) bench/sort.py
 
 lint: install
 	$(PY) -m ruff check common disco mesh scheduler shuffle storage tests bench examples

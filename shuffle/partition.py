@@ -11,21 +11,28 @@ same reducer. Encoding of a key:
 
 Equal keys of different types may differ in bytes (``1`` and ``1.0``, as in Disco's
 ``hash(str(key))``); keys whose pickle is not canonical (objects holding sets) may not be stable.
+
+``range_partition(low, high)`` makes a partition function that keeps key order instead: label
+``i`` holds smaller keys than label ``i + 1``, so with ``sort=True`` the results read in label
+order are sorted as a whole (a distributed sort, as terasort's range partitioner does).
 """
 from __future__ import annotations
 
 import pickle
 from collections.abc import Callable, Iterable
+from operator import itemgetter
 
 import msgpack
 import xxhash
 
 from common.error import UsageError
 
-__all__ = ["default_partition", "key_bytes", "partition_pairs"]
+__all__ = ["default_partition", "key_bytes", "partition_pairs", "range_partition"]
 
 _xxh64 = xxhash.xxh64_intdigest
 _SET_EXT = 1
+_first = itemgetter(0)
+_BYTES = frozenset({bytes})
 
 
 def _canonical(obj):
@@ -76,6 +83,8 @@ def partition_pairs(pairs: Iterable[tuple], nr_partitions: int,
     parts: list[list] = [[] for _ in range(nr_partitions)]
     if partition_fn is default_partition:
         _split_default(pairs, nr_partitions, [p.append for p in parts])
+    elif type(partition_fn) is RangePartition:
+        partition_fn.split(pairs, nr_partitions, [p.append for p in parts])
     else:
         _split_custom(pairs, nr_partitions, partition_fn, params, [p.append for p in parts])
     return parts
@@ -110,3 +119,102 @@ def _split_custom(pairs, n: int, partition_fn: Callable, params, appends: list) 
         name = getattr(partition_fn, "__name__", repr(partition_fn))
         raise UsageError(f"partition function {name} returned {p!r} for key {pair[0]!r}; "
                          f"expected an int in 0..{n - 1}")
+
+
+# -- range partitioning ------------------------------------------------------------------------
+
+def range_partition(low: int = 0, high: int = 256) -> RangePartition:
+    """A partition function ``f(key, n, params)`` that keeps the order of ``bytes`` keys
+    (``str`` keys by their UTF-8, which orders like the ``str``): smaller keys get smaller or
+    equal labels. ``low`` and ``high`` bound the byte values the keys are made of (for keys of
+    printable ASCII: ``range_partition(33, 127)``); the labels split the keys' first two bytes,
+    read as a two-digit number in base ``high - low``, into ``n`` equal ranges, so keys drawn
+    evenly from that alphabet fill the labels evenly. Bytes outside ``[low, high)`` go to the
+    first or last range; keys of any other type raise ``UsageError``.
+
+    Use with ``partitions=N`` and ``sort=True``: each reduce gets one key range, sorted, and
+    the job's results in label order are sorted as a whole."""
+    return RangePartition(low, high)
+
+
+class RangePartition:
+    """``range_partition(low, high)``'s function (picklable; ``partition_pairs`` routes pairs
+    through ``split``, table lookups per pair instead of a call)."""
+
+    def __init__(self, low: int = 0, high: int = 256):
+        if not 0 <= low < high <= 256:
+            raise UsageError(f"range_partition needs 0 <= low < high <= 256, got {low}, {high}")
+        self.low, self.high = low, high
+        self._cache: dict[int, tuple] = {}
+
+    def __getstate__(self):
+        return {"low": self.low, "high": self.high}
+
+    def __setstate__(self, state):
+        self.__init__(state["low"], state["high"])
+
+    def __repr__(self) -> str:
+        return f"range_partition({self.low}, {self.high})"
+
+    def __eq__(self, other) -> bool:
+        return type(other) is RangePartition and (other.low, other.high) == (self.low, self.high)
+
+    def __hash__(self) -> int:
+        return hash((RangePartition, self.low, self.high))
+
+    def position(self, key) -> int:
+        """The key's place among ``span ** 2`` ranges (``span = high - low``), in key order."""
+        if type(key) is str:
+            key = _str_bytes(key)
+        elif not isinstance(key, (bytes, bytearray, memoryview)):
+            raise UsageError(f"range_partition orders bytes and str keys, not "
+                             f"{type(key).__name__} ({key!r:.60})")
+        low, span = self.low, self.high - self.low
+        if not key:
+            return 0
+        first = key[0] - low
+        if first < 0:
+            return 0
+        if first >= span:
+            return span * span - 1
+        second = key[1] - low if len(key) > 1 else 0
+        return first * span + min(max(second, 0), span - 1)
+
+    def __call__(self, key, nr_partitions: int, params=None) -> int:
+        span = self.high - self.low
+        return self.position(key) * nr_partitions // (span * span)
+
+    def _tables(self, n: int) -> tuple[list, list]:
+        """For each first byte: its label if every key starting with it has the same one, else
+        None; and each first byte's row of labels by second byte."""
+        tables = self._cache.get(n)
+        if tables is None:
+            low, span = self.low, self.high - self.low
+            total = span * span
+            seconds = [min(max(b - low, 0), span - 1) for b in range(256)]
+            rows = [[0] * 256 if a < low else [(total - 1) * n // total] * 256 if a >= self.high
+                    else [((a - low) * span + s) * n // total for s in seconds]
+                    for a in range(256)]
+            first = [row[0] if row.count(row[0]) == 256 else None for row in rows]
+            tables = self._cache[n] = (first, rows)
+        return tables
+
+    def split(self, pairs: Iterable[tuple], n: int, appends: list) -> None:
+        """Append each pair to its label's list (``partition_pairs``' fast path): a table
+        lookup by the key's first byte, and its second where a label boundary falls."""
+        pairs = pairs if type(pairs) is list else list(pairs)
+        if not set(map(type, map(_first, pairs))) <= _BYTES:
+            for pair in pairs:
+                appends[self(pair[0], n)](pair)
+            return
+        first, rows = self._tables(n)
+        by_first = [None if label is None else appends[label] for label in first]
+        for pair in pairs:
+            key = pair[0]
+            try:
+                append = by_first[key[0]]
+                if append is None:
+                    append = appends[rows[key[0]][key[1]]]
+            except IndexError:  # b"" or a one-byte key at a boundary
+                append = appends[self(key, n)]
+            append(pair)

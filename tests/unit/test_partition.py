@@ -94,3 +94,48 @@ def test_partition_pairs_rejects_out_of_range(bad):
         partition_pairs([("a", 1)], 3, lambda k, n, p: bad, None)
     with pytest.raises(UsageError):
         partition_pairs([("a", 1)], 0, default_partition, None)
+
+
+# -- range_partition ---------------------------------------------------------------------------
+
+def test_range_partition_labels_follow_key_order():
+    from shuffle.partition import range_partition
+    f = range_partition(33, 127)
+    assert [f(k, 4) for k in (b"", b"!", b"!!zzz", b"O", b"O~", b"P", b"~", b"~~~")] == \
+        [0, 0, 0, 1, 1, 2, 3, 3]
+    assert f(b"\x00\xff", 4) == 0 and f(b"\xff", 4) == 3  # outside the alphabet: the ends
+    assert f("P", 4) == f(b"P", 4) == 2  # str by its UTF-8
+    assert f(b"A", 1) == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=4), min_size=2, max_size=50), st.integers(1, 300),
+       st.integers(0, 200), st.integers(1, 56))
+def test_range_partition_is_monotone_and_in_range(keys, n, low, width):
+    from shuffle.partition import range_partition
+    f = range_partition(low, low + width)
+    labels = [f(k, n) for k in sorted(keys)]
+    assert labels == sorted(labels) and all(0 <= x < n for x in labels)
+
+
+def test_range_partition_split_matches_the_function_and_keeps_order():
+    import pickle
+    import random
+    from shuffle.partition import range_partition
+    rng = random.Random(5)
+    f = pickle.loads(pickle.dumps(range_partition(33, 127)))  # as a job ships it
+    keys = [bytes(rng.randrange(20, 140) for _ in range(rng.randrange(4))) for _ in range(5000)]
+    pairs = [(k, i) for i, k in enumerate(keys)]
+    for n in (2, 16, 97):
+        parts = partition_pairs(pairs, n, f)
+        assert parts == [[p for p in pairs if f(p[0], n) == label] for label in range(n)]
+    mixed = [(b"ab", 0), ("ab", 1), (b"", 2)]
+    assert partition_pairs(mixed, 3, f) == [[(b"", 2)], [], [(b"ab", 0), ("ab", 1)]]
+
+
+def test_range_partition_refuses_other_key_types():
+    from shuffle.partition import range_partition
+    with pytest.raises(UsageError, match="bytes and str keys"):
+        partition_pairs([(b"ab", 0), ([97, 98], 1)], 4, range_partition())
+    with pytest.raises(UsageError, match="low < high"):
+        range_partition(10, 10)

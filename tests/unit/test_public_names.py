@@ -144,3 +144,10 @@ def test_util_external_defers_to_the_classic_external_module(monkeypatch):
     import disco.worker.classic as classic
     monkeypatch.setattr(classic, "external", fake, raising=False)
     assert util.external(["a", "b"]) == ("packaged", ("a", "b"))
+
+
+def test_shuffle_partition_exports_range_partition():
+    from shuffle import partition
+    assert {"default_partition", "key_bytes", "partition_pairs", "range_partition"} \
+        <= set(partition.__all__)
+    assert all(hasattr(partition, n) for n in partition.__all__)

@@ -85,3 +85,36 @@ def test_merge_runs_is_a_stable_merge(runs_of_frames):
         expected.extend(tagged)
     expected.sort(key=itemgetter(0))
     assert list(merge_runs(runs, itemgetter(0))) == expected
+
+
+def test_prefix_sort_of_bytes_and_str_keys_is_a_stable_sort(tmp_path):
+    rng = random.Random(7)
+    alphabet = b"ab\x00\xff"
+    raw = [(bytes(rng.choice(alphabet) for _ in range(rng.randrange(5))), i)
+           for i in range(20_000)]  # short keys, empty keys, many ties: all prefix edge cases
+    text = [(k.decode("latin-1"), i) for k, i in raw]
+    for pairs in (raw, text):
+        with ExternalSorter(tmp_path) as sorter:
+            sorter.add_many(list(pairs))
+            assert list(sorter) == sorted(pairs, key=itemgetter(0))
+
+
+def test_prefix_sort_when_spilling_and_for_presorted_runs(tmp_path):
+    import shuffle.sort as sort_module
+    rng = random.Random(8)
+    pairs = [(rng.randbytes(4), i) for i in range(30_000)]
+    runs = sorted(pairs[:15_000], key=itemgetter(0)) + sorted(pairs[15_000:], key=itemgetter(0))
+    assert sort_module._runs_ahead(runs) and not sort_module._runs_ahead(pairs)
+    for data in (pairs, runs):
+        with ExternalSorter(tmp_path, memory_budget_bytes=1 << 20) as sorter:
+            for i in range(0, len(data), 3000):
+                sorter.add_many(data[i:i + 3000])
+            assert sorter.spills >= 2
+            assert list(sorter) == sorted(data, key=itemgetter(0))
+
+
+def test_prefix_sort_groups_by_two_leading_items():
+    from shuffle.sort import _prefix_sort
+    pairs = [(b"bb", 0), (b"a", 1), (b"ab\x00", 2), (b"", 3), (b"ab", 4), (b"a", 5), (b"b", 6)]
+    assert _prefix_sort(pairs) == [(b"", 3), (b"a", 1), (b"a", 5), (b"ab", 4), (b"ab\x00", 2),
+                                   (b"b", 6), (b"bb", 0)]
