@@ -34,6 +34,7 @@ __all__ = ["argcount", "chainify", "deref", "disk_sort", "dsorted", "external", 
            "urlresolve", "urlsplit", "urltoken"]
 
 _first = itemgetter(0)
+_second = itemgetter(1)
 OOB_KEY = re.compile(r"[A-Za-z0-9_\-:@]{1,256}\Z")   # Disco's rule for out-of-band keys
 DSORT_PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
 
@@ -48,7 +49,7 @@ def kvgroup(kviter: Iterable[tuple]) -> Iterator[tuple[Any, Iterator]]:
     to the next key; the values of a skipped group are gone.
     """
     for key, pairs in groupby(kviter, key=_first):
-        yield key, (value for _key, value in pairs)
+        yield key, map(_second, pairs)
 
 
 def isiterable(obj) -> bool:

@@ -268,7 +268,9 @@ class _Push:
             sock = ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
             security.dial(sock, keys)
-            monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+            # a refused connect (the node stopped before the connection was made) retries
+            # forever in ZeroMQ: it fails the node as a drop does, not after the time-out
+            monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED)
             sock.connect(data_endpoint(address))
             sock.send(m.encode(m.PutStart(rid=1, name=name, size=size)))
             self.socks[address] = sock
@@ -345,7 +347,7 @@ class _Push:
             if sock is not None:
                 self._take(address, sock)  # what it said before the connection dropped
             if address in self.socks and address not in self.stored:
-                self.fail(address, "the connection dropped (did the node stop?)")
+                self.fail(address, "the connection dropped or was refused (did the node stop?)")
 
     def _close(self, sock: zmq.Socket) -> None:
         sock.disable_monitor()

@@ -18,7 +18,10 @@ import os
 import pickle
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
+from itertools import chain, repeat
+from operator import itemgetter
 from pathlib import Path
 
 from disco.error import CommError, DataError, DiscoError
@@ -35,6 +38,9 @@ from mesh.transfer import open_disco
 BATCH = 1 << 16
 CURRENT: dict = {"task": None, "ctx": None}  # the task this worker runs now (run_task sets it)
 SORT_BUDGET = max(1, int(os.environ.get("DISCO_SORT_MB") or 256)) << 20  # per reduce task
+RUN_PAIRS = 1 << 19  # map output for a reduce is sorted in runs of this many pairs (per label)
+_EXACT = frozenset((str, bytes, int, type(None)))  # types whose equal values are interchangeable
+_first = itemgetter(0)
 
 
 @dataclass
@@ -114,11 +120,16 @@ class InputLostError(DataError):
 
 
 class Output:
-    """One record file per partition label, each written to a temporary name first."""
+    """One record file per partition label, each written to a temporary name first.
 
-    def __init__(self, ctx: JobContext, stem: str):
+    With ``runs=True`` (a map's output bound for a reduce, no combiner) pairs are buffered per
+    label and written as sorted runs of up to ``RUN_PAIRS`` (see ``sorted_run``): a reduce's
+    ``sorted(iter)`` then merges a few runs instead of sorting from scratch."""
+
+    def __init__(self, ctx: JobContext, stem: str, runs: bool = False):
         self.ctx, self.stem = ctx, stem
         self.writers: dict[int, tuple] = {}
+        self.runs: dict[int, list] | None = {} if runs else None
 
     def final_path(self, label: int) -> Path:
         return self.ctx.out_dir / f"{self.stem}-{label}.drec"
@@ -129,7 +140,8 @@ class Output:
             final = self.final_path(label)
             tmp = final.with_name(final.name + f".tmp{os.getpid()}")
             f = open(tmp, "wb")
-            entry = self.writers[label] = (record.RecordWriter(f), f, tmp, final)
+            writer = record.RecordWriter(f, memo=self.runs is not None)
+            entry = self.writers[label] = (writer, f, tmp, final)
         return entry[0]
 
     def raw(self, label: int):
@@ -144,13 +156,26 @@ class Output:
 
     def add_many(self, pairs: list, labels: int = 1, partition=None, params=None) -> None:
         if labels == 1 and partition is None:
-            self.writer(0).add_many(pairs)
-            return
-        for label, part in enumerate(partition_pairs(pairs, labels, partition or default_partition, params)):
-            if part:
+            parts = ((0, pairs),)
+        else:
+            parts = enumerate(partition_pairs(pairs, labels, partition or default_partition, params))
+        for label, part in parts:
+            if not part:
+                continue
+            if self.runs is None:
                 self.writer(label).add_many(part)
+                continue
+            run = self.runs.setdefault(label, [])
+            run.extend(part)
+            if len(run) >= RUN_PAIRS:
+                self.writer(label).add_many(sorted_run(run))
+                self.runs[label] = []
 
     def commit(self) -> list:
+        for label, run in (self.runs or {}).items():
+            if run:
+                self.writer(label).add_many(sorted_run(run))
+        self.runs = None if self.runs is None else {}
         outputs = []
         for label, (writer, f, tmp, final) in sorted(self.writers.items()):
             if writer is not None:
@@ -166,6 +191,31 @@ class Output:
         for _, f, tmp, _ in self.writers.values():
             f.close()
             tmp.unlink(missing_ok=True)
+
+
+def sorted_run(pairs: list) -> list:
+    """``pairs`` (a map's output for one reduce label) in key order, as one run.
+
+    The reduce gets the same pairs in another order: Disco promises no order, and a reduce that
+    sorts (``kvgroup(sorted(iter))``) merges runs far faster than it sorts random pairs. When
+    every key and value is a str, bytes, int or None (types whose equal values are the same
+    value) equal pairs are counted and written as one object repeated: the frame pickles it once
+    (``RecordWriter(memo=True)``) and the reduce compares and groups them by identity. Keys that
+    do not compare (mixed types) leave the pairs as they came."""
+    if set(map(type, chain.from_iterable(pairs))) <= _EXACT:
+        counts = Counter(pairs)
+        if len(counts) * 2 <= len(pairs):
+            distinct = list(counts)
+            try:
+                distinct.sort()
+            except TypeError:
+                pass  # still grouped: equal pairs next to each other
+            return list(chain.from_iterable(map(repeat, distinct, map(counts.__getitem__, distinct))))
+    try:
+        pairs.sort(key=_first)
+    except TypeError:
+        pass
+    return pairs
 
 
 class Adder:
@@ -250,7 +300,9 @@ def _partitioning(ctx: JobContext) -> tuple[int, object]:
 def run_map(ctx: JobContext, task: dict) -> list:
     fn, params = ctx.fn, ctx.fn.get("params")
     fd, size, url = task_io.open_input(task["inputs"][0])
-    out = Output(ctx, f"map-{task['index']}")
+    combiner = fn.get("combiner")
+    out = Output(ctx, f"map-{task['index']}",
+                 runs=combiner is None and bool(ctx.header.get("has_reduce")))
     try:
         reader = fn.get("map_reader")
         if reader is None:
@@ -262,7 +314,6 @@ def run_map(ctx: JobContext, task: dict) -> list:
             fn["map_init"](entries, params)
         labels, partition = _partitioning(ctx)
         emit = lambda pairs: out.add_many(pairs, labels, partition, params)  # noqa: E731
-        combiner = fn.get("combiner")
         if combiner is None:
             _map_plain(fn["map"], entries, params, emit, task["id"])
         elif combiner is sum_combiner:
@@ -299,7 +350,7 @@ class MapOutputError(DiscoError):
 def pairs_of(batch: list, task_id: str) -> list:
     """``batch`` as (key, value) tuples, as Disco has them: a two-item list becomes a tuple,
     anything else is a ``MapOutputError`` naming the task."""
-    if all(type(p) is tuple and len(p) == 2 for p in batch):
+    if set(map(type, batch)) == {tuple} and set(map(len, batch)) == {2}:
         return batch
     out = []
     for item in batch:
@@ -386,7 +437,7 @@ def run_reduce(ctx: JobContext, task: dict) -> list:
     if ctx.fn.get("sort"):
         pairs = _sorted_input(ctx, task)
     else:
-        pairs = (pair for frame in _reduce_input(ctx, task) for pair in frame)
+        pairs = chain.from_iterable(_reduce_input(ctx, task))
     if fn.get("reduce_init"):
         fn["reduce_init"](pairs, params)
     out = Output(ctx, f"reduce-{task['label']}")

@@ -179,6 +179,18 @@ def test_a_dropped_connection_fails_its_node_at_once(stores):
     assert files_of(stores[0]) == [] and files_of(stores[2]) == []
 
 
+def test_a_node_that_refuses_the_connection_fails_at_once_not_at_the_time_out(stores):
+    import io
+    import time
+    stores[1].stop()  # nothing listens there now: ZeroMQ would retry the connect for ever
+    t0 = time.monotonic()
+    stored, failed, _ = push_blob(io.BytesIO(b"y" * 8 * 4096), "r", 8 * 4096,
+                                  [s.address for s in stores], chunk_bytes=4096, timeout_s=20)
+    assert list(failed) == [stores[1].address] and "refused" in failed[stores[1].address]
+    assert sorted(stored) == sorted([stores[0].address, stores[2].address])
+    assert time.monotonic() - t0 < 10  # not the 20 s time-out
+
+
 def test_a_corrupt_copy_is_refused_and_the_next_replica_read(serve):
     import xxhash
     from disco.ddfs import open_blob

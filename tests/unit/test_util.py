@@ -1,7 +1,6 @@
 """disco.util: Disco's small helpers."""
 from __future__ import annotations
 
-import types
 
 import disco.util as util
 from disco.util import flatten, iterify, jobname, kvgroup, schemesplit, urllist, urlsplit
@@ -18,11 +17,13 @@ def test_kvgroup_groups_consecutive_keys():
     assert got == [("a", [1, 4]), ("b", [2, 3]), ("c", [5])]
 
 
-def test_kvgroup_values_are_a_generator_and_input_is_lazy():
-    groups = kvgroup(iter([(1, "x"), (1, "y"), (2, "z")]))
+def test_kvgroup_values_are_a_lazy_iterator_and_input_is_lazy():
+    source = iter([(1, "x"), (1, "y"), (2, "z"), (3, "w")])
+    groups = kvgroup(source)
     key, values = next(groups)
-    assert key == 1 and isinstance(values, types.GeneratorType)
+    assert key == 1 and iter(values) is values and not isinstance(values, (list, tuple))
     assert list(values) == ["x", "y"]
+    assert next(groups)[0] == 2 and next(source) == (3, "w")  # nothing read past group 2
 
 
 def test_kvgroup_empty_and_word_count_idiom():
