@@ -1,6 +1,6 @@
 """Word count and task-overhead benchmarks of the framework on an embedded 2-slot cluster.
 
-Usage: .venv/bin/python bench/wordcount.py [--mb 256] [--files 8] [--skip a,b,c,d]
+Usage: .venv/bin/python bench/wordcount.py [--mb 256] [--files 8] [--skip a,b,c,d,e,f]
            [--repeat N] [--master local:2] [--raw-tasks 2000] [--jobs 20] [--warmup 3] [--gap S]
 
 One process, one embedded cluster (``local:2``: a real node daemon with 2 task slots, started
@@ -17,8 +17,16 @@ once and shared by every part). Prints one line per figure:
     The framework's counts must equal the baseline's, or the bench exits with status 1.
     With ``--repeat N`` the baseline and the jobs of (a) and (b) run N times, interleaved, and
     the ratio uses the best undisturbed time of each (small VMs vary by 20-40 % between runs).
-(b) The same without a combiner (SPEC section 4 verbatim: every (word, 1) pair is shuffled),
-    with its ratio against the same baseline.
+(b) The same without a combiner (every (word, 1) pair is shuffled), with its ratio against
+    the same baseline.
+(e) The seed's example verbatim: SPEC section 4 ``map`` and ``reduce``, no combiner, one
+    reduce (every pair goes to one ``sorted(iter)``), against ``py-counter``: one plain process
+    doing ``Counter.update(line.split())`` over the same files (ratio = framework / py-counter;
+    the target is 2.5).
+(f) The batch form: a ``map_reader`` yielding lists of lines, a ``Counter`` map,
+    ``sum_combiner``, ``partitions=2``, against ``mp2``: two forked processes each running the
+    py-counter loop over half the files, their Counters merged (ratio = framework / mp2; the
+    target is 1.05). (a) is also printed against mp2 (target 1.15).
 (c) ``--raw-tasks`` ``raw://`` inputs as as many map tasks with a trivial map (map-only job):
     tasks per second and wall time from ``run()`` to all results in hand, split into the job
     (``run()`` to ``wait()`` returning) and reading its results (one result file per task).
@@ -37,10 +45,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import multiprocessing
 import os
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +76,24 @@ def reduce(iter, params):
 
 def trivial_map(entry, params):
     yield entry, 1
+
+
+def batch_reader(fd, size, url, params):
+    import io
+    text = io.TextIOWrapper(fd, encoding="utf-8")
+    while True:
+        lines = text.readlines(1 << 22)
+        if not lines:
+            break
+        yield lines
+
+
+def batch_map(lines, params):
+    from collections import Counter
+    counts = Counter()
+    for line in lines:
+        counts.update(line.split())
+    return counts.items()
 
 
 # -- input data -------------------------------------------------------------------------------
@@ -123,6 +151,34 @@ def baseline(files: list[Path]) -> tuple[float, dict]:
                     counts[word] = get(word, 0) + one
     result = dict(reduce(counts.items(), None))
     return time.perf_counter() - t0, result
+
+
+def _count_files(paths: list) -> Counter:
+    counts: Counter = Counter()
+    update = counts.update
+    for path in paths:
+        with open(path, encoding="utf-8", newline="\n") as f:
+            for line in f:
+                update(line.split())
+    return counts
+
+
+def py_counter(files: list[Path]) -> tuple[float, dict]:
+    """One plain process: ``Counter.update(line.split())`` over every file."""
+    t0 = time.perf_counter()
+    counts = _count_files(files)
+    return time.perf_counter() - t0, dict(counts)
+
+
+def mp2(files: list[Path]) -> tuple[float, dict]:
+    """Two forked processes, each counting half the files as py_counter does, then merged
+    (pool start-up included)."""
+    t0 = time.perf_counter()
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        halves = pool.map(_count_files, [files[0::2], files[1::2]], chunksize=1)
+    total = halves[0]
+    total.update(halves[1])
+    return time.perf_counter() - t0, dict(total)
 
 
 # -- disturbance check -------------------------------------------------------------------------
@@ -213,10 +269,18 @@ def check_counts(label: str, pairs: list, expected: dict) -> None:
                  f"{len(extra)} extra, e.g. wrong {[(w, got[w], expected[w]) for w in wrong]}")
 
 
-def wordcount_job(args, files, expected, combiner: bool, label: str) -> float:
-    extra = {"combiner": sum_combiner} if combiner else {}
-    _, wall, pairs = run_job(args.master, input=[str(f) for f in files], map=map,
-                             reduce=reduce, partitions=2, name=f"bench_wc_{label}", **extra)
+FORMS = {  # part -> the job's arguments besides input
+    "a": dict(map=map, reduce=reduce, partitions=2, combiner=sum_combiner),
+    "b": dict(map=map, reduce=reduce, partitions=2),
+    "e": dict(map=map, reduce=reduce),
+    "f": dict(map=batch_map, map_reader=batch_reader, reduce=reduce, partitions=2,
+              combiner=sum_combiner),
+}
+
+
+def wordcount_job(args, files, expected, label: str) -> float:
+    _, wall, pairs = run_job(args.master, input=[str(f) for f in files],
+                             name=f"bench_wc_{label}", **FORMS[label])
     check_counts(label, pairs, expected)
     return wall
 
@@ -237,34 +301,50 @@ def _best(runs: list[tuple[float, bool]]) -> tuple[float, str]:
 
 def parts_wordcount(args, skip: set) -> None:
     files = inputs(args.mb, args.files)
-    base: list[tuple[float, bool]] = []
-    walls: dict[str, list[tuple[float, bool]]] = {"a": [], "b": []}
+    labels = [label for label in "abef" if label not in skip]
+    bases = {"baseline": baseline, "py-counter": py_counter, "mp2": mp2}
+    needed = {"baseline"} if {"a", "b"} & set(labels) else set()
+    needed |= {"py-counter"} if "e" in labels else set()
+    needed |= {"mp2"} if {"a", "f"} & set(labels) else set()
+    base: dict[str, list[tuple[float, bool]]] = {name: [] for name in needed}
+    walls: dict[str, list[tuple[float, bool]]] = {label: [] for label in labels}
     expected = None
     for _ in range(args.repeat):
-        foreign = Foreign()
-        seconds, counts = baseline(files)
-        base.append((seconds, warn_if_disturbed("baseline", foreign, seconds)))
-        if expected is None:
-            expected = counts
-            print(f"# {len(expected)} distinct words, {sum(expected.values())} words",
-                  file=sys.stderr)
-        elif counts != expected:
-            sys.exit("FAIL: the baseline gave different counts from one run to the next")
-        print(f"# baseline {args.mb:g} MiB: {seconds:.2f} s", file=sys.stderr)
-        for label, combiner in (("a", True), ("b", False)):
-            if label not in skip:
-                foreign = Foreign()
-                wall = wordcount_job(args, files, expected, combiner, label)
-                walls[label].append((wall, warn_if_disturbed(label, foreign, wall)))
-                print(f"# ({label}) {wall:.2f} s", file=sys.stderr)
+        for name in sorted(needed):
+            foreign = Foreign()
+            seconds, counts = bases[name](files)
+            base[name].append((seconds, warn_if_disturbed(name, foreign, seconds)))
+            if expected is None:
+                expected = counts
+                print(f"# {len(expected)} distinct words, {sum(expected.values())} words",
+                      file=sys.stderr)
+            elif counts != expected:
+                sys.exit(f"FAIL: {name} gave different counts from the first baseline")
+            print(f"# {name} {args.mb:g} MiB: {seconds:.2f} s", file=sys.stderr)
+        for label in labels:
+            foreign = Foreign()
+            wall = wordcount_job(args, files, expected, label)
+            walls[label].append((wall, warn_if_disturbed(label, foreign, wall)))
+            print(f"# ({label}) {wall:.2f} s", file=sys.stderr)
     words = sum(expected.values())
-    base_best, base_text = _best(base)
-    for label, what in (("a", "combiner=sum_combiner"), ("b", "no combiner")):
-        if walls[label]:
-            wall, text = _best(walls[label])
-            print(f"({label}) wordcount {args.mb:g} MiB, {len(files)} files, {what}, "
-                  f"partitions=2: framework {text} ({words / wall / 1e6:.2f} M words/s), "
-                  f"baseline {base_text}, ratio = {wall / (base_best / 2):.2f}")
+    best = {name: _best(runs) for name, runs in base.items()}
+    what = {"a": "combiner=sum_combiner, partitions=2", "b": "no combiner, partitions=2",
+            "e": "the seed's example verbatim (no combiner, one reduce)",
+            "f": "batch map_reader + Counter map + sum_combiner, partitions=2"}
+    for label in labels:
+        wall, text = _best(walls[label])
+        line = (f"({label}) wordcount {args.mb:g} MiB, {len(files)} files, {what[label]}: "
+                f"framework {text} ({words / wall / 1e6:.2f} M words/s)")
+        if label in "ab":
+            line += (f", baseline {best['baseline'][1]}, "
+                     f"ratio = {wall / (best['baseline'][0] / 2):.2f}")
+        if label == "e":
+            line += (f", py-counter {best['py-counter'][1]}, "
+                     f"ratio = {wall / best['py-counter'][0]:.2f} (target 2.5)")
+        if label in "af":
+            line += (f", mp2 {best['mp2'][1]}, ratio to mp2 = {wall / best['mp2'][0]:.2f} "
+                     f"(target {'1.15' if label == 'a' else '1.05'})")
+        print(line)
 
 
 def part_raw_tasks(args) -> None:
@@ -318,9 +398,9 @@ def main() -> None:
                         help="seconds between the jobs of (d) (default 0: back to back)")
     args = parser.parse_args()
     skip = {s.strip() for s in args.skip.replace(",", " ").split()}
-    unknown = skip - set("abcd")
+    unknown = skip - set("abcdef")
     if unknown:
-        parser.error(f"--skip takes parts a, b, c, d; not {sorted(unknown)}")
+        parser.error(f"--skip takes parts a to f; not {sorted(unknown)}")
     if args.repeat < 1 or args.files < 1 or args.jobs < 1:
         parser.error("--repeat, --files and --jobs must be 1 or more")
 
@@ -328,7 +408,7 @@ def main() -> None:
     Job(master=args.master).disco.cluster_status()  # start (or reach) the cluster up front
     print(f"# cluster {args.master} ready in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
 
-    if not {"a", "b"} <= skip:
+    if not set("abef") <= skip:
         parts_wordcount(args, skip)
     if "c" not in skip:
         part_raw_tasks(args)

@@ -30,15 +30,17 @@ from disco.worker import task_io
 from disco.worker.classic.func import sum_combiner
 from mesh.datadir import digest_of, write_atomic
 from shuffle import record
-from shuffle.partition import default_partition, partition_pairs
+from shuffle.partition import RangePartition, default_partition, partition_pairs
 from shuffle.sort import ExternalSorter
 from mesh import transfer
 from mesh.transfer import open_disco
 
-BATCH = 1 << 16
+BATCH = 1 << 11  # pairs per hand-over from a map: small enough to stay in the CPU cache
 CURRENT: dict = {"task": None, "ctx": None}  # the task this worker runs now (run_task sets it)
 SORT_BUDGET = max(1, int(os.environ.get("DISCO_SORT_MB") or 256)) << 20  # per reduce task
-RUN_PAIRS = 1 << 19  # map output for a reduce is sorted in runs of this many pairs (per label)
+RUN_DISTINCT = 1 << 18  # a map's counted output for a reduce is written as a run at this many distinct pairs
+RUN_PAIRS = 1 << 19  # and its other output at this many pairs
+RUN_SAMPLE = 1 << 16  # pairs of a run counted before deciding whether counting pays
 _EXACT = frozenset((str, bytes, int, type(None)))  # types whose equal values are interchangeable
 _first = itemgetter(0)
 
@@ -122,14 +124,14 @@ class InputLostError(DataError):
 class Output:
     """One record file per partition label, each written to a temporary name first.
 
-    With ``runs=True`` (a map's output bound for a reduce, no combiner) pairs are buffered per
-    label and written as sorted runs of up to ``RUN_PAIRS`` (see ``sorted_run``): a reduce's
-    ``sorted(iter)`` then merges a few runs instead of sorting from scratch."""
+    With ``runs=True`` (a map's output bound for a reduce, no combiner) the output is written
+    as sorted runs instead of in the order the map made it (see ``add_unchecked``)."""
 
     def __init__(self, ctx: JobContext, stem: str, runs: bool = False):
         self.ctx, self.stem = ctx, stem
         self.writers: dict[int, tuple] = {}
-        self.runs: dict[int, list] | None = {} if runs else None
+        self.runs: _Runs | None = _Runs(self._write_run, self._memo) if runs else None
+        self.memo = runs
 
     def final_path(self, label: int) -> Path:
         return self.ctx.out_dir / f"{self.stem}-{label}.drec"
@@ -140,7 +142,7 @@ class Output:
             final = self.final_path(label)
             tmp = final.with_name(final.name + f".tmp{os.getpid()}")
             f = open(tmp, "wb")
-            writer = record.RecordWriter(f, memo=self.runs is not None)
+            writer = record.RecordWriter(f, memo=self.memo)
             entry = self.writers[label] = (writer, f, tmp, final)
         return entry[0]
 
@@ -156,26 +158,29 @@ class Output:
 
     def add_many(self, pairs: list, labels: int = 1, partition=None, params=None) -> None:
         if labels == 1 and partition is None:
-            parts = ((0, pairs),)
-        else:
-            parts = enumerate(partition_pairs(pairs, labels, partition or default_partition, params))
-        for label, part in parts:
-            if not part:
-                continue
-            if self.runs is None:
+            self.writer(0).add_many(pairs)
+            return
+        for label, part in enumerate(partition_pairs(pairs, labels, partition or default_partition, params)):
+            if part:
                 self.writer(label).add_many(part)
-                continue
-            run = self.runs.setdefault(label, [])
-            run.extend(part)
-            if len(run) >= RUN_PAIRS:
-                self.writer(label).add_many(sorted_run(run))
-                self.runs[label] = []
+
+    def add_unchecked(self, batch: list, labels: int, partition, params, task_id: str) -> None:
+        """A map's raw output (not yet checked to be pairs) into sorted runs (``runs=True``)."""
+        self.runs.add(batch, labels, partition, params, task_id)
+
+    def _write_run(self, label: int, pairs) -> None:
+        self.writer(label).add_many(pairs)
+
+    def _memo(self, on: bool) -> None:
+        """Pickle frames from now on with the memo (counted runs) or without (distinct pairs)."""
+        self.memo = on
+        for writer, *_ in self.writers.values():
+            if writer is not None:
+                writer.memo = on
 
     def commit(self) -> list:
-        for label, run in (self.runs or {}).items():
-            if run:
-                self.writer(label).add_many(sorted_run(run))
-        self.runs = None if self.runs is None else {}
+        if self.runs is not None:
+            self.runs.flush()
         outputs = []
         for label, (writer, f, tmp, final) in sorted(self.writers.items()):
             if writer is not None:
@@ -193,29 +198,96 @@ class Output:
             tmp.unlink(missing_ok=True)
 
 
-def sorted_run(pairs: list) -> list:
-    """``pairs`` (a map's output for one reduce label) in key order, as one run.
+class _Runs:
+    """A map's output for a reduce, written per label as runs sorted by key.
 
-    The reduce gets the same pairs in another order: Disco promises no order, and a reduce that
-    sorts (``kvgroup(sorted(iter))``) merges runs far faster than it sorts random pairs. When
-    every key and value is a str, bytes, int or None (types whose equal values are the same
-    value) equal pairs are counted and written as one object repeated: the frame pickles it once
-    (``RecordWriter(memo=True)``) and the reduce compares and groups them by identity. Keys that
-    do not compare (mixed types) leave the pairs as they came."""
-    if set(map(type, chain.from_iterable(pairs))) <= _EXACT:
-        counts = Counter(pairs)
-        if len(counts) * 2 <= len(pairs):
-            distinct = list(counts)
+    Disco promises a reduce no order, and a reduce that sorts (``kvgroup(sorted(iter))``) merges
+    a few sorted runs far faster than it sorts random pairs. Batches whose keys and values are
+    all str, bytes, int or None (types whose equal values are the same value, so counting them
+    loses nothing) are counted: a run holds each distinct pair once with its count, and is
+    written as that one object repeated, which the frame pickles once (``RecordWriter(memo=
+    True)``) and the reduce compares and groups by identity. The default and range
+    partitioners, which depend on the key alone, then run once per distinct pair. Output that
+    hardly repeats (more than half its pairs distinct, in a run's first ``RUN_SAMPLE`` pairs
+    or in a whole run) is not counted from then on. Any batch not counted is checked pair by
+    pair and buffered as it is, sorted by key when its run is written. Keys that do not compare
+    (mixed types) leave a run grouped but unsorted."""
+
+    def __init__(self, write, memo):
+        self.write, self.memo = write, memo
+        self.counting = True  # until the output shows it hardly repeats
+        self.counted = 0  # pairs in self.counts and self.by_label
+        self.counts: Counter = Counter()
+        self.by_label: dict[int, Counter] = {}
+        self.plain: dict[int, list] = {}
+        self.plain_pairs = 0
+        self.shape = (1, None, None, "")  # labels, partition, params, task id
+
+    def add(self, batch: list, labels: int, partition, params, task_id: str) -> None:
+        self.shape = (labels, partition, params, task_id)
+        if self.counting and set(map(type, batch)) == {tuple} \
+                and set(map(type, chain.from_iterable(batch))) <= _EXACT:
+            if labels == 1 or partition in (None, default_partition) or isinstance(partition, RangePartition):
+                self.counts.update(batch)
+            else:
+                for label, part in enumerate(partition_pairs(batch, labels, partition, params)):
+                    if part:
+                        self.by_label.setdefault(label, Counter()).update(part)
+            before, self.counted = self.counted, self.counted + len(batch)
+            if before < RUN_SAMPLE <= self.counted and self._distinct() * 2 > self.counted:
+                self.flush()  # the run's first pairs hardly repeat: counting would cost, not pay
+                return
+        else:
+            pairs = pairs_of(batch, task_id)
+            if labels == 1 and partition is None:
+                parts = ((0, pairs),)
+            else:
+                parts = enumerate(partition_pairs(pairs, labels, partition or default_partition, params))
+            for label, part in parts:
+                if part:
+                    self.plain.setdefault(label, []).extend(part)
+            self.plain_pairs += len(pairs)
+        if self._distinct() >= RUN_DISTINCT or self.plain_pairs >= RUN_PAIRS:
+            self.flush()
+
+    def _distinct(self) -> int:
+        return len(self.counts) + sum(map(len, self.by_label.values()))
+
+    def flush(self) -> None:
+        labels, partition, params, task_id = self.shape
+        if self.counted and self._distinct() * 2 > self.counted:
+            self.counting = False
+            self.memo(False)
+        self.counted = 0
+        if self.counts:
+            distinct = pairs_of(list(self.counts), task_id)  # shapes were not checked yet
+            if labels == 1 and partition is None:
+                parts = {0: distinct}
+            else:
+                parts = dict(enumerate(partition_pairs(distinct, labels, partition or default_partition,
+                                                       params)))
+            for label, part in parts.items():
+                if part:
+                    self._write_counted(label, part, self.counts)
+            self.counts = Counter()
+        for label, counts in sorted(self.by_label.items()):
+            if counts:
+                self._write_counted(label, pairs_of(list(counts), task_id), counts)
+        self.by_label = {}
+        for label, pairs in sorted(self.plain.items()):
             try:
-                distinct.sort()
+                pairs.sort(key=_first)
             except TypeError:
-                pass  # still grouped: equal pairs next to each other
-            return list(chain.from_iterable(map(repeat, distinct, map(counts.__getitem__, distinct))))
-    try:
-        pairs.sort(key=_first)
-    except TypeError:
-        pass
-    return pairs
+                pass
+            self.write(label, pairs)
+        self.plain, self.plain_pairs = {}, 0
+
+    def _write_counted(self, label: int, distinct: list, counts: Counter) -> None:
+        try:
+            distinct.sort()
+        except TypeError:
+            pass  # mixed key types: equal pairs still come out next to each other
+        self.write(label, chain.from_iterable(map(repeat, distinct, map(counts.__getitem__, distinct))))
 
 
 class Adder:
@@ -314,7 +386,10 @@ def run_map(ctx: JobContext, task: dict) -> list:
             fn["map_init"](entries, params)
         labels, partition = _partitioning(ctx)
         emit = lambda pairs: out.add_many(pairs, labels, partition, params)  # noqa: E731
-        if combiner is None:
+        if out.runs is not None:
+            emit = lambda batch: out.add_unchecked(batch, labels, partition, params, task["id"])  # noqa: E731
+            _map_plain(fn["map"], entries, params, emit, task["id"], check=False)
+        elif combiner is None:
             _map_plain(fn["map"], entries, params, emit, task["id"])
         elif combiner is sum_combiner:
             _map_summing(fn["map"], entries, params, emit)
@@ -328,17 +403,19 @@ def run_map(ctx: JobContext, task: dict) -> list:
         fd.close()
 
 
-def _map_plain(mapf, entries, params, emit, task_id: str = "") -> None:
+def _map_plain(mapf, entries, params, emit, task_id: str = "", check: bool = True) -> None:
+    """``emit`` batches of the map's output, checked to be pairs unless ``check`` is false
+    (the receiver checks them)."""
     batch = []
     extend = batch.extend
     for entry in entries:
         extend(mapf(entry, params))
         if len(batch) >= BATCH:
-            emit(pairs_of(batch, task_id))
+            emit(pairs_of(batch, task_id) if check else batch)
             batch = []
             extend = batch.extend
     if batch:
-        emit(pairs_of(batch, task_id))
+        emit(pairs_of(batch, task_id) if check else batch)
 
 
 class MapOutputError(DiscoError):

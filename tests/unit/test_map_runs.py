@@ -1,55 +1,118 @@
-"""A map's output bound for a reduce is written as sorted runs (``disco.worker.task.sorted_run``)
-with equal pairs shared, and pickled with the memo so they stay shared in the reduce."""
+"""A map's output bound for a reduce is written as sorted runs (``disco.worker.task._Runs``):
+equal pairs counted and written as one object, pickled with the memo so they stay one object
+in the reduce; output that hardly repeats is sorted by key without counting."""
 from __future__ import annotations
 
 import io
 
-from disco.worker.task import pairs_of, sorted_run
+import pytest
+
+from disco.worker import task
+from disco.worker.task import MapOutputError, _Runs, pairs_of
 from shuffle import record
+from shuffle.partition import default_partition, partition_pairs, range_partition
 
 
-def test_word_pairs_come_out_in_key_order_with_every_pair_kept():
-    pairs = [("b", 1), ("a", 1), ("c", 1), ("a", 1), ("b", 1), ("a", 1)]
-    run = sorted_run(list(pairs))
-    assert run == sorted(pairs)
+class Sink:
+    def __init__(self):
+        self.runs: list[tuple[int, list]] = []
+        self.memo: list[bool] = []
+
+    def write(self, label, pairs):
+        self.runs.append((label, list(pairs)))
+
+    def runs_of(self, label):
+        return [pairs for lab, pairs in self.runs if lab == label]
+
+
+def run(batches, labels=1, partition=None, params=None):
+    sink = Sink()
+    runs = _Runs(sink.write, sink.memo.append)
+    for batch in batches:
+        runs.add(list(batch), labels, partition, params, "job:map:0")
+    runs.flush()
+    return sink
+
+
+def words(text):
+    return [("".join(list(w)), 1) for w in text.split()]  # fresh str objects, as split makes
+
+
+def test_word_pairs_come_out_as_one_sorted_run_with_every_pair_kept():
+    pairs = words("b a c a b a") * 3
+    sink = run([pairs])
+    assert sink.runs == [(0, sorted(pairs))]
+    assert sink.memo == []  # counting pays here: the writer keeps its memo
 
 
 def test_equal_pairs_become_one_object():
-    pairs = [("".join(["w", "x"]), 1) for _ in range(6)] + [("".join(["v"]), 2)]
-    assert len({id(p) for p in pairs}) == 7
-    run = sorted_run(pairs)
-    assert run == [("v", 2)] + [("wx", 1)] * 6
-    assert len({id(p) for p in run}) == 2
+    sink = run([words("wx wx wx wx v wx wx")])
+    (_, out), = sink.runs
+    assert out == [("v", 1)] + [("wx", 1)] * 6
+    assert len({id(p) for p in out}) == 2
+
+
+def test_batches_are_counted_into_one_run():
+    sink = run([words("a b a b"), words("b c b c")])
+    assert sink.runs == [(0, sorted(words("a b a b b c b c")))]
+
+
+def test_a_run_is_written_when_it_holds_run_distinct_pairs(monkeypatch):
+    monkeypatch.setattr(task, "RUN_DISTINCT", 3)
+    sink = run([words("a a b b"), words("c c d d"), words("e e")])
+    assert [len(p) for _, p in sink.runs] == [8, 2]  # 4 distinct pairs after the second batch
+    assert all(p == sorted(p) for _, p in sink.runs)
 
 
 def test_equal_values_of_other_types_are_not_merged():
     # 1, True and 1.0 are equal and hash alike; a reduce must still see each as it was
     pairs = [("k", 1), ("k", True), ("k", 1.0), ("k", 1), ("k", 1), ("k", 1)]
-    run = sorted_run(list(pairs))
-    assert sorted(map(repr, run)) == sorted(map(repr, pairs))
-    assert [type(v) for _, v in run].count(bool) == 1 and [type(v) for _, v in run].count(float) == 1
+    (_, out), = run([pairs]).runs
+    assert sorted(map(repr, out)) == sorted(map(repr, pairs))
 
 
-def test_distinct_pairs_are_sorted_by_key_only_keeping_their_order():
-    pairs = [(3, "c"), (1, "z"), (2, "b"), (1, "a")]
-    assert sorted_run(list(pairs)) == [(1, "z"), (1, "a"), (2, "b"), (3, "c")]
+def test_distinct_output_is_sorted_by_key_only_and_no_longer_counted(monkeypatch):
+    monkeypatch.setattr(task, "RUN_SAMPLE", 4)
+    pairs = [(3, "c"), (1, "z"), (2, "b"), (1, "a"), (0, "q")]
+    sink = Sink()
+    runs = _Runs(sink.write, sink.memo.append)
+    runs.add(list(pairs), 1, None, None, "t")
+    assert sink.memo == [False] and not runs.counting  # the first batch hardly repeats
+    runs.add([(5, "x"), (5, "x"), (4, "y")], 1, None, None, "t")
+    runs.flush()
+    assert sorted(p for _, run_ in sink.runs for p in run_) == sorted(pairs + [(5, "x"), (5, "x"), (4, "y")])
+    assert sink.runs[-1] == (0, [(4, "y"), (5, "x"), (5, "x")])
 
 
-def test_keys_that_do_not_compare_are_left_as_they_came():
-    pairs = [(1, "a"), ("x", "b"), (None, "c")]
-    assert sorted_run(list(pairs)) == pairs
-
-
-def test_unhashable_values_are_sorted_by_key_without_counting():
-    pairs = [("b", [1]), ("a", [2]), ("b", [1]), ("a", {"x": 1})]
-    assert sorted_run(list(pairs)) == [("a", [2]), ("a", {"x": 1}), ("b", [1]), ("b", [1])]
-
-
-def test_mixed_key_types_that_repeat_are_still_grouped():
+def test_keys_that_do_not_compare_are_grouped_unsorted():
     pairs = [("a", 1), (2, 1), ("a", 1), (2, 1), ("a", 1), (2, 1)]
-    run = sorted_run(list(pairs))
-    assert sorted(map(repr, run)) == sorted(map(repr, pairs))
-    assert run[:3] == [run[0]] * 3 and run[3:] == [run[3]] * 3
+    (_, out), = run([pairs]).runs
+    assert sorted(map(repr, out)) == sorted(map(repr, pairs))
+    assert out[:3] == [out[0]] * 3 and out[3:] == [out[3]] * 3
+
+
+def test_unhashable_values_are_checked_and_sorted_by_key():
+    pairs = [("b", [1]), ("a", [2]), ("b", [1]), ["a", {"x": 1}]]
+    (_, out), = run([pairs]).runs
+    assert out == [("a", [2]), ("a", {"x": 1}), ("b", [1]), ("b", [1])]
+
+
+@pytest.mark.parametrize("bad", [("a", 1, 2), "ab", b"ab", 7, ["a"]])
+def test_what_is_not_a_pair_fails_the_task_naming_it(bad):
+    with pytest.raises(MapOutputError, match="job:map:0: map must yield"):
+        run([[("a", 1), ("a", 1), bad, ("a", 1)]])
+
+
+@pytest.mark.parametrize("partition", [None, default_partition, range_partition(0, 128),
+                                       lambda key, n, params: len(key) % n])
+def test_partitions_get_what_the_partitioner_says(partition):
+    pairs = words("apple b apple cc b dddd apple cc b b") * 2
+    sink = run([pairs[:10], pairs[10:]], labels=3, partition=partition)
+    expect = partition_pairs(pairs, 3, partition or default_partition, None)
+    for label in range(3):
+        runs_ = sink.runs_of(label)
+        assert len(runs_) <= 1 and all(r == sorted(r) for r in runs_)
+        assert [p for r in runs_ for p in r] == sorted(expect[label])
 
 
 def test_memo_frames_keep_shared_pairs_shared_and_are_smaller():
@@ -73,8 +136,6 @@ def test_pairs_of_converts_lists_and_refuses_what_is_not_a_pair():
     ok = [("a", 1), ("b", 2)]
     assert pairs_of(ok, "t") is ok
     assert pairs_of([["a", 1], ("b", 2)], "t") == [("a", 1), ("b", 2)]
-    import pytest
-    from disco.worker.task import MapOutputError
     with pytest.raises(MapOutputError, match="task t: map must yield"):
         pairs_of([("a", 1), ("b", 2, 3)], "t")
     with pytest.raises(MapOutputError):
