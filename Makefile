@@ -37,6 +37,8 @@ bench: install
 	$(PY) bench/loop.py
 	$(PY) bench/speculation.py
 	$(PY) bench/sort.py
+	$(PY) bench/tasks.py
+	$(PY) bench/cluster.py --mb $(BENCH_MB)
 
 lint: install
 	$(PY) -m ruff check common disco mesh scheduler shuffle storage tests bench examples

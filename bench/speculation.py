@@ -56,7 +56,10 @@ def child_env(**extra) -> dict:
     return env
 
 
-def start_cluster(tmp: Path, n: int, env: dict) -> list:
+def start_cluster(tmp: Path, n: int, env: dict, slots: list[int] | None = None) -> list:
+    """``n`` daemons joined into one cluster (one task slot each, or ``slots[i]``), each in its
+    own process group; [(process, address)] once the master counts every node's slots."""
+    slots = slots or [1] * n
     nodes = []
     for i in range(n):
         data = tmp / f"n{i}"
@@ -65,7 +68,7 @@ def start_cluster(tmp: Path, n: int, env: dict) -> list:
         join = ("--join", nodes[0][1]) if nodes else ()
         proc = subprocess.Popen(
             [sys.executable, "-m", "disco.cli", "nodaemon", "--no-console", "--port", str(port),
-             "--data", str(data), "--workers", "1", *join], env=child_env(**env),
+             "--data", str(data), "--workers", str(slots[i]), *join], env=child_env(**env),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=open(data / "stderr.txt", "wb"), start_new_session=True)
         _procs.append(proc)
@@ -80,7 +83,7 @@ def start_cluster(tmp: Path, n: int, env: dict) -> list:
     while True:
         try:
             table = disco.node_table()
-            if len(table["nodes"]) == n and all(x["slots"] == 1 for x in table["nodes"]):
+            if len(table["nodes"]) == n and sorted(x["slots"] for x in table["nodes"]) == sorted(slots):
                 break
         except Exception:  # noqa: BLE001 - being elected
             pass
