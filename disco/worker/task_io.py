@@ -65,6 +65,7 @@ HTTP_ATTEMPTS = 3           # tries per http(s) URL, the first included
 HTTP_BACKOFF_S = 0.2        # wait before the second try; doubles before each later one
 HTTP_TIMEOUT_S = 30.0       # connect and read timeout of one try
 BUFFER_BYTES = 256 << 10    # read buffer put in front of streams that need one
+RANGE_BLOCK_BYTES = 1 << 20  # a ranged input's lines are read and decoded this much at a time
 RECORD_MAGIC_BYTES = 4      # how much default_map_reader sniffs
 NETSTR_LENGTH_DIGITS = 10   # old_netstr_reader: longest length field
 LINES = ("str", "bytes")    # what the line readers can yield
@@ -329,21 +330,46 @@ def line_range_reader(fd, start: int, end: int, url=None, *, lines=None,
     seekable = getattr(fd, "seekable", None)
     if seekable is not None and seekable():
         fd.seek(pos)
-    readline = _buffered(fd).readline
+    buffered = _buffered(fd)
+    readline, readlines = buffered.readline, buffered.readlines
     if start > 0:
         pos += len(readline())
     while pos < end:
-        raw = readline()
-        if not raw:
+        block = readlines(RANGE_BLOCK_BYTES)  # whole lines, about this many bytes
+        if not block:
             return
-        at, pos = pos, pos + len(raw)
-        if kind == "bytes":
-            yield raw
+        size = sum(map(len, block))
+        if pos + size - len(block[-1]) < end:  # every line of the block starts in the range
+            at, pos = pos, pos + size
+            if kind == "bytes":
+                yield from block
+                continue
+            try:
+                text = b"".join(block).decode("utf-8", errors)
+            except UnicodeDecodeError:
+                yield from _decoded(block, at, url, errors)  # raises, naming the offset
+                continue
+            yield from io.StringIO(text, newline="\n")  # split on "\n" only, ends kept
             continue
+        for raw in block:  # the range ends inside this block
+            if pos >= end:
+                return
+            at, pos = pos, pos + len(raw)
+            if kind == "bytes":
+                yield raw
+            else:
+                yield from _decoded((raw,), at, url, errors)
+
+
+def _decoded(raws, at: int, url, errors: str) -> Iterator[str]:
+    """Each line of ``raws`` (bytes lines starting at byte ``at``) as str; an undecodable one
+    raises the DecodeError naming its byte offset."""
+    for raw in raws:
         try:
             line = raw.decode("utf-8", errors)
         except UnicodeDecodeError as exc:
             raise decode_error(url, at + exc.start, exc) from None
+        at += len(raw)
         yield line
 
 

@@ -267,3 +267,35 @@ def test_plain_output_stream_is_read_back_by_chain_reader():
     out.add("k", "v v")
     assert isinstance(out, task_io.DiscoPlainOut)
     assert list(task_io.chain_reader(io.BytesIO(buf.getvalue()))) == [("k", "v v")]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["a", "bc", "\n", "é", "\r", "\x0b", "\u2028"]), max_size=60).map("".join),
+       st.lists(st.integers(min_value=0, max_value=200), max_size=6),
+       st.sampled_from(["str", "bytes"]), st.integers(min_value=1, max_value=12))
+def test_ranges_read_in_small_blocks_give_every_line_once_split_on_lf_only(text, cuts, kind, block):
+    import disco.worker.task_io as task_io_module
+    data = text.encode()
+    want = [piece + b"\n" for piece in data.split(b"\n")]  # lines end at "\n" only, kept
+    want[-1] = want[-1][:-1]
+    want = [line for line in want if line]
+    if kind == "str":
+        want = [line.decode() for line in want]
+    saved = task_io_module.RANGE_BLOCK_BYTES
+    task_io_module.RANGE_BLOCK_BYTES = block  # many blocks, ranges ending inside them
+    try:
+        got = []
+        for start, end in _ranges(len(data), cuts):
+            got.extend(line_range_reader(io.BytesIO(data), start, end, "u", lines=kind))
+    finally:
+        task_io_module.RANGE_BLOCK_BYTES = saved
+    assert got == want
+
+
+def test_an_undecodable_line_in_a_later_block_names_its_byte_offset(monkeypatch):
+    import disco.worker.task_io as task_io_module
+    monkeypatch.setattr(task_io_module, "RANGE_BLOCK_BYTES", 8)
+    data = b"aaaa\nbbbb\ncc\xffc\ndddd\n"
+    with pytest.raises(DecodeError, match=r"u: byte 12 is not valid UTF-8"):
+        list(line_range_reader(io.BytesIO(data), 0, len(data), "u"))
+    assert list(line_range_reader(io.BytesIO(data), 0, len(data), "u", errors="replace"))[2] == "cc\ufffdc\n"
