@@ -653,6 +653,12 @@ def _describe(fn) -> str:
 
 def result_iterator(results, notifier=None, reader=None, params=None, ddfs=None):
     """Yield the records of a job's results (URLs, or a list of alternative-URL lists)."""
+    for frame in _result_frames(results, notifier, reader, params, ddfs):
+        yield from frame  # the only layer that handles records one by one
+
+
+def _result_frames(results, notifier, reader, params, ddfs):
+    """The records of ``result_iterator`` as lists (record frames), one result after another."""
     from disco.worker import task_io
     from mesh.transfer import open_disco
     from disco import embedded
@@ -663,7 +669,7 @@ def result_iterator(results, notifier=None, reader=None, params=None, ddfs=None)
         data = embedded.data_dir_of(address)  # our own embedded node: read its disk directly
         return open_disco(url, address if data else None, data)
 
-    from disco.worker.replicas import iter_replicas
+    from disco.worker.replicas import iter_replica_frames
     task_io.register_scheme("disco", opener)
     task_io.register_scheme("dir", opener)
     reader = reader or task_io.chain_reader
@@ -673,29 +679,29 @@ def result_iterator(results, notifier=None, reader=None, params=None, ddfs=None)
         else:
             # a copy that is corrupt or whose node goes away mid-read: on to the next,
             # skipping the records already given
-            yield from iter_replicas(url, reader, params, notifier=notifier)
+            yield from iter_replica_frames(url, reader, params, notifier=notifier)
 
 
 REMAKE_WAIT_S = 600.0  # how long a reader waits for a lost result to be made again
 
 
 def _read_or_remake(url: str, reader, params, notifier, master):
-    """The records of one result; if its node is gone, the master makes it again from the
-    job's lineage and the records come from the new copy (those already given skipped)."""
-    from disco.worker.replicas import iter_replicas
+    """The record frames of one result; if its node is gone, the master makes it again from
+    the job's lineage and the frames come from the new copy (the records already given
+    skipped). Each frame is counted as given when the next one is asked for."""
+    from disco.worker.replicas import iter_replica_frames, skip_records
     given = 0
     try:
-        for record_ in iter_replicas(url, reader, params, notifier=notifier):
-            yield record_
-            given += 1
+        for frame in iter_replica_frames(url, reader, params, notifier=notifier):
+            count = len(frame)
+            yield frame
+            given += count
         return
     except (CommError, DataError, OSError) as exc:
         new = _remade(url, master)
         if new is None:
             raise exc from None
-    for i, record_ in enumerate(iter_replicas(new, reader, params, notifier=notifier)):
-        if i >= given:
-            yield record_
+    yield from skip_records(iter_replica_frames(new, reader, params, notifier=notifier), given)
 
 
 def _remade(url: str, master) -> str | None:
