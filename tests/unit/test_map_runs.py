@@ -140,3 +140,22 @@ def test_pairs_of_converts_lists_and_refuses_what_is_not_a_pair():
         pairs_of([("a", 1), ("b", 2, 3)], "t")
     with pytest.raises(MapOutputError):
         pairs_of([("a", 1), "ab"], "t")
+
+
+def test_sum_combining_a_dict_items_map_output_adds_up_as_the_loop_does():
+    from collections import Counter
+
+    from disco.worker.task import _map_summing
+    entries = [Counter({"a": 2, "b": 1}), {"b": True, 3: 1.5}, Counter({"a": 1, "c": 4})]
+    got = []
+    _map_summing(lambda e, p: e.items(), entries, None, got.append)
+    want: dict = {}
+    for e in entries:
+        for k, v in e.items():
+            want[k] = want.get(k, 0) + v
+    assert got == [list(want.items())] == [[("a", 3), ("b", 2), (3, 1.5), ("c", 4)]]
+    listed = []
+    _map_summing(lambda e, p: list(e.items()) + [("a", 1)], entries, None, listed.append)
+    assert dict(listed[0])["a"] == 6  # pairs that may repeat a key still go one by one
+    with pytest.raises(TypeError):
+        _map_summing(lambda e, p: {"x": "text"}.items(), [1], None, got.append)
