@@ -20,7 +20,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from itertools import chain, repeat
+from itertools import chain, islice, repeat
 from operator import add, itemgetter
 from pathlib import Path
 
@@ -513,16 +513,19 @@ def _sorter(ctx: JobContext, name: str):
 
 
 def _sorted_input(ctx: JobContext, task: dict):
+    """The reduce input sorted by key, as lists of pairs (spill files removed at the end)."""
     with _sorter(ctx, str(task["index"])) as sorter:
         for frame in _reduce_input(ctx, task):
             sorter.add_many(frame)
-        yield from sorter
+        pairs = sorter.sorted_pairs()
+        while chunk := list(islice(pairs, 1 << 16)):
+            yield chunk
 
 
 def run_reduce(ctx: JobContext, task: dict) -> list:
     fn, params = ctx.fn, ctx.fn.get("params")
     if ctx.fn.get("sort"):
-        pairs = _sorted_input(ctx, task)
+        pairs = chain.from_iterable(_sorted_input(ctx, task))
     else:
         pairs = chain.from_iterable(_reduce_input(ctx, task))
     if fn.get("reduce_init"):
@@ -543,15 +546,9 @@ def run_reduce(ctx: JobContext, task: dict) -> list:
 
 
 def _drain(pairs, emit) -> None:
-    batch = []
-    append = batch.append
-    for pair in pairs:
-        append(pair)
-        if len(batch) >= BATCH:
-            emit(batch)
-            batch = []
-            append = batch.append
-    if batch:
+    """``emit`` what ``pairs`` yields, a list of up to ``BATCH`` at a time."""
+    it = iter(pairs)
+    while batch := list(islice(it, BATCH)):
         emit(batch)
 
 
