@@ -76,6 +76,11 @@ class JobClosed:
     job: str
 
 
+# Job events kept in the job's record but not logged: one line per task is the running node's
+# ``task_done`` (mesh.executor), with its stats; these two more cost the master 2 lines a task.
+_UNLOGGED = frozenset({"task_started", "task_done"})
+
+
 @dataclass(frozen=True)
 class Fact:
     """Something the loop logs (``level`` info or warning); the simulator may assert on it."""
@@ -232,6 +237,8 @@ class JobTable:
         elif isinstance(action, core.JobEvent):
             self._event(self.jobs[action.job], action.type, action.msg, action.task,
                         action.stage, action.node)
+            if action.type in _UNLOGGED:
+                return  # a job event; the node that ran the task logs its one summary line
             self._fact(action.type, "warning" if action.type == "task_failed" else "info",
                        job=action.job, task=action.task, stage=action.stage, on=action.node,
                        msg=action.msg)

@@ -106,8 +106,9 @@ class Worker:
 
     def run(self, task: dict):
         self.events.task = task["id"]
-        log = self.log.bind(job=task["job"], task=task["id"], stage=task.get("stage"))
-        log.info("task_started", inputs=len(task.get("inputs", ())))
+        # one summary line per task (STYLE), said at its end: the node logs when it handed it out
+        log = self.log.bind(job=task["job"], task=task["id"], stage=task.get("stage"),
+                            inputs=len(task.get("inputs", ())))
         started = time.monotonic()
         real = sys.stdout, sys.stderr
         sys.stdout = sys.stderr = self.events
