@@ -47,7 +47,7 @@ from storage.volume import Volumes
 
 BATCH = 256
 TICK_S = 0.1
-COMMIT_WINDOW_S = 0.005  # finished tasks' journal entries share an fsync for this long
+COMMIT_WINDOW_S = 0.02  # finished tasks' journal entries share an fsync for this long
 
 
 class NodeDaemon:
