@@ -24,6 +24,7 @@ wall clock is ``now + wall_offset``.
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -450,13 +451,24 @@ class JobTable:
 
 
 def current_result(results: list, url: str):
-    """The result in ``results`` that is ``url`` or its remade copy (same path on another
-    node), or None."""
+    """The result in ``results`` that is ``url`` or its remade copy (the same file of the
+    job's directory, on another node, in any worker's directory), or None."""
     if url in results:
         return url
-    path = url.split("/", 3)[3:] if isinstance(url, str) and "://" in url else None
-    return next((r for r in results if isinstance(r, str) and "://" in r
-                 and r.split("/", 3)[3:] == path and path), None)
+    path = _output_path(url)
+    return next((r for r in results if path and _output_path(r) == path), None)
+
+
+_WORKER_DIR = re.compile(r"w\d+")
+
+
+def _output_path(url) -> tuple | None:
+    """A ``disco://`` URL's path without its node and without a worker's ``w<pid>``
+    directory: the same for every copy of one task output."""
+    if not isinstance(url, str) or "://" not in url:
+        return None
+    parts = url.split("/", 3)[3:]
+    return tuple(p for p in parts[0].split("/") if not _WORKER_DIR.fullmatch(p)) if parts else None
 
 
 def _node_of(url) -> str | None:

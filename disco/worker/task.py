@@ -63,6 +63,19 @@ class JobContext:
     def __post_init__(self):
         self.out_dir = self.data_dir / "vol0" / "jobs" / self.name
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._own_dir: tuple[int, Path] | None = None
+
+    def own_dir(self) -> Path:
+        """This worker process's directory of the job's outputs (``w<pid>/``, made once). Each
+        worker creates and renames its files in its own directory: in one shared directory,
+        workers queue on its lock for every output, and the file system allocates every new
+        file's inode from the same place."""
+        pid = os.getpid()
+        if self._own_dir is None or self._own_dir[0] != pid:
+            path = self.out_dir / f"w{pid}"
+            path.mkdir(exist_ok=True)
+            self._own_dir = (pid, path)
+        return self._own_dir[1]
 
     @classmethod
     def load(cls, data_dir: Path, job: str, node: str, address: str, digest: str = "",
@@ -135,7 +148,7 @@ class Output:
         self.memo = runs
 
     def final_path(self, label: int) -> Path:
-        return self.ctx.out_dir / f"{self.stem}-{label}.drec"
+        return self.ctx.own_dir() / f"{self.stem}-{label}.drec"
 
     def writer(self, label: int):
         entry = self.writers.get(label)

@@ -132,3 +132,13 @@ def test_the_journal_keeps_an_ended_jobs_finished_tasks_and_applies_remade():
     again = en.JournalState.from_snapshot(state.snapshot())
     assert again.jobs["J@1"].end.results == ("disco://n2:1/a",)
     assert en.from_wire(en.to_wire(en.Remade("J@1", ("x",)))) == en.Remade("J@1", ("x",))
+
+
+def test_a_remade_result_is_found_in_another_workers_directory_on_another_node():
+    old = "disco://n2:1/vol0/jobs/J@1/w41/reduce-0-0.drec"
+    results = ["disco://n1:1/vol0/jobs/J@1/w7/reduce-1-0.drec",
+               "disco://n1:1/vol0/jobs/J@1/w9/reduce-0-0.drec"]
+    assert jt.current_result(results, old) == results[1]
+    assert jt.current_result(results, "disco://n2:1/vol0/jobs/J@2/w41/reduce-0-0.drec") is None
+    assert jt.current_result(results, results[0]) == results[0]
+    assert jt.current_result(["raw://x"], "raw://y") is None
