@@ -34,7 +34,7 @@ class NodeConfig:
     wait_max_s: float = 60.0
     pack_timeout_s: float = 10.0
     compact_every: int = 2000
-    commit_window_s: float = 0.0  # group commit of finished tasks (the daemon uses 5 ms)
+    commit_window_s: float = 0.0  # group commit of finished tasks (the daemon uses 20 ms)
     pack_grace_s: float = 600.0
     wall_offset: float = 0.0
     mesh: mb.Config = field(default_factory=mb.Config)
