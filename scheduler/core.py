@@ -60,6 +60,7 @@ from functools import singledispatchmethod
 
 PENDING, RUNNING, DONE = "pending", "running", "done"
 SPECULATE_EVERY_S = 0.1  # how often the scheduler looks for stragglers at most
+SPECULATE_MIN_SAMPLES = 3  # finished tasks of a stage before its median counts
 ACTIVE, FINISHED, FAILED, KILLED = "active", "finished", "failed", "killed"
 
 # ---- events ---------------------------------------------------------------------------------
@@ -281,6 +282,7 @@ class Job:
     restored: dict = field(default_factory=dict)  # task id -> (node, outputs) of stages not made yet
     hold: bool = False
     durations: dict = field(default_factory=dict)  # stage no -> seconds of its finished tasks
+    node_took: dict = field(default_factory=dict)  # (stage no, node) -> seconds of those it ran
     running_ids: set = field(default_factory=set)  # ids of its running tasks
     stage_sizes: dict = field(default_factory=dict)  # stage no -> how many tasks it has
 
@@ -632,6 +634,8 @@ class Scheduler:
         is, the backup is. Either way one attempt is left, on ``node``."""
         job, task = self._running_task(task_id, node)
         if task is not None:
+            if not task.released:  # how long the node took, for _speculate's view of it
+                job.node_took.setdefault((task.stage_no, node), []).append(self._now - task.started)
             if task.backup:
                 self._fact(job, "task_backup_lost", f"{task.id} done first on {node}; its "
                            f"backup on {task.backup} is cancelled", task)
@@ -775,23 +779,32 @@ class Scheduler:
             self._speculate()
 
     def _speculate(self) -> None:
-        """Backup attempts for stragglers, on free slots no task is waiting for: a task of a
-        stage at least ``speculation_quantile`` done, running longer than
-        ``speculation_multiplier`` times the stage's median (at least ``speculation_min_s``),
-        on a node it is not on and has not failed on. The first attempt done wins."""
+        """Backup attempts for stragglers, on free slots no task is waiting for, on a node the
+        task is not on and has not failed on; the first attempt done wins. A straggler is a
+        task of a stage at least ``speculation_quantile`` done that has run longer than
+        ``speculation_multiplier`` times the stage's median (and ``speculation_min_s``), or a
+        task on a node known to be slow (its tasks of the stage took ``speculation_multiplier``
+        times the median or more) that by that node's pace has longer left than that: a
+        fresh attempt elsewhere is done sooner (LATE's rule). The one with the longest time
+        left goes first."""
         st = self.settings
         if self._now - self._speculated_at < SPECULATE_EVERY_S:
             return  # at the tail of a big stage this runs after every event: not that often
         self._speculated_at = self._now
         late_after = {}  # (job, stage no) -> seconds a task must run to be a straggler
+        medians = {}  # (job, stage no) -> the stage's median task seconds
         for job in self._active_jobs():
+            if job.hold:
+                continue
             for stage_no, took in job.durations.items():
-                if not job.hold and len(took) >= st.speculation_quantile * \
-                        job.stage_sizes[stage_no]:
-                    median = sorted(took)[len(took) // 2]
+                if len(took) < SPECULATE_MIN_SAMPLES:
+                    continue
+                median = sorted(took)[len(took) // 2]
+                medians[job.name, stage_no] = median
+                if len(took) >= st.speculation_quantile * job.stage_sizes[stage_no]:
                     late_after[job.name, stage_no] = max(st.speculation_min_s,
                                                          st.speculation_multiplier * median)
-        if not late_after:
+        if not medians:
             return
         while True:
             nodes = [n for n in self.nodes.values() if n.free() > 0]
@@ -800,14 +813,19 @@ class Scheduler:
             best = None
             for job in self._active_jobs():
                 for task in map(job.tasks.get, sorted(job.running_ids)):
+                    median = medians.get((job.name, task.stage_no))
+                    if median is None or task.backup or task.released:
+                        continue
+                    ran = self._now - task.started
+                    left = self._time_left(job, task, median, ran)
                     limit = late_after.get((job.name, task.stage_no))
-                    late = self._now - task.started
-                    if limit is None or task.backup or task.released or late < limit:
+                    if not (limit is not None and ran >= limit
+                            or left > max(st.speculation_min_s, st.speculation_multiplier * median)):
                         continue
                     where = [n for n in nodes if n.name != task.node
                              and n.name not in task.failed_on]
-                    if where and (best is None or late > best[0]):
-                        best = (late, job, task, where)
+                    if where and (best is None or (left, ran) > best[0]):
+                        best = ((left, ran), job, task, where)
             if best is None:
                 return
             _, job, task, where = best
@@ -817,6 +835,17 @@ class Scheduler:
             self._fact(job, "task_backup", f"{task.id} backup on {node.name} (running "
                        f"{self._now - task.started:.1f} s on {task.node})", task)
             self._out.append(AssignTask(node.name, task.spec()))
+
+    def _time_left(self, job: Job, task: Task, median: float, ran: float) -> float:
+        """How long ``task`` has left by its node's pace on its stage (the stage's median for
+        a node with no finished task of it, or one not known to be slow); 0 if overdue."""
+        took = job.node_took.get((task.stage_no, task.node))
+        pace = median
+        if took:
+            mine = sorted(took)[len(took) // 2]
+            if mine >= self.settings.speculation_multiplier * median:
+                pace = mine
+        return max(0.0, pace - ran) if pace > median else 0.0
 
     def _next_task(self) -> Task | None:
         """The next task of the job with the fewest running tasks that has one to run."""

@@ -149,3 +149,46 @@ def test_random_attempts_with_backups_keep_the_invariants_and_finish():
                 backed_up += len(backups(run(Tick(), now=now)))
         assert run.s.jobs["j"].state == "finished", seed
     assert backed_up > 10  # the runs did exercise backup attempts
+
+
+def _slow_node_run(settings=None):
+    """Three one-slot nodes, twelve maps of 1 s; c takes 4 s a task. At t = 4 every task is
+    out (c has its second), a and b finish theirs at t = 5: free slots, nothing waiting."""
+    run = Run(**(settings or {}))
+    for node in ("a:1", "b:1", "c:1"):
+        run(NodeSlots(node, 1), now=0.0)
+    where = dict((t, n) for n, t in assigned(
+        run(JobSubmitted("j", [f"raw://{i}" for i in range(12)]), now=0.0)))
+
+    def finish(task, now):
+        node = where.pop(task)
+        acts = run(TaskReported(task, node), now=now)
+        acts += run(TaskFinished(task, node, out(node, task)), now=now)
+        where.update((t, n) for n, t in assigned(acts) if n == node)
+        return acts
+
+    for now in (1.0, 2.0, 3.0, 4.0):
+        for task in sorted(t for t, n in where.items() if n != "c:1"):
+            finish(task, now)
+    [first_on_c] = [t for t, n in where.items() if n == "c:1"]
+    finish(first_on_c, 4.0)  # c took 4 s: slow, and now runs its second task
+    assert run.s.jobs["j"].by_state["pending"] == 0
+    [on_c] = [t for t, n in where.items() if n == "c:1"]
+    acts = []
+    for task in sorted(t for t, n in where.items() if n != "c:1"):
+        acts += finish(task, 5.0)
+    return run, on_c, acts
+
+
+def test_a_task_on_a_node_known_to_be_slow_gets_a_backup_as_soon_as_a_slot_is_idle():
+    run, on_c, acts = _slow_node_run()
+    # it has run 1 s, under 1.5 x the 1 s median, but at c's pace it has 3 s left
+    assert [e.task for e in backups(acts)] == [on_c]
+    assert run.s.jobs["j"].tasks[on_c].backup in ("a:1", "b:1")
+
+
+def test_without_the_slow_nodes_pace_the_task_waits_until_it_is_late():
+    run, on_c, acts = _slow_node_run({"speculation_multiplier": 5.0})  # c is "not slow"
+    assert backups(acts) == []
+    assert backups(run(Tick(), now=5.9)) == []  # 1.9 s < max(0.5, 5 x 1 s)
+    assert [e.task for e in backups(run(Tick(), now=9.5))] == [on_c]
