@@ -138,14 +138,12 @@ class InputLostError(DataError):
 class Output:
     """One record file per partition label, each written to a temporary name first.
 
-    With ``runs=True`` (a map's output bound for a reduce, no combiner) the output is written
-    as sorted runs instead of in the order the map made it (see ``add_unchecked``)."""
+    ``memo=True`` pickles its frames with the memo (``_Runs`` writes through it)."""
 
-    def __init__(self, ctx: JobContext, stem: str, runs: bool = False):
+    def __init__(self, ctx: JobContext, stem: str, memo: bool = False):
         self.ctx, self.stem = ctx, stem
         self.writers: dict[int, tuple] = {}
-        self.runs: _Runs | None = _Runs(self._write_run, self._memo) if runs else None
-        self.memo = runs
+        self.memo = memo
 
     def final_path(self, label: int) -> Path:
         return self.ctx.own_dir() / f"{self.stem}-{label}.drec"
@@ -171,21 +169,10 @@ class Output:
         return f
 
     def add_many(self, pairs: list, labels: int = 1, partition=None, params=None) -> None:
-        if labels == 1 and partition is None:
-            self.writer(0).add_many(pairs)
-            return
-        for label, part in enumerate(partition_pairs(pairs, labels, partition or default_partition, params)):
-            if part:
-                self.writer(label).add_many(part)
+        for label, part in _labelled(pairs, labels, partition, params):
+            self.writer(label).add_many(part)
 
-    def add_unchecked(self, batch: list, labels: int, partition, params, task_id: str) -> None:
-        """A map's raw output (not yet checked to be pairs) into sorted runs (``runs=True``)."""
-        self.runs.add(batch, labels, partition, params, task_id)
-
-    def _write_run(self, label: int, pairs) -> None:
-        self.writer(label).add_many(pairs)
-
-    def _memo(self, on: bool) -> None:
+    def set_memo(self, on: bool) -> None:
         """Pickle frames from now on with the memo (counted runs) or without (distinct pairs)."""
         self.memo = on
         for writer, *_ in self.writers.values():
@@ -193,8 +180,6 @@ class Output:
                 writer.memo = on
 
     def commit(self) -> list:
-        if self.runs is not None:
-            self.runs.flush()
         outputs = []
         for label, (writer, f, tmp, final) in sorted(self.writers.items()):
             if writer is not None:
@@ -212,96 +197,88 @@ class Output:
             tmp.unlink(missing_ok=True)
 
 
+def _labelled(pairs: list, labels: int, partition, params):
+    """``(label, part)`` for each partition label that gets some of ``pairs`` (label 0 gets
+    them all, even none, when there is nothing to partition)."""
+    if labels == 1 and partition is None:
+        return ((0, pairs),)
+    parts = partition_pairs(pairs, labels, partition or default_partition, params)
+    return ((label, part) for label, part in enumerate(parts) if part)
+
+
 class _Runs:
-    """A map's output for a reduce, written per label as runs sorted by key.
+    """A map's output for a reduce, written to ``out`` per label as runs sorted by key.
 
     Disco promises a reduce no order, and a reduce that sorts (``kvgroup(sorted(iter))``) merges
     a few sorted runs far faster than it sorts random pairs. Batches whose keys and values are
     all str, bytes, int or None (types whose equal values are the same value, so counting them
     loses nothing) are counted: a run holds each distinct pair once with its count, and is
-    written as that one object repeated, which the frame pickles once (``RecordWriter(memo=
-    True)``) and the reduce compares and groups by identity. The default and range
-    partitioners, which depend on the key alone, then run once per distinct pair. Output that
-    hardly repeats (more than half its pairs distinct, in a run's first ``RUN_SAMPLE`` pairs
-    or in a whole run) is not counted from then on. Any batch not counted is checked pair by
-    pair and buffered as it is, sorted by key when its run is written. Keys that do not compare
-    (mixed types) leave a run grouped but unsorted."""
+    written as that one object repeated, which the frame pickles once (``Output(memo=True)``)
+    and the reduce compares and groups by identity. With the default or range partitioner,
+    which depend on the key alone, pairs are partitioned once per distinct pair, when the run
+    is written. Output that hardly repeats (more than half its pairs distinct, in a run's first
+    ``RUN_SAMPLE`` pairs or in a whole run) is not counted from then on. Any batch not counted
+    is checked pair by pair and buffered as it is, sorted by key when its run is written. Keys
+    that do not compare (mixed types) leave a run grouped but unsorted."""
 
-    def __init__(self, write, memo):
-        self.write, self.memo = write, memo
+    def __init__(self, out: Output, labels: int, partition, params, task_id: str):
+        self.out, self.labels, self.partition = out, labels, partition
+        self.params, self.task_id = params, task_id
+        self.later = labels == 1 or partition in (None, default_partition) \
+            or type(partition) is RangePartition  # partition distinct pairs when written
         self.counting = True  # until the output shows it hardly repeats
-        self.counted = 0  # pairs in self.counts and self.by_label
-        self.counts: Counter = Counter()
-        self.by_label: dict[int, Counter] = {}
+        self.counted = 0  # pairs in self.counts
+        self.counts: dict = {}  # label (None: not partitioned yet) -> Counter of its pairs
         self.plain: dict[int, list] = {}
         self.plain_pairs = 0
-        self.shape = (1, None, None, "")  # labels, partition, params, task id
 
-    def add(self, batch: list, labels: int, partition, params, task_id: str) -> None:
-        self.shape = (labels, partition, params, task_id)
+    def add(self, batch: list) -> None:
+        """A batch of the map's output, not yet checked to be pairs."""
         if self.counting and set(map(type, batch)) == {tuple} \
                 and set(map(type, chain.from_iterable(batch))) <= _EXACT:
-            if labels == 1 or partition in (None, default_partition) or isinstance(partition, RangePartition):
-                self.counts.update(batch)
-            else:
-                for label, part in enumerate(partition_pairs(batch, labels, partition, params)):
-                    if part:
-                        self.by_label.setdefault(label, Counter()).update(part)
+            parts = ((None, batch),) if self.later else self._labelled(batch)
+            for label, part in parts:
+                self.counts.setdefault(label, Counter()).update(part)
             before, self.counted = self.counted, self.counted + len(batch)
             if before < RUN_SAMPLE <= self.counted and self._distinct() * 2 > self.counted:
                 self.flush()  # the run's first pairs hardly repeat: counting would cost, not pay
                 return
         else:
-            pairs = pairs_of(batch, task_id)
-            if labels == 1 and partition is None:
-                parts = ((0, pairs),)
-            else:
-                parts = enumerate(partition_pairs(pairs, labels, partition or default_partition, params))
-            for label, part in parts:
-                if part:
-                    self.plain.setdefault(label, []).extend(part)
+            pairs = pairs_of(batch, self.task_id)
+            for label, part in self._labelled(pairs):
+                self.plain.setdefault(label, []).extend(part)
             self.plain_pairs += len(pairs)
         if self._distinct() >= RUN_DISTINCT or self.plain_pairs >= RUN_PAIRS:
             self.flush()
 
+    def _labelled(self, pairs: list):
+        return _labelled(pairs, self.labels, self.partition, self.params)
+
     def _distinct(self) -> int:
-        return len(self.counts) + sum(map(len, self.by_label.values()))
+        return sum(map(len, self.counts.values()))
 
     def flush(self) -> None:
-        labels, partition, params, task_id = self.shape
+        """Write what is buffered, one run per label."""
         if self.counted and self._distinct() * 2 > self.counted:
             self.counting = False
-            self.memo(False)
-        self.counted = 0
-        if self.counts:
-            distinct = pairs_of(list(self.counts), task_id)  # shapes were not checked yet
-            if labels == 1 and partition is None:
-                parts = {0: distinct}
-            else:
-                parts = dict(enumerate(partition_pairs(distinct, labels, partition or default_partition,
-                                                       params)))
-            for label, part in parts.items():
-                if part:
-                    self._write_counted(label, part, self.counts)
-            self.counts = Counter()
-        for label, counts in sorted(self.by_label.items()):
-            if counts:
-                self._write_counted(label, pairs_of(list(counts), task_id), counts)
-        self.by_label = {}
+            self.out.set_memo(False)
+        for key, counts in sorted(self.counts.items(), key=lambda kv: -1 if kv[0] is None else kv[0]):
+            distinct = pairs_of(list(counts), self.task_id)  # shapes were not checked yet
+            for label, part in ((key, distinct),) if key is not None else self._labelled(distinct):
+                try:
+                    part.sort()
+                except TypeError:
+                    pass  # mixed key types: equal pairs still come out next to each other
+                self.out.writer(label).add_many(
+                    chain.from_iterable(map(repeat, part, map(counts.__getitem__, part))))
+        self.counts, self.counted = {}, 0
         for label, pairs in sorted(self.plain.items()):
             try:
                 pairs.sort(key=_first)
             except TypeError:
                 pass
-            self.write(label, pairs)
+            self.out.writer(label).add_many(pairs)
         self.plain, self.plain_pairs = {}, 0
-
-    def _write_counted(self, label: int, distinct: list, counts: Counter) -> None:
-        try:
-            distinct.sort()
-        except TypeError:
-            pass  # mixed key types: equal pairs still come out next to each other
-        self.write(label, chain.from_iterable(map(repeat, distinct, map(counts.__getitem__, distinct))))
 
 
 class Adder:
@@ -387,8 +364,8 @@ def run_map(ctx: JobContext, task: dict) -> list:
     fn, params = ctx.fn, ctx.fn.get("params")
     fd, size, url = task_io.open_input(task["inputs"][0])
     combiner = fn.get("combiner")
-    out = Output(ctx, f"map-{task['index']}",
-                 runs=combiner is None and bool(ctx.header.get("has_reduce")))
+    sorted_runs = combiner is None and bool(ctx.header.get("has_reduce"))
+    out = Output(ctx, f"map-{task['index']}", memo=sorted_runs)
     try:
         reader = fn.get("map_reader")
         if reader is None:
@@ -400,9 +377,10 @@ def run_map(ctx: JobContext, task: dict) -> list:
             fn["map_init"](entries, params)
         labels, partition = _partitioning(ctx)
         emit = lambda pairs: out.add_many(pairs, labels, partition, params)  # noqa: E731
-        if out.runs is not None:
-            emit = lambda batch: out.add_unchecked(batch, labels, partition, params, task["id"])  # noqa: E731
-            _map_plain(fn["map"], entries, params, emit, task["id"], check=False)
+        if sorted_runs:
+            runs = _Runs(out, labels, partition, params, task["id"])
+            _map_plain(fn["map"], entries, params, runs.add, task["id"], check=False)
+            runs.flush()
         elif combiner is None:
             _map_plain(fn["map"], entries, params, emit, task["id"])
         elif combiner is sum_combiner:

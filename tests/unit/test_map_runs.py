@@ -4,6 +4,7 @@ in the reduce; output that hardly repeats is sorted by key without counting."""
 from __future__ import annotations
 
 import io
+from types import SimpleNamespace
 
 import pytest
 
@@ -14,12 +15,18 @@ from shuffle.partition import default_partition, partition_pairs, range_partitio
 
 
 class Sink:
+    """Stands in for the task's ``Output``: what each label's writer was given, and memo
+    changes."""
+
     def __init__(self):
         self.runs: list[tuple[int, list]] = []
         self.memo: list[bool] = []
 
-    def write(self, label, pairs):
-        self.runs.append((label, list(pairs)))
+    def writer(self, label):
+        return SimpleNamespace(add_many=lambda pairs: self.runs.append((label, list(pairs))))
+
+    def set_memo(self, on):
+        self.memo.append(on)
 
     def runs_of(self, label):
         return [pairs for lab, pairs in self.runs if lab == label]
@@ -27,9 +34,9 @@ class Sink:
 
 def run(batches, labels=1, partition=None, params=None):
     sink = Sink()
-    runs = _Runs(sink.write, sink.memo.append)
+    runs = _Runs(sink, labels, partition, params, "job:map:0")
     for batch in batches:
-        runs.add(list(batch), labels, partition, params, "job:map:0")
+        runs.add(list(batch))
     runs.flush()
     return sink
 
@@ -75,10 +82,10 @@ def test_distinct_output_is_sorted_by_key_only_and_no_longer_counted(monkeypatch
     monkeypatch.setattr(task, "RUN_SAMPLE", 4)
     pairs = [(3, "c"), (1, "z"), (2, "b"), (1, "a"), (0, "q")]
     sink = Sink()
-    runs = _Runs(sink.write, sink.memo.append)
-    runs.add(list(pairs), 1, None, None, "t")
+    runs = _Runs(sink, 1, None, None, "t")
+    runs.add(list(pairs))
     assert sink.memo == [False] and not runs.counting  # the first batch hardly repeats
-    runs.add([(5, "x"), (5, "x"), (4, "y")], 1, None, None, "t")
+    runs.add([(5, "x"), (5, "x"), (4, "y")])
     runs.flush()
     assert sorted(p for _, run_ in sink.runs for p in run_) == sorted(pairs + [(5, "x"), (5, "x"), (4, "y")])
     assert sink.runs[-1] == (0, [(4, "y"), (5, "x"), (5, "x")])
