@@ -338,39 +338,32 @@ def line_range_reader(fd, start: int, end: int, url=None, *, lines=None,
         block = readlines(RANGE_BLOCK_BYTES)  # whole lines, about this many bytes
         if not block:
             return
-        size = sum(map(len, block))
+        at, size = pos, sum(map(len, block))
         if pos + size - len(block[-1]) < end:  # every line of the block starts in the range
-            at, pos = pos, pos + size
-            if kind == "bytes":
-                yield from block
-                continue
+            pos += size
+        else:  # the range ends in this block: its lines up to the one that starts before end
+            kept = 0
+            while pos < end:
+                pos += len(block[kept])
+                kept += 1
+            block = block[:kept]
+        yield from block if kind == "bytes" else _decoded(block, at, url, errors)
+
+
+def _decoded(block: list, at: int, url, errors: str) -> Iterator[str]:
+    """The bytes lines of ``block`` (starting at byte ``at``) as str, decoded together and
+    split on "\n" only; an undecodable line raises the DecodeError naming its byte offset."""
+    try:
+        text = b"".join(block).decode("utf-8", errors)
+    except UnicodeDecodeError:
+        for raw in block:  # find the line, for the offset
             try:
-                text = b"".join(block).decode("utf-8", errors)
-            except UnicodeDecodeError:
-                yield from _decoded(block, at, url, errors)  # raises, naming the offset
-                continue
-            yield from io.StringIO(text, newline="\n")  # split on "\n" only, ends kept
-            continue
-        for raw in block:  # the range ends inside this block
-            if pos >= end:
-                return
-            at, pos = pos, pos + len(raw)
-            if kind == "bytes":
-                yield raw
-            else:
-                yield from _decoded((raw,), at, url, errors)
-
-
-def _decoded(raws, at: int, url, errors: str) -> Iterator[str]:
-    """Each line of ``raws`` (bytes lines starting at byte ``at``) as str; an undecodable one
-    raises the DecodeError naming its byte offset."""
-    for raw in raws:
-        try:
-            line = raw.decode("utf-8", errors)
-        except UnicodeDecodeError as exc:
-            raise decode_error(url, at + exc.start, exc) from None
-        at += len(raw)
-        yield line
+                raw.decode("utf-8", errors)
+            except UnicodeDecodeError as exc:
+                raise decode_error(url, at + exc.start, exc) from None
+            at += len(raw)
+        raise
+    yield from io.StringIO(text, newline="\n")
 
 
 def chain_reader(fd, size=None, url=None, params=None) -> Iterator[tuple]:
