@@ -817,7 +817,8 @@ class Scheduler:
                     if median is None or task.backup or task.released:
                         continue
                     ran = self._now - task.started
-                    left = self._time_left(job, task, median, ran)
+                    pace = self._slow_pace(job, task, median)
+                    left = max(0.0, pace - ran) if pace else 0.0  # by a slow node's pace
                     limit = late_after.get((job.name, task.stage_no))
                     if not (limit is not None and ran >= limit
                             or left > max(st.speculation_min_s, st.speculation_multiplier * median)):
@@ -836,16 +837,15 @@ class Scheduler:
                        f"{self._now - task.started:.1f} s on {task.node})", task)
             self._out.append(AssignTask(node.name, task.spec()))
 
-    def _time_left(self, job: Job, task: Task, median: float, ran: float) -> float:
-        """How long ``task`` has left by its node's pace on its stage (the stage's median for
-        a node with no finished task of it, or one not known to be slow); 0 if overdue."""
+    def _slow_pace(self, job: Job, task: Task, median: float) -> float | None:
+        """The median seconds of the tasks of ``task``'s stage its node finished, if that is
+        ``speculation_multiplier`` times the stage's ``median`` or more (a slow node); else
+        None."""
         took = job.node_took.get((task.stage_no, task.node))
-        pace = median
-        if took:
-            mine = sorted(took)[len(took) // 2]
-            if mine >= self.settings.speculation_multiplier * median:
-                pace = mine
-        return max(0.0, pace - ran) if pace > median else 0.0
+        if not took:
+            return None
+        mine = sorted(took)[len(took) // 2]
+        return mine if mine >= self.settings.speculation_multiplier * median else None
 
     def _next_task(self) -> Task | None:
         """The next task of the job with the fewest running tasks that has one to run."""
