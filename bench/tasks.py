@@ -63,7 +63,11 @@ def one_job(master: str, pid: int, n: int) -> tuple[float, int, int]:
         sys.exit(f"FAIL: {n} tasks gave {len(results)} results")
     held = rss(pid)
     job.purge()
-    time.sleep(0.5)  # the purge's journal entry commits and the job leaves the master's tables
+    deadline = time.monotonic() + 30
+    while any(j["job"] == job.name for j in job.disco.jobs()):  # until the purge has committed
+        if time.monotonic() > deadline:
+            sys.exit(f"FAIL: {job.name} was still listed 30 s after its purge")
+        time.sleep(0.05)
     after = rss(pid)
     print(f"({n} tasks) {n / wall:.0f} tasks/s, wall {wall:.2f} s; master RSS "
           f"{before / 2**20:.1f} -> {held / 2**20:.1f} MiB while held "
