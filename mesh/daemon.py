@@ -150,7 +150,8 @@ class NodeDaemon:
             commit_window_s=COMMIT_WINDOW_S)
         self.node = Node(cfg, self.journal.load(), random.Random())
         self.janitor = Janitor(roots=list(self.volumes.volumes) + [
-            self.s.data_dir / d for d in ("jobs", "jobpacks")], node_name=self.s.name)
+            self.s.data_dir / d for d in ("jobs", "jobpacks")], node_name=self.s.name,
+            spare_roots=[self.s.data_dir / "vol0"])  # where workers write their outputs
         self.janitor.start()
         if self._stale_partials:
             self.log.info("partial_blobs_removed", count=self._stale_partials)

@@ -36,8 +36,9 @@ and a symlink out of the data dir is refused after resolving it):
 - ``vol*/...``: blobs, map outputs and results;
 - ``jobpacks/<hex>``: the content-addressed job-pack store (16 to 128 lowercase hex digits).
 
-No component may start with ``.trash-`` or ``.partial-``: what the janitor is deleting, and a
-blob still being written, are not in view.
+No component may start with ``.trash-``, ``.partial-`` or be ``.spare``: what the janitor is
+deleting, a blob still being written, and spare files kept for workers to write into are not in
+view.
 
 A chunk is read with one ``os.pread``, which releases the GIL while the disk works, so the
 daemon's loop thread keeps running. The counters ``served_requests``, ``served_bytes`` and
@@ -63,6 +64,7 @@ from common.error import DataNotFound, DiscoError, RemoteProtocolError, code_of,
 from mesh import log as mesh_log
 from mesh import message as m
 from mesh.janitor import TRASH_PREFIX
+from mesh.spare import SPARE_DIR
 from mesh.transfer import ABANDON
 from storage.volume import PARTIAL_PREFIX, DiskFull
 from mesh.transport import bind_router
@@ -353,8 +355,8 @@ _HANDLERS = {m.Fetch: DataServer._fetch, m.PutStart: DataServer._put_start,
 
 def servable(parts: tuple[str, ...]) -> bool:
     """True when the relative path ``parts`` names something the data port serves."""
-    if not parts or any(p in ("", ".", "..") or p.startswith((TRASH_PREFIX, PARTIAL_PREFIX))
-                        for p in parts):
+    hidden = (TRASH_PREFIX, PARTIAL_PREFIX, SPARE_DIR)
+    if not parts or any(p in ("", ".", "..") or p.startswith(hidden) for p in parts):
         return False
     if parts[0].startswith("vol") and len(parts) >= 2:
         return True

@@ -25,6 +25,10 @@ empty, then abandons what is left (it stays on disk as trash, deleted by the nex
 ends the thread after the entry it is deleting (a thread still deleting when the time is up
 is left to finish that entry; it is a daemon thread and never holds up the process's exit).
 
+Under a volume given as one of ``spare_roots``, the small files of a directory being deleted
+are kept as spare files for workers to write into instead (``mesh.spare``): making a file is
+the dearest part of a short task on some file systems.
+
 ``pending()`` is the number of entries queued or being deleted; ``removed`` counts entries
 deleted. Both are safe to read from any thread.
 """
@@ -39,6 +43,7 @@ import uuid
 from pathlib import Path
 
 from mesh import log as mesh_log
+from mesh import spare
 
 TRASH_PREFIX = ".trash-"
 NICE = 10  # the janitor's thread yields the CPU to the daemon's loop
@@ -47,9 +52,10 @@ NICE = 10  # the janitor's thread yields the CPU to the daemon's loop
 class Janitor:
     """A background thread deleting what it is handed; see the module docstring."""
 
-    def __init__(self, roots=(), node_name: str = ""):
+    def __init__(self, roots=(), node_name: str = "", spare_roots=()):
         self.roots = sorted(map(_clean, roots), key=lambda p: len(p.parts),
                             reverse=True)  # deepest first
+        self.spare_roots = {_clean(r) for r in spare_roots}
         self.log = mesh_log.get(node=node_name) if node_name else mesh_log.get()
         self.removed = 0
         self._queue: collections.deque[Path] = collections.deque()
@@ -70,6 +76,11 @@ class Janitor:
             self._queue.extendleft(reversed(leftovers))
         if leftovers:
             self.log.info("trash_found", entries=len(leftovers))
+        for root in self.spare_roots:
+            try:
+                spare.spare_dir(root).mkdir(exist_ok=True)
+            except OSError as exc:  # files are then deleted, not kept
+                self.log.warning("spare_dir_not_made", root=str(root), error=str(exc))
         self._thread = threading.Thread(target=self._run, name="janitor", daemon=True)
         self._thread.start()
 
@@ -140,7 +151,7 @@ class Janitor:
                 path = self._queue.popleft()
                 self._busy = 1
             try:
-                _delete(path)
+                _delete(path, self.spare_roots)
             except Exception:  # never let one entry end the thread
                 self.log.exception("trash_delete_failed", path=str(path))
             with self._cond:
@@ -153,9 +164,11 @@ def _clean(path) -> Path:
     return Path(os.path.normpath(Path(path).absolute()))
 
 
-def _delete(path: Path) -> None:
+def _delete(path: Path, spare_roots=()) -> None:
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
+        if path.parent in spare_roots:
+            spare.recycle_tree(path, spare.spare_dir(path.parent))
+        shutil.rmtree(path, ignore_errors=True)  # what recycling left (a symlink, say)
     else:
         try:
             path.unlink()

@@ -32,7 +32,7 @@ from mesh.datadir import digest_of, write_atomic
 from shuffle import record
 from shuffle.partition import RangePartition, default_partition, partition_pairs
 from shuffle.sort import ExternalSorter
-from mesh import transfer
+from mesh import spare, transfer
 from mesh.transfer import open_disco
 
 BATCH = 1 << 11  # pairs per hand-over from a map: small enough to stay in the CPU cache
@@ -64,6 +64,13 @@ class JobContext:
         self.out_dir = self.data_dir / "vol0" / "jobs" / self.name
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._own_dir: tuple[int, Path] | None = None
+        self._spares: tuple[int, spare.Spares] | None = None
+
+    def spares(self) -> spare.Spares:
+        """This worker process's taker of the node's spare files (``mesh.spare``)."""
+        if self._spares is None or self._spares[0] != os.getpid():
+            self._spares = (os.getpid(), spare.Spares(spare.spare_dir(self.data_dir / "vol0")))
+        return self._spares[1]
 
     def own_dir(self) -> Path:
         """This worker process's directory of the job's outputs (``w<pid>/``, made once). Each
@@ -153,7 +160,7 @@ class Output:
         if entry is None:
             final = self.final_path(label)
             tmp = final.with_name(final.name + f".tmp{os.getpid()}")
-            f = open(tmp, "wb")
+            f = self.ctx.spares().create(tmp)
             writer = record.RecordWriter(f, memo=self.memo)
             entry = self.writers[label] = (writer, f, tmp, final)
         return entry[0]
@@ -164,7 +171,7 @@ class Output:
             raise DiscoError(f"output {label} is open already")
         final = self.final_path(label)
         tmp = final.with_name(final.name + f".tmp{os.getpid()}")
-        f = open(tmp, "wb")
+        f = open(tmp, "wb")  # not a spare one: the user's chain may close it before commit
         self.writers[label] = (None, f, tmp, final)
         return f
 
@@ -184,6 +191,7 @@ class Output:
         for label, (writer, f, tmp, final) in sorted(self.writers.items()):
             if writer is not None:
                 writer.close()
+                f.truncate()  # a spare file's old bytes end here
             f.close()
             os.replace(tmp, final)
             outputs.append({"label": label, "url": self.ctx.url(final),
