@@ -386,9 +386,10 @@ class JobTable:
 
     def running_tasks(self) -> list[tuple[str, str]]:
         """(task id, node) of every running task of every active job that its node has not
-        reported done (those a node no longer lists are lost)."""
+        reported done (those a node no longer lists are lost). A job's running tasks by id,
+        from its index of them: every tick asks, and a job may have 100,000 tasks."""
         return [(t.id, t.node) for j in self.scheduler.jobs.values() if j.state == core.ACTIVE
-                for t in j.tasks.values() if t.state == core.RUNNING and not t.released]
+                for t in map(j.tasks.get, sorted(j.running_ids)) if not t.released]
 
     def unreleased(self) -> int:
         """How many tasks still run on their nodes (more reports to come)."""

@@ -142,3 +142,19 @@ def test_a_remade_result_is_found_in_another_workers_directory_on_another_node()
     assert jt.current_result(results, "disco://n2:1/vol0/jobs/J@2/w41/reduce-0-0.drec") is None
     assert jt.current_result(results, results[0]) == results[0]
     assert jt.current_result(["raw://x"], "raw://y") is None
+
+
+def test_running_tasks_lists_what_runs_and_is_not_yet_reported_done():
+    cluster = Cluster(["n1:1", "n2:1"])
+    header = {"inputs": [f"raw://{i}" for i in range(6)], "has_map": True, "has_reduce": False,
+              "partitions": 1}
+    cluster.commit(en.Submit("J@1", header, "d" * 64, 0.0))
+    running = sorted((task["id"], node) for node, task in cluster.assigned)
+    assert len(running) == 4 and cluster.table.running_tasks() == running  # 2 slots a node
+    node, task = cluster.assigned.pop(0)
+    cluster.step(core.TaskReported(task["id"], node))  # done, not yet committed: its slot is free
+    running.remove((task["id"], node))
+    assert sorted(cluster.table.running_tasks()) == sorted(
+        running + [(t["id"], n) for n, t in cluster.assigned if (t["id"], n) not in running])
+    cluster.commit(en.Done(task["id"], node, ()))
+    assert (task["id"], node) not in cluster.table.running_tasks()
