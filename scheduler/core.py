@@ -791,6 +791,8 @@ class Scheduler:
         if self._now - self._speculated_at < SPECULATE_EVERY_S:
             return  # at the tail of a big stage this runs after every event: not that often
         self._speculated_at = self._now
+        if not any(n.free() > 0 for n in self.nodes.values()):
+            return  # nowhere to run a backup: skip sorting every stage's durations
         late_after = {}  # (job, stage no) -> seconds a task must run to be a straggler
         medians = {}  # (job, stage no) -> the stage's median task seconds
         for job in self._active_jobs():
@@ -806,6 +808,7 @@ class Scheduler:
                                                          st.speculation_multiplier * median)
         if not medians:
             return
+        paces = {}  # (job, stage no, node) -> _slow_pace, once a pass (it sorts the node's)
         while True:
             nodes = [n for n in self.nodes.values() if n.free() > 0]
             if not nodes:
@@ -817,7 +820,10 @@ class Scheduler:
                     if median is None or task.backup or task.released:
                         continue
                     ran = self._now - task.started
-                    pace = self._slow_pace(job, task, median)
+                    pace = paces.get((job.name, task.stage_no, task.node), False)
+                    if pace is False:
+                        pace = paces[job.name, task.stage_no, task.node] = \
+                            self._slow_pace(job, task, median)
                     left = max(0.0, pace - ran) if pace else 0.0  # by a slow node's pace
                     limit = late_after.get((job.name, task.stage_no))
                     if not (limit is not None and ran >= limit
