@@ -19,10 +19,16 @@ most ``SPARE_MAX_BYTES`` long.
   before the file gets its final name, so no byte of the old content is ever read: the
   temporary and spare names are never served (the data port refuses ``.spare`` paths).
 
+A spare file is named after the second it was kept (``<unix second>-<pid>-...``) and is not
+taken until ``QUARANTINE_S`` later. A reader that opened a purged job's file before the purge
+(a ``result_iterator`` racing a ``purge``) keeps reading what it opened, as it would from a
+deleted file: files this small are read whole by the first read, long before a worker writes
+over them.
+
 Two workers may go for the same spare file: ``rename`` gives it to one; the other gets
 ``FileNotFoundError`` and tries the next name: each worker takes its list in its own order, and
 a miss costs a failed rename (15 µs here). A worker lists the spare directory again only
-when its list is used up, and when a listing found nothing it makes new files for
+when its list is used up, and when a listing found none old enough it makes new files for
 ``RELIST_S`` seconds before it looks again.
 """
 from __future__ import annotations
@@ -37,6 +43,7 @@ SPARE_DIR = ".spare"
 SPARE_FILES = 10_000  # per volume; at most SPARE_FILES * SPARE_MAX_BYTES on disk (40 MiB)
 SPARE_MAX_BYTES = 4096  # one block: a spare file keeps its block, so writing one reuses it
 RELIST_S = 1.0
+QUARANTINE_S = 5.0  # a kept file is taken no sooner than this after it was kept
 _names = itertools.count()
 
 
@@ -50,7 +57,7 @@ def recycle_tree(tree: Path, spares: Path, room: int | None = None) -> int:
     if room is None:
         room = SPARE_FILES - _count(spares)
     moved = 0
-    stem = f"{os.getpid()}-{time.monotonic_ns()}-"
+    stem = f"{int(time.time())}-{os.getpid()}-{time.monotonic_ns()}-"
     for folder, dirs, files in os.walk(tree, topdown=False):
         for name in files:
             path = os.path.join(folder, name)
@@ -103,14 +110,22 @@ class Spares:
             if now < self._empty_until:
                 return None
             try:
-                self._names = os.listdir(self.dir)
+                names = os.listdir(self.dir)
             except OSError:
-                self._names = []
+                names = []
+            kept_by = time.time() - QUARANTINE_S
+            self._names = [name for name in names if _kept_at(name) <= kept_by]
             if not self._names:
                 self._empty_until = now + RELIST_S
                 return None
             random.Random(os.getpid()).shuffle(self._names)  # workers listing alike go apart
         return self._names.pop()
+
+
+def _kept_at(name: str) -> float:
+    """The second a spare file was kept, from its name (never, for a name not ours)."""
+    head = name.split("-", 1)[0]
+    return int(head) if head.isdigit() else float("inf")
 
 
 def _small_file(path: str) -> bool:
@@ -140,5 +155,5 @@ def _rmdir_quietly(path) -> None:
         pass
 
 
-__all__ = ["RELIST_S", "SPARE_DIR", "SPARE_FILES", "SPARE_MAX_BYTES", "Spares", "recycle_tree",
+__all__ = ["QUARANTINE_S", "RELIST_S", "SPARE_DIR", "SPARE_FILES", "SPARE_MAX_BYTES", "Spares", "recycle_tree",
            "spare_dir"]

@@ -51,33 +51,49 @@ def test_without_a_spare_dir_everything_is_deleted(tmp_path):
 
 def test_create_takes_a_spare_file_then_makes_new_ones(tmp_path):
     spares = tmp_path / ".spare"
-    files(spares, {"x": 100})
-    inode = (spares / "x").stat().st_ino
+    files(spares, {"0-x": 100})
+    inode = (spares / "0-x").stat().st_ino
     taker = spare.Spares(spares)
     with taker.create(tmp_path / "one") as f:
         assert f.tell() == 0 and f.writable()
     assert (tmp_path / "one").stat().st_ino == inode and taker.taken == 1
     with taker.create(tmp_path / "two"):  # none left: a new file, and no listing for RELIST_S
         pass
-    files(spares, {"y": 1})
+    files(spares, {"0-y": 1})
     with taker.create(tmp_path / "three"):
         pass
-    assert taker.taken == 1 and (spares / "y").exists()
+    assert taker.taken == 1 and (spares / "0-y").exists()
     assert (tmp_path / "two").stat().st_size == (tmp_path / "three").stat().st_size == 0
     taker._empty_until = 0.0  # RELIST_S later
     with taker.create(tmp_path / "four"):
         pass
-    assert taker.taken == 2 and not (spares / "y").exists()
+    assert taker.taken == 2 and not (spares / "0-y").exists()
+
+
+def test_a_file_kept_just_now_and_a_name_not_ours_are_not_taken(tmp_path, monkeypatch):
+    spares = tmp_path / ".spare"
+    spares.mkdir()
+    files(tmp_path / "job", {"a": 1})
+    files(spares, {"stray": 1})
+    assert spare.recycle_tree(tmp_path / "job", spares) == 1
+    with spare.Spares(spares).create(tmp_path / "new") as f:  # within QUARANTINE_S
+        pass
+    assert len(os.listdir(spares)) == 2
+    monkeypatch.setattr(spare, "QUARANTINE_S", -1.0)  # as if QUARANTINE_S had passed
+    taker = spare.Spares(spares)
+    with taker.create(tmp_path / "later"):
+        pass
+    assert taker.taken == 1 and os.listdir(spares) == ["stray"]
 
 
 def test_a_spare_taken_by_another_worker_is_skipped(tmp_path):
     spares = tmp_path / ".spare"
-    files(spares, {"x": 1, "y": 1})
+    files(spares, {"0-x": 1, "0-y": 1})
     taker = spare.Spares(spares)
     taker._next()  # listed both, gave one
     for name in os.listdir(spares):  # another worker takes what is left
         os.rename(spares / name, tmp_path / f"theirs-{name}")
-    taker._names.append("x")
+    taker._names.append("0-x")
     with taker.create(tmp_path / "mine"):
         pass
     assert taker.taken == 0 and (tmp_path / "mine").exists()
@@ -86,8 +102,8 @@ def test_a_spare_taken_by_another_worker_is_skipped(tmp_path):
 def test_an_output_written_into_a_spare_file_holds_only_its_own_records(tmp_path):
     ctx = task_mod.JobContext("J@1", {"partitions": 1}, {}, "n1", "127.0.0.1:1", tmp_path)
     spares = spare.spare_dir(tmp_path / "vol0")
-    files(spares, {"old": spare.SPARE_MAX_BYTES})
-    (spares / "old").write_bytes(os.urandom(spare.SPARE_MAX_BYTES))
+    files(spares, {"0-old": spare.SPARE_MAX_BYTES})
+    (spares / "0-old").write_bytes(os.urandom(spare.SPARE_MAX_BYTES))
     out = task_mod.Output(ctx, "map-0")
     out.add_many([("k", 1)])
     [done] = out.commit()
