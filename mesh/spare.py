@@ -34,6 +34,7 @@ when its list is used up, and when a listing found none old enough it makes new 
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import random
 import time
@@ -57,7 +58,8 @@ def recycle_tree(tree: Path, spares: Path, room: int | None = None) -> int:
     if room is None:
         room = SPARE_FILES - _count(spares)
     moved = 0
-    stem = f"{int(time.time())}-{os.getpid()}-{time.monotonic_ns()}-"
+    # stamped by the second rounded up: a file is never stamped earlier than it was kept
+    stem = f"{math.ceil(time.time())}-{os.getpid()}-{time.monotonic_ns()}-"
     for folder, dirs, files in os.walk(tree, topdown=False):
         for name in files:
             path = os.path.join(folder, name)
