@@ -45,17 +45,27 @@ class Embedded:
     def __init__(self, slots: int):
         self.slots = slots
         self.data = tempfile.mkdtemp(prefix="disco-local-")
-        self.port = free_port_pair()
-        self.address = f"127.0.0.1:{self.port}"
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p))
         env.pop("DISCO_MASTER", None)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "disco.cli", "nodaemon", "--no-console", "--port", str(self.port),
-             "--data", self.data, "--workers", str(slots), "--host", "127.0.0.1"],
-            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=open(Path(self.data) / "embedded.err", "wb"))
-        self._wait_ready()
+        for attempt in range(5):
+            self.port = free_port_pair()
+            self.address = f"127.0.0.1:{self.port}"
+            with open(Path(self.data) / "embedded.err", "wb") as err:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "disco.cli", "nodaemon", "--no-console", "--port",
+                     str(self.port), "--data", self.data, "--workers", str(slots),
+                     "--host", "127.0.0.1"],
+                    env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+            try:
+                self._wait_ready()
+                return
+            except CommError as exc:
+                # a port found free was taken before the node bound it (by another process's
+                # outgoing connection, whose port comes from the same range): another pair
+                if "Address already in use" not in str(exc) or attempt == 4:
+                    shutil.rmtree(self.data, ignore_errors=True)
+                    raise
 
     def _wait_ready(self, timeout_s: float = 30.0) -> None:
         from disco.client import answers

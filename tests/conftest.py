@@ -117,6 +117,28 @@ def spawn_node(data: Path, workers: int = 2, args: tuple = (), **env) -> "Runnin
     return RunningNode(proc, port, data)
 
 
+def start_node(data: Path, workers: int = 2, args: tuple = (), started=None,
+               **env) -> "RunningNode":
+    """``spawn_node`` and ``wait_up``, on another free port pair if one of the ports was taken
+    between finding it free and the daemon binding it (by another test's outgoing connection,
+    which takes its ephemeral port from the same range). ``started`` (a list) gets each process
+    spawned, so the caller stops it whatever happens."""
+    for attempt in range(5):
+        node = spawn_node(data, workers, args, **env)
+        if started is not None:
+            started.append(node)
+        try:
+            node.wait_up()
+            return node
+        except RuntimeError as exc:
+            if "Address already in use" not in str(exc) or attempt == 4:
+                raise
+            stop_group(node.proc)
+            if started is not None:
+                started.remove(node)
+    raise AssertionError("unreachable")
+
+
 @contextlib.contextmanager
 def joined_nodes(tmp_path_factory, n: int, workers: int = 1, name: str = "node"):
     """``n`` node daemons, the first the seed the others join, once every one sees all of them
@@ -126,8 +148,7 @@ def joined_nodes(tmp_path_factory, n: int, workers: int = 1, name: str = "node")
     try:
         for i in range(n):
             args = ("--join", nodes[0].address) if nodes else ()
-            nodes.append(spawn_node(tmp_path_factory.mktemp(f"{name}{i}"), workers, args))
-            nodes[-1].wait_up()
+            start_node(tmp_path_factory.mktemp(f"{name}{i}"), workers, args, started=nodes)
         addresses = {x.address for x in nodes}
         for node in nodes:
             wait_for(lambda node=node: {x["address"] for x in status_of(node)["members"]
@@ -150,10 +171,7 @@ def node_factory(tmp_path_factory):
     started: list[RunningNode] = []
 
     def start(workers: int = 2, args: tuple = (), **env) -> RunningNode:
-        node = spawn_node(tmp_path_factory.mktemp("node"), workers, args, **env)
-        started.append(node)
-        node.wait_up()
-        return node
+        return start_node(tmp_path_factory.mktemp("node"), workers, args, started=started, **env)
 
     yield start
     leaks = []
