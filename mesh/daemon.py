@@ -163,7 +163,7 @@ class NodeDaemon:
         self.scrub.start()
         self.executor = Executor(self.worker_endpoint, self.s.data_dir, self.s.name,
                                  self.s.address, self._send_worker, self._worker_lost,
-                                 self.log, spare=self.s.spare_workers)
+                                 self.log, spare=self.s.spare_workers, slots=self.s.workers)
 
     def _on_signal(self, signum, frame) -> None:
         self.running = False

@@ -25,6 +25,8 @@ from mesh import log as mesh_log
 from mesh import message as m
 from mesh.event import LocalReport
 
+SPAWN_TIMEOUT_S = 10.0  # a worker the zygote has not forked by then never will be
+
 # The checkout (or install) root that holds ``mesh`` (and, beside it, ``disco``).
 _ROOT = str(Path(__file__).resolve().parent.parent)
 
@@ -56,22 +58,42 @@ def worker_env(environ, root: str | None = None, cwd: str | None = None) -> dict
 
 
 class Forked:
-    """A worker the zygote forked: ``poll``, ``send_signal``, ``wait`` as ``subprocess.Popen``
-    has them; its exit comes from the zygote's reports."""
+    """A worker the zygote forks: ``poll``, ``send_signal``, ``wait`` as ``subprocess.Popen``
+    has them; its pid and its exit come from the zygote's reports. The daemon does not wait
+    for the fork: ``pid`` is None until the zygote has said it (a signal sent before then
+    is sent when it does)."""
 
-    def __init__(self, pid: int, zygote: "Zygote"):
-        self.pid, self.zygote = pid, zygote
+    def __init__(self, wid: str, zygote: "Zygote"):
+        self.wid, self.zygote = wid, zygote
+        self.asked = time.monotonic()
+
+    @property
+    def pid(self) -> int | None:
+        pid = self.zygote.pids.get(self.wid)
+        if pid is None:
+            self.zygote.pump()
+            pid = self.zygote.pids.get(self.wid)
+        return pid
 
     def poll(self) -> int | None:
         self.zygote.pump()
-        if self.pid in self.zygote.exits:
-            return self.zygote.exits[self.pid]
-        if not self.zygote.alive() and not _pid_alive(self.pid):
+        pid = self.zygote.pids.get(self.wid)
+        if pid is None:
+            if not self.zygote.alive() or time.monotonic() - self.asked > SPAWN_TIMEOUT_S:
+                return -signal.SIGKILL  # never forked, and never will be
+            return None
+        if pid in self.zygote.exits:
+            return self.zygote.exits[pid]
+        if not self.zygote.alive() and not _pid_alive(pid):
             return -signal.SIGKILL  # its zygote is gone and so is it
         return None
 
     def send_signal(self, sig: int) -> None:
-        os.kill(self.pid, sig)
+        pid = self.pid
+        if pid is None:
+            self.zygote.signals[self.wid] = sig
+        else:
+            os.kill(pid, sig)
 
     def wait(self, timeout: float | None = None) -> int:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -104,13 +126,16 @@ class Zygote:
         self.argv, self.env, self.cwd, self.log_path = argv, env, cwd, log_path
         self.proc: subprocess.Popen | None = None
         self.exits: dict[int, int] = {}
+        self.pids: dict[str, int] = {}  # worker id -> pid, as the zygote says them
+        self.signals: dict[str, int] = {}  # worker id -> a signal to send once its pid is known
         self._buf = b""
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def spawn(self, wid: str, timeout_s: float = 10.0) -> Forked | None:
-        """Fork a worker; None if the zygote cannot (the caller starts one itself)."""
+    def spawn(self, wid: str) -> Forked | None:
+        """Ask for a worker; None if the zygote cannot be asked (the caller starts one
+        itself). The fork happens meanwhile: the daemon does not wait for it."""
         if not self.alive():
             with open(self.log_path, "ab") as err:
                 self.proc = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.PIPE,
@@ -121,21 +146,9 @@ class Zygote:
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
             return None
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for kind, a, b in self._lines():
-                if kind == "pid" and a == wid:
-                    return Forked(int(b), self)
-            if not self.alive():
-                return None
-            time.sleep(0.001)
-        return None
+        return Forked(wid, self)
 
     def pump(self) -> None:
-        for _ in self._lines():
-            pass
-
-    def _lines(self):
         if self.proc is None:
             return
         try:
@@ -147,10 +160,29 @@ class Zygote:
         while b"\n" in self._buf:
             line, self._buf = self._buf.split(b"\n", 1)
             parts = line.decode(errors="replace").split()
-            if len(parts) == 3 and parts[0] == "exit":
-                self.exits[int(parts[1])] = int(parts[2])
-            if len(parts) == 3:
-                yield parts[0], parts[1], parts[2]
+            if len(parts) != 3:
+                continue
+            try:
+                number = int(parts[2])
+            except ValueError:
+                continue
+            if parts[0] == "exit":
+                self.exits[int(parts[1])] = number
+            elif parts[0] == "pid":
+                self.pids[parts[1]] = number
+                sig = self.signals.pop(parts[1], None)
+                if sig is not None:
+                    try:
+                        os.kill(number, sig)
+                    except ProcessLookupError:
+                        pass
+
+    def forget(self, wid: str, pid: int | None) -> None:
+        """A buried worker's entries."""
+        self.pids.pop(wid, None)
+        self.signals.pop(wid, None)
+        if pid is not None:
+            self.exits.pop(pid, None)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -177,10 +209,11 @@ class Executor:
     """Runs assigned tasks; reports through ``send(wid, msg)`` and ``report(event)`` callbacks."""
 
     def __init__(self, endpoint: str, data_dir: Path, node: str, address: str, send, report,
-                 log, spare: int = 1, idle_timeout_s: float = 30.0):
+                 log, spare: int = 1, idle_timeout_s: float = 30.0, slots: int | None = None):
         self.endpoint, self.data_dir, self.node, self.address = endpoint, data_dir, node, address
         self._send, self._report, self.log = send, report, log
         self.spare, self.idle_timeout_s = spare, idle_timeout_s
+        self.slots = slots  # tasks run at once; more wait in the backlog (None: no limit)
         self.workers: dict[bytes, WorkerProc] = {}
         self.backlog: list[dict] = []  # tasks waiting for a worker to become ready
         self.stopping = False
@@ -194,13 +227,39 @@ class Executor:
     # -- from the master --
 
     def assign(self, task: dict) -> None:
-        worker = self._idle_worker(task["job"]) or self._idle_worker("")
-        if worker is None:
-            self.backlog.append(task)
-            if self._starting(task["job"]) < sum(t["job"] == task["job"] for t in self.backlog):
-                self._spawn(job=task["job"])  # only as many as there are tasks to take
-            return
-        self._start(worker, task)
+        """Run ``task`` now if a slot is free, else when one is (the master queues short
+        tasks beyond the slots, so each slot's next task is here when its last one ends)."""
+        self.backlog.append(task)
+        self._feed()
+
+    def _feed(self) -> None:
+        """Waiting tasks go, oldest first, to idle workers of their job (or spare ones) while
+        fewer than ``slots`` tasks run; workers are started for those no idle worker takes,
+        no more than there is room for."""
+        room = self._room()
+        i = 0
+        while room > 0 and i < len(self.backlog):
+            task = self.backlog[i]
+            worker = self._idle_worker(task["job"]) or self._idle_worker("")
+            if worker is None:
+                i += 1
+                continue
+            del self.backlog[i]
+            self._start(worker, task)
+            room -= 1
+        starting = sum(1 for w in self.workers.values()
+                       if not w.ready and not w.dying and w.task is None)
+        for job in dict.fromkeys(t["job"] for t in self.backlog):
+            if starting >= room:
+                return
+            if self._starting(job) < sum(t["job"] == job for t in self.backlog):
+                self._spawn(job=job)  # only as many as there are tasks to take
+                starting += 1
+
+    def _room(self) -> int:
+        if self.slots is None:
+            return len(self.backlog)
+        return self.slots - sum(1 for w in self.workers.values() if w.task is not None)
 
     def _starting(self, job: str) -> int:
         """Workers on their way up that will take one of ``job``'s waiting tasks."""
@@ -209,11 +268,12 @@ class Executor:
 
     def cancel(self, task_id: str) -> None:
         self.backlog = [t for t in self.backlog if t["id"] != task_id]
-        for worker in self.workers.values():
+        for worker in list(self.workers.values()):
             if worker.task and worker.task["id"] == task_id:
                 worker.task = None  # its death is not a task failure now
                 worker.ready, worker.dying = False, True  # and it gets no next task
                 self._kill(worker)
+        self._feed()  # a slot it held is free
 
     def job_ended(self, job: str) -> None:
         self.backlog = [t for t in self.backlog if t["job"] != job]
@@ -228,12 +288,7 @@ class Executor:
         if worker is None:
             return
         worker.ready, worker.idle_since = True, now
-        task = next((t for t in self.backlog if t["job"] == worker.job), None)
-        if task is None and not worker.job and self.backlog:
-            task = self.backlog[0]
-        if task is not None:
-            self.backlog.remove(task)
-            self._start(worker, task)
+        self._feed()
 
     def on_message(self, wid: bytes, msg, now: float):
         """A worker's message: the ``LocalReport`` it makes for the node core, if any."""
@@ -246,13 +301,15 @@ class Executor:
             task = self.on_task_end(wid, now)
             if task is None or task["id"] != msg.task:
                 return None
-            log = self.log.bind(job=task["job"], task=msg.task, stage=task["stage"])
+            log = self.log.bind(job=task["job"], task=msg.task, stage=task["stage"],
+                                worker=wid.decode(errors="replace"))
             if isinstance(msg, m.TaskDone):
                 fetched = msg.stats.get("fetched_bytes", 0)
                 if isinstance(fetched, int) and fetched > 0:
                     self.fetched_bytes += fetched
-                log.info("task_done", **{k: v for k, v in msg.stats.items()
-                                         if isinstance(v, (int, float))})
+                log.info("task_done", outputs=len(msg.outputs),
+                         **{k: v for k, v in msg.stats.items()
+                            if isinstance(v, (int, float)) and k != "outputs"})
                 return LocalReport(task, "done", {"outputs": list(msg.outputs)})
             log.warning("task_failed", error=msg.error, lost=msg.lost or None)
             return LocalReport(task, "failed", {"error": msg.error, "traceback": msg.traceback,
@@ -340,20 +397,20 @@ class Executor:
                                          stdout=err, stderr=err, cwd=self.data_dir)
         worker = WorkerProc(wid, popen, job=job)
         self.workers[wid] = worker
-        self.log.debug("worker_spawned", worker=wid.decode(), pid=popen.pid, job=job or None)
+        self.log.debug("worker_spawned", worker=wid.decode(), job=job or None)
         return worker
 
     def _buried(self, worker: WorkerProc, code: int) -> None:
         del self.workers[worker.wid]
+        if isinstance(worker.popen, Forked):
+            self.zygote.forget(worker.popen.wid, worker.popen.pid)
         if worker.task is not None and not self.stopping:
             how = f"signal {-code}" if code < 0 else f"exit status {code}"
             self.log.warning("worker_died", worker=worker.wid.decode(), how=how,
                              task=worker.task["id"])
             self._report(worker.task, f"worker process died ({how})")
-        if worker.job and not self.stopping:
-            mine = [t for t in self.backlog if t["job"] == worker.job]
-            if mine and not any(w.job == worker.job for w in self.workers.values()):
-                self._spawn(job=worker.job)
+        if not self.stopping:
+            self._feed()  # a worker for its job's waiting tasks, if none is left
 
     def _retire(self, worker: WorkerProc) -> None:
         self._send(worker.wid, m.Shutdown(reason="idle"))

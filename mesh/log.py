@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sys
+import time
 from pathlib import Path
 
 import structlog
@@ -54,18 +55,31 @@ class RotatingFile:
     the one at ``path``) reopens before writing.
     """
 
+    CHECK_S = 0.5  # how often a writer looks whether another rotated the file, at most
+
     def __init__(self, path: Path, max_bytes: int | None = None, keep: int | None = None):
         limit, files = _limits()
         self.path, self.max_bytes, self.keep = Path(path), max_bytes or limit, keep or files
         self._f = open(self.path, "a", buffering=1, encoding="utf-8")
+        self._size = 0  # the file's size when last looked at, plus what we wrote since
+        self._look_at = 0.0  # look at once
 
     def write(self, text: str) -> int:
-        try:
-            st = os.fstat(self._f.fileno())
-            if st.st_size >= self.max_bytes or self._moved(st):
-                self._roll()
-        except OSError:
-            pass  # logging never stops the process
+        # looking costs two stats: done when our own lines may have filled the file, and
+        # every CHECK_S (other writers' lines), so a writer whose file another rotated moves
+        # to the new one within CHECK_S
+        now = time.monotonic()
+        if self._size >= self.max_bytes or now >= self._look_at:
+            self._look_at = now + self.CHECK_S
+            try:
+                st = os.fstat(self._f.fileno())
+                if st.st_size >= self.max_bytes or self._moved(st):
+                    self._roll()
+                    st = os.fstat(self._f.fileno())
+                self._size = st.st_size
+            except OSError:
+                pass  # logging never stops the process
+        self._size += len(text)
         return self._f.write(text)
 
     def flush(self) -> None:

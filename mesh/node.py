@@ -205,7 +205,11 @@ class Node(ClientRequests, DdfsCore):
 
     def _assign(self, msg: m.Assign, ident):
         if self._fresh(msg.term, msg.master, "assign"):
-            self._out.append(StartTask({**msg.task, "master": msg.master}))
+            task = msg.task
+            if not all(isinstance(task.get(k), str) and task.get(k) for k in ("id", "job", "stage")):
+                self._dropped("assign", msg.master, "assign", "the task has no id, job or stage")
+            else:
+                self._out.append(StartTask({**task, "master": msg.master}))
         return PARKED
 
     def _cancel(self, msg: m.Cancel, ident):
@@ -498,11 +502,12 @@ class Node(ClientRequests, DdfsCore):
         for address, member in live.items():
             slots = int(member.meta.get("slots", 0))
             node = sched.nodes.get(address)
-            if member.state == mb.SUSPECT:  # keeps what it runs, gets nothing new (a master
-                slots = min(slots, node.busy if node else 0)  # just lost is suspect first)
-            if node is None or node.slots != slots:
+            suspect = member.state == mb.SUSPECT
+            if suspect:  # keeps what it runs, gets nothing new (a master just lost is suspect
+                slots = min(slots, node.busy if node else 0)  # first)
+            if node is None or node.slots != slots or node.queue == suspect:
                 self.node_inc[address] = member.incarnation
-                self._table(core.NodeSlots(address, slots))
+                self._table(core.NodeSlots(address, slots, queue=not suspect))
         self._reconcile(live)
 
     def _reconcile(self, live: dict) -> None:

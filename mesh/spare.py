@@ -157,5 +157,5 @@ def _rmdir_quietly(path) -> None:
         pass
 
 
-__all__ = ["QUARANTINE_S", "RELIST_S", "SPARE_DIR", "SPARE_FILES", "SPARE_MAX_BYTES", "Spares", "recycle_tree",
-           "spare_dir"]
+__all__ = ["QUARANTINE_S", "RELIST_S", "SPARE_DIR", "SPARE_FILES", "SPARE_MAX_BYTES", "Spares",
+           "recycle_tree", "spare_dir"]

@@ -36,6 +36,10 @@ a node that holds its input (locality), then a node it has not failed on, then t
 A task start's event says whether its input was local to its node (``(input local)``) or not
 (``(input remote)``), when the input names a node at all.
 Jobs share slots fairly: each free slot goes to the job with the fewest running tasks.
+Short tasks queue: once a stage's tasks take under ``QUEUE_BELOW_S`` on average, a node with
+no slot free is given up to as many more of them as it has slots, held in its queue until a
+slot frees (the node's executor runs no more than its slots at once), so that a slot's next
+task is there when its last one ends. Backups (speculation) use free slots only.
 
 Events in (``step(now, event)``): ``JobSubmitted``, ``NodeSlots``, ``NodeLost``,
 ``TaskReported``, ``TaskFinished``, ``TaskRestored``, ``TaskFailed``, ``InputLost``,
@@ -49,7 +53,8 @@ A task its node reports done is *released* (``TaskReported``): it stays running 
 runs while the journal catches up.
 
 Invariants (``check_invariants``): each task is in exactly one state; a node's busy count
-equals the number of tasks running on it and not released, and never exceeds its slots; only
+equals the number of tasks running on it and not released, and never exceeds twice its slots
+(its slots and its queue); only
 running tasks are released; a finished job has every task done.
 """
 from __future__ import annotations
@@ -61,6 +66,10 @@ from functools import singledispatchmethod
 PENDING, RUNNING, DONE = "pending", "running", "done"
 SPECULATE_EVERY_S = 0.1  # how often the scheduler looks for stragglers at most
 SPECULATE_MIN_SAMPLES = 3  # finished tasks of a stage before its median counts
+QUEUE_BELOW_S = 0.1  # a stage whose tasks take less than this (on average, lately) is short:
+# a node gets as many of its tasks again as it has slots, queued, so that each slot's next task
+# is there when it finishes instead of a round trip to the master later
+QUEUE_EWMA = 0.2  # the weight of the newest task in that average
 ACTIVE, FINISHED, FAILED, KILLED = "active", "finished", "failed", "killed"
 
 # ---- events ---------------------------------------------------------------------------------
@@ -100,6 +109,7 @@ def classic_pipeline(has_map: bool, has_reduce: bool) -> tuple:
 class NodeSlots:
     node: str
     slots: int
+    queue: bool = True  # may hold tasks of short stages queued beyond its slots
 
 
 @dataclass(frozen=True)
@@ -285,6 +295,19 @@ class Job:
     node_took: dict = field(default_factory=dict)  # (stage no, node) -> seconds of those it ran
     running_ids: set = field(default_factory=set)  # ids of its running tasks
     stage_sizes: dict = field(default_factory=dict)  # stage no -> how many tasks it has
+    pace: dict = field(default_factory=dict)  # stage no -> (tasks timed, their recent average s)
+
+    def took(self, stage_no: int, seconds: float) -> None:
+        """A task of the stage took ``seconds``, from its assignment to its report."""
+        self.durations.setdefault(stage_no, []).append(seconds)
+        n, mean = self.pace.get(stage_no, (0, seconds))
+        self.pace[stage_no] = (n + 1, mean + QUEUE_EWMA * (seconds - mean))
+
+    def short(self, stage_no: int) -> bool:
+        """Its stage's tasks are short (``QUEUE_BELOW_S``), judged by at least
+        ``SPECULATE_MIN_SAMPLES`` of them."""
+        n, mean = self.pace.get(stage_no, (0, 0.0))
+        return n >= SPECULATE_MIN_SAMPLES and mean < QUEUE_BELOW_S
 
     def resolve(self, sources: list) -> tuple[list, list]:
         """The URLs and labels of (producer id, label) sources, from the producers' outputs."""
@@ -356,9 +379,14 @@ class Node:
     slots: int = 0
     busy: int = 0
     blacklisted: bool = False
+    queue: bool = True
 
     def free(self) -> int:
         return 0 if self.blacklisted else max(0, self.slots - self.busy)
+
+    def queue_free(self) -> int:
+        """Room for short tasks queued beyond its slots (as many as it has slots)."""
+        return 0 if self.blacklisted or not self.queue else max(0, 2 * self.slots - self.busy)
 
 
 @dataclass(frozen=True)
@@ -421,7 +449,7 @@ class Scheduler:
     @_on.register
     def _(self, ev: NodeSlots):
         node = self.nodes.setdefault(ev.node, Node(ev.node))
-        node.slots = ev.slots
+        node.slots, node.queue = ev.slots, ev.queue
         node.blacklisted = ev.node in self.blacklist
 
     @_on.register
@@ -450,7 +478,7 @@ class Scheduler:
         if task is None:
             return
         if not task.released:  # finished without a report first (a local replay)
-            job.durations.setdefault(task.stage_no, []).append(self._now - task.started)
+            job.took(task.stage_no, self._now - task.started)
         self._release(task)
         task.state, task.outputs = DONE, list(ev.outputs)
         self._fact(job, "task_done", f"{task.id} done", task)
@@ -460,7 +488,7 @@ class Scheduler:
     def _(self, ev: TaskReported):
         job, task = self._attempt(ev.task, ev.node)
         if task is not None and not task.released:
-            job.durations.setdefault(task.stage_no, []).append(self._now - task.started)
+            job.took(task.stage_no, self._now - task.started)
             self._release(task)
             task.released = True
             self.released += 1
@@ -759,14 +787,20 @@ class Scheduler:
     # -- placement --
 
     def _dispatch(self) -> None:
+        queued = False  # placing short tasks in queues beyond the nodes' slots
         while True:
-            nodes = [n for n in self.nodes.values() if n.free() > 0]
+            nodes = [] if queued else [n for n in self.nodes.values() if n.free() > 0]
             if not nodes:
-                return
+                queued = True
+                nodes = [n for n in self.nodes.values() if n.queue_free() > 0]
+                if not nodes:
+                    return
             task = self._next_task()
             if task is None:
                 break  # free slots and nothing waiting: backups may use them
             job = self.jobs[task.job]
+            if queued and not job.short(task.stage_no):
+                break  # long tasks wait for a free slot (and might find a better node)
             node = self._place(task, nodes)
             task.state, task.node, task.started = RUNNING, node.name, self._now
             node.busy += 1
@@ -905,7 +939,7 @@ class Scheduler:
             assert job.by_state == actual, (job.name, job.by_state, actual)
         for node in self.nodes.values():
             assert node.busy == busy.get(node.name, 0), (node.name, node.busy, busy)
-            assert node.busy <= node.slots or node.blacklisted, node
+            assert node.busy <= 2 * node.slots or node.blacklisted, node
 
 
 def _group(grouping: str, inputs: list) -> list:

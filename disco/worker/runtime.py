@@ -106,10 +106,8 @@ class Worker:
 
     def run(self, task: dict):
         self.events.task = task["id"]
-        # one summary line per task (STYLE), said at its end: the node logs when it handed it out
-        log = self.log.bind(job=task["job"], task=task["id"], stage=task.get("stage"),
-                            inputs=len(task.get("inputs", ())))
-        started = time.monotonic()
+        # one summary line per task (STYLE): the node's task_done, with this worker's id and
+        # the task's stats; a worker says only what went wrong
         real = sys.stdout, sys.stderr
         sys.stdout = sys.stderr = self.events
         try:
@@ -121,13 +119,13 @@ class Worker:
                                                     self.address, task.get("jobpack", ""),
                                                     task.get("jobpack_urls", ()))
             outputs, stats = task_mod.run_task(self.job, task)
-            log.info("task_done", seconds=round(time.monotonic() - started, 3),
-                     outputs=len(outputs))
             return m.TaskDone(task=task["id"], outputs=outputs, stats=stats)
         except BaseException as exc:  # the user's code may raise anything, SystemExit included
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            log.warning("task_failed", error=_one_line(exc))
+            self.log.warning("task_failed", job=task["job"], task=task["id"],
+                             stage=task.get("stage"), inputs=len(task.get("inputs", ())),
+                             error=_one_line(exc))
             return m.TaskFailed(task=task["id"], error=_one_line(exc),
                                 traceback=traceback.format_exc(),
                                 retryable=getattr(exc, "retryable", True),

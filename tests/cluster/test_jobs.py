@@ -50,10 +50,13 @@ def test_word_count_exact_over_several_inputs_and_partitions(node, tmp_path):
     assert dict(result_iterator(results)) == expected_counts(*texts)
     assert job.status() == "finished"
     assert job.name.startswith("Job@")
-    for log in ("node.jsonl", "workers.jsonl"):
-        lines = [json.loads(x) for x in (node.data / "logs" / log).read_text().splitlines()]
-        mine = [x for x in lines if x.get("job") == job.name and x.get("task")]
-        assert mine and all(x["node"] == node.address and x["stage"] for x in mine), log
+    lines = [json.loads(x) for x in (node.data / "logs" / "node.jsonl").read_text().splitlines()]
+    mine = [x for x in lines if x.get("job") == job.name and x.get("task")]
+    assert mine and all(x["node"] == node.address and x["stage"] for x in mine)
+    done = [x for x in mine if x["event"] == "task_done"]  # one line a task, said by the node
+    assert sorted(x["task"] for x in done) == sorted({x["task"] for x in done})
+    assert len(done) == 4 + 3 and all(x["worker"] and "seconds" in x and "records" in x
+                                      and "outputs" in x for x in done)
 
 
 def test_reduce_with_out_arity_custom_partition_and_params(node, tmp_path):

@@ -47,7 +47,9 @@ def _writer(path, n, tag):
     f.close()
 
 
-def test_several_processes_share_one_rotating_file_without_losing_lines(tmp_path):
+def test_several_processes_share_one_rotating_file_without_losing_lines(tmp_path, monkeypatch):
+    # each writer looks at the others' growth at every line here (CHECK_S apart otherwise)
+    monkeypatch.setattr(RotatingFile, "CHECK_S", 0.0)
     path = tmp_path / "workers.jsonl"
     procs = [multiprocessing.Process(target=_writer, args=(path, 300, t)) for t in range(3)]
     for p in procs:

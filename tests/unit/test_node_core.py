@@ -280,6 +280,18 @@ def test_master_commands_of_an_older_term_are_refused():
                                                        jobpack=b"")))) == ["stale_term_refused"]
 
 
+@pytest.mark.parametrize("task", [{}, {"id": "j:map:0", "stage": "map"},
+                                  {"id": 7, "job": "j", "stage": "map"},
+                                  {"id": "j:map:0", "job": "", "stage": "map"}])
+def test_an_assignment_of_a_malformed_task_is_dropped_and_said(task):
+    """A task without its id, job and stage never reaches the executor (its backlog would
+    hold it for good)."""
+    s = Script(founder=False)
+    s.node.raft.term = 5
+    out = s.step(ev.Request(b"m", m.Assign(term=5, master=B, task=task)))
+    assert facts(out) == ["peer_message_dropped"] and not kinds(out, ev.StartTask)
+
+
 def test_a_report_reaching_a_non_master_is_ignored_and_said_so():
     s = Script(founder=False)
     report = m.Report(term=1, node=B, job="j", task="j:map:0", kind="done")

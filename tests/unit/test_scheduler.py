@@ -173,9 +173,77 @@ def test_fewer_slots_than_running_tasks_gets_nothing_new_until_below():
     run(NodeSlots("a:1", 3))
     run(JobSubmitted("j", [f"raw://{i}" for i in range(6)]))
     run.s.step(0, NodeSlots("a:1", 1))  # a re-advertises fewer slots while 3 tasks run
-    assert assigned(run.s.step(0, TaskFinished("j:map:0", "a:1", [out("a:1", "x")]))) == []
-    assert assigned(run.s.step(0, TaskFinished("j:map:1", "a:1", [out("a:1", "y")]))) == []
-    assert assigned(run(TaskFinished("j:map:2", "a:1", [out("a:1", "z")]))) == [("a:1", "j:map:3")]
+    # tasks that took a second each: not short, so nothing is queued beyond the slots
+    assert assigned(run.s.step(1, TaskFinished("j:map:0", "a:1", [out("a:1", "x")]))) == []
+    assert assigned(run.s.step(1, TaskFinished("j:map:1", "a:1", [out("a:1", "y")]))) == []
+    assert assigned(run(TaskFinished("j:map:2", "a:1", [out("a:1", "z")]), now=1)) == \
+        [("a:1", "j:map:3")]
+
+
+def _finish_first(run: Run, node: str, took: float) -> list:
+    """Finish the lowest-numbered task running on ``node``, ``took`` seconds from now."""
+    job = run.s.jobs["j"]
+    tid = min((t for t in job.running_ids if job.tasks[t].node == node),
+              key=lambda t: int(t.rsplit(":", 1)[1]))
+    return run(TaskFinished(tid, node, [out(node, tid)]), now=run.now + took)
+
+
+def test_short_tasks_queue_as_many_again_as_a_node_has_slots():
+    run = Run()
+    run(NodeSlots("a:1", 2))
+    assert len(assigned(run(JobSubmitted("j", [f"raw://{i}" for i in range(20)])))) == 2
+    # the first SPECULATE_MIN_SAMPLES tasks are timed before the stage counts as short
+    assert len(assigned(_finish_first(run, "a:1", 0.002))) == 1
+    assert len(assigned(_finish_first(run, "a:1", 0.002))) == 1
+    assert len(assigned(_finish_first(run, "a:1", 0.002))) == 3  # one again + two queued
+    assert run.s.nodes["a:1"].busy == 4
+    for _ in range(10):  # from now on each one done is one more queued, never above 2 x slots
+        assert len(assigned(_finish_first(run, "a:1", 0.004))) == 1
+        assert run.s.nodes["a:1"].busy == 4
+
+
+def test_tasks_that_take_long_are_not_queued():
+    run = Run()
+    run(NodeSlots("a:1", 2))
+    run(JobSubmitted("j", [f"raw://{i}" for i in range(20)]))
+    for _ in range(8):
+        assert len(assigned(_finish_first(run, "a:1", core.QUEUE_BELOW_S * 2))) == 1
+        assert run.s.nodes["a:1"].busy == 2
+
+
+def test_short_tasks_stop_queueing_when_they_get_long():
+    run = Run()
+    run(NodeSlots("a:1", 2))
+    run(JobSubmitted("j", [f"raw://{i}" for i in range(40)]))
+    for _ in range(4):
+        _finish_first(run, "a:1", 0.001)
+    assert run.s.nodes["a:1"].busy == 4
+    for _ in range(12):  # the average catches up with tasks of a second: the queue drains
+        _finish_first(run, "a:1", 1.0)
+    assert run.s.nodes["a:1"].busy == 2
+
+
+def test_a_node_without_a_queue_gets_no_more_than_its_slots():
+    """A suspect member keeps what it runs but is given nothing beyond its slots."""
+    run = Run()
+    run(NodeSlots("a:1", 2, queue=False))
+    run(JobSubmitted("j", [f"raw://{i}" for i in range(20)]))
+    for _ in range(8):
+        assert len(assigned(_finish_first(run, "a:1", 0.001))) == 1
+        assert run.s.nodes["a:1"].busy == 2
+
+
+def test_free_slots_are_filled_before_any_queue():
+    run = Run()
+    run(NodeSlots("a:1", 1))
+    run(JobSubmitted("j", [f"raw://{i}" for i in range(20)]))
+    for _ in range(3):
+        _finish_first(run, "a:1", 0.001)
+    assert run.s.nodes["a:1"].busy == 2  # its slot and its queue
+    # a new node: its free slot, then its queue; a:1's full queue gets nothing
+    assert assigned(run(NodeSlots("b:1", 1))) == [("b:1", "j:map:5"), ("b:1", "j:map:6")]
+    assert run.s.nodes["a:1"].busy == 2 and run.s.nodes["b:1"].busy == 2
+    assert assigned(_finish_first(run, "a:1", 0.001)) == [("a:1", "j:map:7")]
 
 
 def test_locality_prefers_the_node_holding_the_input():

@@ -76,7 +76,7 @@ def test_a_file_kept_just_now_and_a_name_not_ours_are_not_taken(tmp_path, monkey
     files(tmp_path / "job", {"a": 1})
     files(spares, {"stray": 1})
     assert spare.recycle_tree(tmp_path / "job", spares) == 1
-    with spare.Spares(spares).create(tmp_path / "new") as f:  # within QUARANTINE_S
+    with spare.Spares(spares).create(tmp_path / "new"):  # within QUARANTINE_S
         pass
     assert len(os.listdir(spares)) == 2
     monkeypatch.setattr(spare, "QUARANTINE_S", -1.0)  # as if QUARANTINE_S had passed

@@ -33,13 +33,22 @@ def zygote(tmp_path, endpoint) -> Zygote:
                    str(tmp_path), "n", "127.0.0.1:1", str(log)], env, tmp_path, log)
 
 
+def pid_of(worker) -> int:
+    """The worker's pid, once the zygote has said it (spawn does not wait for the fork)."""
+    deadline = time.monotonic() + 10
+    while worker.pid is None:
+        assert time.monotonic() < deadline, "the zygote never said the worker's pid"
+        time.sleep(0.005)
+    return worker.pid
+
+
 def test_workers_are_forked_and_their_exits_reported(tmp_path, endpoint):
     z = zygote(tmp_path, endpoint)
     try:
         first = z.spawn("w1")
         assert first is not None and first.poll() is None
         second = z.spawn("w2")
-        assert second is not None and second.pid != first.pid
+        assert second is not None and pid_of(second) != pid_of(first)
         # both are children of the one zygote, not interpreters of their own
         for w in (first, second):
             assert int(open(f"/proc/{w.pid}/stat").read().rsplit(")", 1)[1].split()[1]) == \
@@ -75,3 +84,28 @@ def test_a_worker_whose_daemon_socket_is_gone_does_not_hang(tmp_path):
     while worker.poll() is None:
         assert time.monotonic() < deadline, "the worker hangs on a socket nobody serves"
         time.sleep(0.05)
+
+
+def test_a_signal_sent_before_the_fork_is_reported_reaches_the_worker(tmp_path, endpoint):
+    z = zygote(tmp_path, endpoint)
+    try:
+        worker = z.spawn("w1")
+        worker.send_signal(signal.SIGKILL)  # most likely before its pid came back
+        assert worker.wait(10) == -signal.SIGKILL
+    finally:
+        z.stop()
+
+
+def test_a_worker_never_forked_counts_as_dead(tmp_path, endpoint, monkeypatch):
+    from mesh import executor
+    z = zygote(tmp_path, endpoint)
+    try:
+        pid_of(z.spawn("w0"))  # the zygote is up
+        z.proc.send_signal(signal.SIGSTOP)  # and now cannot fork
+        monkeypatch.setattr(executor, "SPAWN_TIMEOUT_S", 0.2)
+        worker = z.spawn("w1")
+        assert worker.poll() is None
+        assert worker.wait(10) == -signal.SIGKILL and worker.pid is None
+    finally:
+        z.proc.send_signal(signal.SIGCONT)
+        z.stop()

@@ -1,0 +1,141 @@
+"""The executor's bookkeeping (mesh.executor): no more tasks run at once than its slots, the
+rest wait in its backlog and go to the first worker free. Workers here are stand-ins that
+never run: what is checked is which task the executor hands to which worker, and when."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mesh import message as m
+from mesh.executor import Executor, WorkerProc
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class _Proc:
+    """Stands in for a worker process: alive until told otherwise."""
+
+    def __init__(self, pid: int):
+        self.pid, self.code = pid, None
+
+    def poll(self):
+        return self.code
+
+    def send_signal(self, sig):
+        self.code = -sig
+
+
+class _Log:
+    def bind(self, **kw):
+        return self
+
+    def __getattr__(self, name):
+        return lambda *a, **kw: None
+
+
+class Bench:
+    def __init__(self, tmp_path: Path, slots: int | None = 2):
+        self.sent: list[tuple[bytes, object]] = []
+        self.lost: list[tuple[str, str]] = []
+        self.ex = Executor("ipc://@none", tmp_path, "n", "127.0.0.1:1",
+                           lambda wid, msg: self.sent.append((wid, msg)),
+                           lambda task, why: self.lost.append((task["id"], why)),
+                           _Log(), spare=0, slots=slots)
+        self.spawned: list[bytes] = []
+        self.ex._spawn = self._spawn  # no processes: the bookkeeping is what is tested
+
+    def _spawn(self, job: str) -> WorkerProc:
+        wid = f"w{len(self.spawned)}".encode()
+        self.spawned.append(wid)
+        worker = self.ex.workers[wid] = WorkerProc(wid, _Proc(100 + len(self.spawned)), job=job)
+        return worker
+
+    def ready(self, wid: bytes) -> None:
+        self.ex.on_message(wid, m.WorkerReady(worker=wid.decode(), job="", pid=1), 0.0)
+
+    def done(self, wid: bytes, task: str):
+        return self.ex.on_message(wid, m.TaskDone(task=task, outputs=[]), 0.0)
+
+    def runs(self) -> list[tuple[bytes, str]]:
+        out = [(wid, msg.task["id"]) for wid, msg in self.sent if isinstance(msg, m.RunTask)]
+        self.sent.clear()
+        return out
+
+
+def task(i: int, job: str = "j") -> dict:
+    return {"id": f"{job}:map:{i}", "job": job, "stage": "map"}
+
+
+def test_no_more_tasks_run_at_once_than_slots_the_rest_wait(tmp_path):
+    b = Bench(tmp_path)
+    for i in range(4):
+        b.ex.assign(task(i))
+    assert b.spawned == [b"w0", b"w1"]  # two workers for two slots, not four
+    b.ready(b"w0")
+    b.ready(b"w1")
+    assert b.runs() == [(b"w0", "j:map:0"), (b"w1", "j:map:1")]
+    assert [t["id"] for t in b.ex.backlog] == ["j:map:2", "j:map:3"]
+    report = b.done(b"w1", "j:map:1")
+    assert report.kind == "done" and report.task["id"] == "j:map:1"
+    assert b.runs() == [(b"w1", "j:map:2")]  # the next one at once, on the worker now free
+    assert sorted(b.ex.task_ids()) == ["j:map:0", "j:map:2", "j:map:3"]
+    b.done(b"w0", "j:map:0")
+    assert b.runs() == [(b"w0", "j:map:3")] and not b.ex.backlog
+    assert b.spawned == [b"w0", b"w1"]
+
+
+def test_a_cancelled_waiting_task_leaves_the_backlog(tmp_path):
+    b = Bench(tmp_path, slots=1)
+    b.ex.assign(task(0))
+    b.ex.assign(task(1))
+    b.ready(b"w0")
+    b.ex.cancel("j:map:1")
+    b.done(b"w0", "j:map:0")
+    assert b.runs() == [(b"w0", "j:map:0")] and not b.ex.backlog
+
+
+def test_cancelling_a_running_task_frees_its_slot_for_a_waiting_one(tmp_path):
+    b = Bench(tmp_path, slots=1)
+    b.ex.assign(task(0))
+    b.ex.assign(task(1))
+    b.ready(b"w0")
+    assert b.runs() == [(b"w0", "j:map:0")]
+    b.ex.cancel("j:map:0")  # its worker is killed: a new one is started for j:map:1
+    assert b.spawned == [b"w0", b"w1"]
+    b.ready(b"w1")
+    assert b.runs() == [(b"w1", "j:map:1")]
+
+
+def test_a_worker_that_dies_fails_its_task_and_a_new_one_takes_the_waiting_ones(tmp_path):
+    b = Bench(tmp_path, slots=1)
+    b.ex.assign(task(0))
+    b.ex.assign(task(1))
+    b.ready(b"w0")
+    b.runs()
+    b.ex.workers[b"w0"].popen.code = -9
+    b.ex.tick(0.0)
+    assert b.lost == [("j:map:0", "worker process died (signal 9)")]
+    assert b.spawned == [b"w0", b"w1"]
+    b.ready(b"w1")
+    assert b.runs() == [(b"w1", "j:map:1")]
+
+
+def test_a_waiting_task_of_another_job_gets_a_worker_of_its_own_when_a_slot_frees(tmp_path):
+    b = Bench(tmp_path, slots=1)
+    b.ex.assign(task(0, "a"))
+    b.ex.assign(task(0, "b"))
+    assert b.spawned == [b"w0"]
+    b.ready(b"w0")
+    assert b.runs() == [(b"w0", "a:map:0")]
+    b.done(b"w0", "a:map:0")  # w0 serves job a only: job b's task needs a worker of its own
+    assert b.spawned == [b"w0", b"w1"] and b.runs() == []
+    b.ready(b"w1")
+    assert b.runs() == [(b"w1", "b:map:0")]
+
+
+def test_without_a_slot_count_every_task_gets_a_worker(tmp_path):
+    b = Bench(tmp_path, slots=None)
+    for i in range(3):
+        b.ex.assign(task(i))
+    assert b.spawned == [b"w0", b"w1", b"w2"]
