@@ -1,6 +1,6 @@
 """Speculative execution: a job's time with one slow node, beside its time on healthy nodes.
 
-    .venv/bin/python bench/speculation.py [--tasks 24] [--task-s 0.4] [--duty 0.75] [--rounds 1]
+    .venv/bin/python bench/speculation.py [--tasks 24] [--task-s 0.4] [--duty 0.75]
 
 Starts three node daemons on this machine (one task slot each), runs a map-only job of
 ``--tasks`` CPU-bound tasks of about ``--task-s`` seconds each, and measures its wall time:

@@ -159,6 +159,13 @@ class UsageError(DiscoError):
     """The user asked for something that cannot work; the message says what to do instead."""
 
 
+class PortInUse(UsageError):
+    """A port the node must bind is taken. ``disco nodaemon`` exits with ``EXIT_CODE`` for
+    it (and for no other failure), so whoever picked the port can pick another and retry."""
+
+    EXIT_CODE = 98  # EADDRINUSE's number on Linux
+
+
 class ModUtilImportError(UsageError, ImportError):
     """A module that a job function uses could not be found (``disco.worker.modutil``).
 

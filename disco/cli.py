@@ -19,6 +19,7 @@ from pathlib import Path
 
 import click
 
+from common.error import PortInUse
 from disco import error
 from disco.settings import DEFAULT_PORT, node_settings, parse_address
 
@@ -41,6 +42,8 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except error.JobError as exc:
             _fail(str(exc).splitlines()[0] if exc.traceback else str(exc), 2)
+        except PortInUse as exc:  # a status of its own: a starter may try other ports
+            _fail(str(exc), PortInUse.EXIT_CODE)
         except error.DiscoError as exc:
             _fail(str(exc))
         except KeyboardInterrupt:

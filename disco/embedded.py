@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import disco
+from common.error import PortInUse
 from disco.error import CommError
 
 _ROOT = str(Path(disco.__file__).resolve().parent.parent)
@@ -41,31 +42,45 @@ def free_port_pair(host: str = "127.0.0.1") -> int:
     raise CommError("no three free consecutive loopback ports")
 
 
+def start_on_free_ports(spawn, ready, attempts: int = 5):
+    """``spawn(port)`` a node daemon on a free port triple (``free_port_pair``) and return it
+    once ``ready(it)`` returns; on another triple if the daemon exited with
+    ``PortInUse.EXIT_CODE``: a port found free was taken before it bound it (another process's
+    outgoing connection takes its port from the same range). ``spawn``'s result has the
+    daemon's ``proc``; ``ready`` raises when the daemon did not come up."""
+    for attempt in range(attempts):
+        started = spawn(free_port_pair())
+        try:
+            ready(started)
+            return started
+        except Exception:
+            if started.proc.poll() != PortInUse.EXIT_CODE or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 class Embedded:
     def __init__(self, slots: int):
         self.slots = slots
         self.data = tempfile.mkdtemp(prefix="disco-local-")
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        env = self._env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p))
         env.pop("DISCO_MASTER", None)
-        for attempt in range(5):
-            self.port = free_port_pair()
-            self.address = f"127.0.0.1:{self.port}"
-            with open(Path(self.data) / "embedded.err", "wb") as err:
-                self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "disco.cli", "nodaemon", "--no-console", "--port",
-                     str(self.port), "--data", self.data, "--workers", str(slots),
-                     "--host", "127.0.0.1"],
-                    env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
-            try:
-                self._wait_ready()
-                return
-            except CommError as exc:
-                # a port found free was taken before the node bound it (by another process's
-                # outgoing connection, whose port comes from the same range): another pair
-                if "Address already in use" not in str(exc) or attempt == 4:
-                    shutil.rmtree(self.data, ignore_errors=True)
-                    raise
+        try:
+            start_on_free_ports(self._spawn, Embedded._wait_ready)
+        except BaseException:
+            shutil.rmtree(self.data, ignore_errors=True)
+            raise
+
+    def _spawn(self, port: int) -> "Embedded":
+        self.port, self.address = port, f"127.0.0.1:{port}"
+        with open(Path(self.data) / "embedded.err", "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "disco.cli", "nodaemon", "--no-console", "--port",
+                 str(port), "--data", self.data, "--workers", str(self.slots),
+                 "--host", "127.0.0.1"],
+                env=self._env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        return self
 
     def _wait_ready(self, timeout_s: float = 30.0) -> None:
         from disco.client import answers

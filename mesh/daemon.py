@@ -22,7 +22,7 @@ from pathlib import Path
 
 import zmq
 
-from common.error import ProtocolError, UsageError, code_of
+from common.error import PortInUse, ProtocolError, UsageError, code_of
 from mesh import event as ev
 from mesh import log as mesh_log
 from mesh import message as m
@@ -117,9 +117,10 @@ class NodeDaemon:
                                        self._local_info, self._counters,
                                        self.s.log_dir / "node.jsonl", self.log)
             except OSError as exc:
-                raise UsageError(f"cannot serve HTTP on {self.s.host}:{self.s.http_port}: "
-                                 f"{exc.strerror} (--http-port N picks another port, 0 turns "
-                                 "the status page off)") from None
+                kind = PortInUse if exc.errno == errno.EADDRINUSE else UsageError
+                raise kind(f"cannot serve HTTP on {self.s.host}:{self.s.http_port}: "
+                           f"{exc.strerror} (--http-port N picks another port, 0 turns "
+                           "the status page off)") from None
         self.worker_endpoint = f"ipc://@disco-{os.getpid()}-{self.s.port}"
         self.wsock = bind_router(self.ctx, self.worker_endpoint, self.keys)
         self.poller = zmq.Poller()

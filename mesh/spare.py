@@ -88,6 +88,7 @@ class Spares:
         self._names: list[str] = []
         self._empty_until = 0.0
         self.taken = 0
+        self._rng = random.Random(os.getpid())  # workers listing alike take them apart
 
     def create(self, path: Path):
         while True:
@@ -120,7 +121,7 @@ class Spares:
             if not self._names:
                 self._empty_until = now + RELIST_S
                 return None
-            random.Random(os.getpid()).shuffle(self._names)  # workers listing alike go apart
+            self._rng.shuffle(self._names)
         return self._names.pop()
 
 

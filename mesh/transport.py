@@ -2,9 +2,11 @@
 the one way a node binds a ROUTER."""
 from __future__ import annotations
 
+import errno
+
 import zmq
 
-from common.error import UsageError
+from common.error import PortInUse, UsageError
 from mesh import message as m
 from mesh import security
 from mesh.settings import parse_address
@@ -22,7 +24,8 @@ def bind_router(ctx: zmq.Context, endpoint: str, keys) -> zmq.Socket:
         sock.bind(endpoint)
     except zmq.ZMQError as exc:
         sock.close()
-        raise UsageError(f"cannot bind {endpoint}: {exc.strerror}") from None
+        kind = PortInUse if exc.errno == errno.EADDRINUSE else UsageError
+        raise kind(f"cannot bind {endpoint}: {exc.strerror}") from None
     return sock
 
 

@@ -102,11 +102,13 @@ def stop_group(proc: subprocess.Popen, grace_s: float = 10.0) -> bool:
     return clean
 
 
-def spawn_node(data: Path, workers: int = 2, args: tuple = (), **env) -> "RunningNode":
-    """Start a node daemon on a free port pair with ``data`` as its data dir (the caller
-    stops it with ``stop_group(node.proc)``; ``node.wait_up()`` waits until it answers)."""
+def spawn_node(data: Path, workers: int = 2, args: tuple = (), port: int | None = None,
+               **env) -> "RunningNode":
+    """Start a node daemon on ``port`` (a free port triple if None) with ``data`` as its data
+    dir (the caller stops it with ``stop_group(node.proc)``; ``node.wait_up()`` waits until
+    it answers)."""
     from disco.embedded import free_port_pair
-    port = free_port_pair()
+    port = port or free_port_pair()
     err = open(data / "stderr.txt", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "disco.cli", "nodaemon", "--no-console", "--port", str(port),
@@ -123,20 +125,15 @@ def start_node(data: Path, workers: int = 2, args: tuple = (), started=None,
     between finding it free and the daemon binding it (by another test's outgoing connection,
     which takes its ephemeral port from the same range). ``started`` (a list) gets each process
     spawned, so the caller stops it whatever happens."""
-    for attempt in range(5):
-        node = spawn_node(data, workers, args, **env)
+    from disco.embedded import start_on_free_ports
+
+    def spawn(port: int) -> "RunningNode":
+        node = spawn_node(data, workers, args, port=port, **env)
         if started is not None:
-            started.append(node)
-        try:
-            node.wait_up()
-            return node
-        except RuntimeError as exc:
-            if "Address already in use" not in str(exc) or attempt == 4:
-                raise
-            stop_group(node.proc)
-            if started is not None:
-                started.remove(node)
-    raise AssertionError("unreachable")
+            started.append(node)  # stopped by the caller, even when its port was taken
+        return node
+
+    return start_on_free_ports(spawn, RunningNode.wait_up)
 
 
 @contextlib.contextmanager
