@@ -407,6 +407,9 @@ class SchedulerSettings:
             raise ValueError("speculation_quantile must be in (0, 1] and the multiplier >= 1")
 
 
+_HANDLERS: dict = {}  # event type -> Scheduler._on's handler for it, looked up once
+
+
 class Scheduler:
     """Jobs and tasks of the whole cluster; one mutating entry point, ``step``."""
 
@@ -424,7 +427,11 @@ class Scheduler:
         """Apply one event at time ``now``; return the actions to carry out, in order."""
         self._now = now
         self._out = []
-        self._on(event)
+        handler = _HANDLERS.get(type(event))
+        if handler is None:  # singledispatchmethod makes a new bound function at every call
+            handler = _HANDLERS[type(event)] = \
+                Scheduler.__dict__["_on"].dispatcher.dispatch(type(event))
+        handler(self, event)
         self._dispatch()
         out, self._out = self._out, []
         return out

@@ -19,6 +19,8 @@ import zmq
 
 from disco import log as disco_log
 from disco.worker import task as task_mod  # imported before the first task: spares are warm
+from disco.worker.classic import worker as _classic  # noqa: F401  every job's load binds its
+# names (jobpack.bind_worker_names); imported here, the zygote's workers never compile it
 from disco.worker import external_runner
 from mesh import message as m
 from mesh import security
