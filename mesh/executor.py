@@ -203,6 +203,10 @@ class WorkerProc:
     ready: bool = False
     idle_since: float = 0.0
     dying: bool = False  # cancelled or retired: never handed a task again
+    task_cancelled: bool = False  # its task (sent ahead, then cancelled) is answered, not run
+    next: dict | None = None  # a task sent ahead: the worker starts it when ``task`` ends
+    next_cancelled: bool = False  # and ``SkipTask`` was sent for it
+    retire: bool = False  # its job ended while it was busy: retired once idle
 
 
 class Executor:
@@ -251,10 +255,23 @@ class Executor:
                        if not w.ready and not w.dying and w.task is None)
         for job in dict.fromkeys(t["job"] for t in self.backlog):
             if starting >= room:
-                return
+                break
             if self._starting(job) < sum(t["job"] == job for t in self.backlog):
                 self._spawn(job=job)  # only as many as there are tasks to take
                 starting += 1
+        if room > 0 or not self.backlog:
+            return
+        # every slot busy: a waiting task goes ahead to a busy worker of its job, which
+        # starts it when its task ends, without waiting for this loop to hear of it
+        for worker in self.workers.values():
+            if worker.task is None or worker.next is not None or worker.dying \
+                    or worker.retire or not worker.ready:
+                continue
+            task = next((t for t in self.backlog if t["job"] == worker.job), None)
+            if task is not None:
+                self.backlog.remove(task)
+                worker.next, worker.next_cancelled = task, False
+                self._send(worker.wid, m.RunTask(task=task))
 
     def _room(self) -> int:
         if self.slots is None:
@@ -269,17 +286,31 @@ class Executor:
     def cancel(self, task_id: str) -> None:
         self.backlog = [t for t in self.backlog if t["id"] != task_id]
         for worker in list(self.workers.values()):
-            if worker.task and worker.task["id"] == task_id:
+            if worker.next and worker.next["id"] == task_id and not worker.next_cancelled:
+                worker.next_cancelled = True  # the worker answers it skipped (or ran) it
+                self._send(worker.wid, m.SkipTask(task=task_id))
+            elif worker.task and worker.task["id"] == task_id and not worker.task_cancelled:
+                self._take_back_next(worker)
                 worker.task = None  # its death is not a task failure now
                 worker.ready, worker.dying = False, True  # and it gets no next task
                 self._kill(worker)
         self._feed()  # a slot it held is free
 
+    def _take_back_next(self, worker: WorkerProc) -> None:
+        """A worker that will not live to run the task sent ahead to it: the task waits again."""
+        if worker.next is not None and not worker.next_cancelled:
+            self.backlog.insert(0, worker.next)
+        worker.next, worker.next_cancelled = None, False
+
     def job_ended(self, job: str) -> None:
         self.backlog = [t for t in self.backlog if t["job"] != job]
         for worker in list(self.workers.values()):
-            if worker.job == job and worker.task is None:
+            if worker.job != job:
+                continue
+            if worker.task is None:
                 self._retire(worker)
+            else:
+                worker.retire = True
 
     # -- from workers --
 
@@ -297,9 +328,9 @@ class Executor:
         elif isinstance(msg, m.TaskMessage):
             task = self.task_of(wid)
             return LocalReport(task, "message", {"msg": msg.msg}) if task else None
-        elif isinstance(msg, (m.TaskDone, m.TaskFailed)):
-            task = self.on_task_end(wid, now)
-            if task is None or task["id"] != msg.task:
+        elif isinstance(msg, (m.TaskDone, m.TaskFailed, m.TaskSkipped)):
+            task = self.on_task_end(wid, msg.task, now)
+            if task is None or isinstance(msg, m.TaskSkipped):
                 return None
             log = self.log.bind(job=task["job"], task=msg.task, stage=task["stage"],
                                 worker=wid.decode(errors="replace"))
@@ -317,18 +348,27 @@ class Executor:
                                                 "elsewhere": msg.elsewhere})
         return None
 
-    def on_task_end(self, wid: bytes, now: float) -> dict | None:
-        """The worker finished its task; returns that task (None if it was cancelled)."""
+    def on_task_end(self, wid: bytes, task_id: str, now: float) -> dict | None:
+        """The worker answered for its task ``task_id`` and goes on with the one sent ahead,
+        if any; returns the task answered for (None if it was cancelled, or not its task)."""
         worker = self.workers.get(wid)
-        if worker is None or worker.task is None:
-            return None  # unknown, or cancelled and being killed: never reuse it
-        task, worker.task, worker.idle_since = worker.task, None, now
-        self.on_ready(wid, now)
-        return task
+        if worker is not None and worker.next is not None and worker.next["id"] == task_id:
+            worker.next, worker.next_cancelled = None, False  # skipped before it started
+            return None
+        if worker is None or worker.task is None or worker.task["id"] != task_id:
+            return None  # unknown, cancelled and being killed, or not what it runs
+        task, cancelled = worker.task, worker.task_cancelled
+        worker.task, worker.task_cancelled = worker.next, worker.next_cancelled
+        worker.next, worker.next_cancelled = None, False
+        worker.idle_since = now
+        if worker.task is None and worker.retire:
+            self._retire(worker)
+        self._feed()
+        return None if cancelled else task
 
     def task_of(self, wid: bytes) -> dict | None:
         worker = self.workers.get(wid)
-        return worker.task if worker else None
+        return worker.task if worker and not worker.task_cancelled else None
 
     # -- housekeeping, once per loop turn --
 
@@ -349,7 +389,10 @@ class Executor:
 
     def task_ids(self) -> list[str]:
         """Every task this node holds, running or waiting for a worker."""
-        return [w.task["id"] for w in self.workers.values() if w.task is not None] + \
+        return [w.task["id"] for w in self.workers.values()
+                if w.task is not None and not w.task_cancelled] + \
+            [w.next["id"] for w in self.workers.values()
+             if w.next is not None and not w.next_cancelled] + \
             [t["id"] for t in self.backlog]
 
     def stop(self, grace_s: float = 5.0) -> None:
@@ -402,6 +445,9 @@ class Executor:
 
     def _buried(self, worker: WorkerProc, code: int) -> None:
         del self.workers[worker.wid]
+        self._take_back_next(worker)
+        if worker.task_cancelled:
+            worker.task = None  # cancelled: its end is no failure
         if isinstance(worker.popen, Forked):
             self.zygote.forget(worker.popen.wid, worker.popen.pid)
         if worker.task is not None and not self.stopping:

@@ -254,6 +254,18 @@ class TaskMessage:
     msg: str
 
 
+@message("skip_task")
+class SkipTask:
+    """The node no longer wants a task it sent ahead to a busy worker (it was cancelled)."""
+    task: str
+
+
+@message("task_skipped")
+class TaskSkipped:
+    """The worker's answer to a ``SkipTask`` that came before the task started."""
+    task: str
+
+
 @message("shutdown")
 class Shutdown:
     reason: str = ""

@@ -9,6 +9,7 @@ worker exits on ``Shutdown`` or when its daemon is gone.
 """
 from __future__ import annotations
 
+import collections
 import os
 import sys
 import time
@@ -95,16 +96,25 @@ class Worker:
             if os.getppid() != self.parent:
                 return 0  # and never will be: our parent is gone
         self.sock.send(ready)
+        waiting: collections.deque = collections.deque()  # tasks sent ahead, in order
         while True:
-            if not self.sock.poll(POLL_MS):
+            if not waiting and not self.sock.poll(POLL_MS):
                 if os.getppid() != self.parent:
                     return 0  # the daemon is gone; so are we
                 continue
-            msg = m.decode(self.sock.recv())
-            if isinstance(msg, m.Shutdown):
-                return 0
-            if isinstance(msg, m.RunTask):
-                self.send(self.run(msg.task))
+            while self.sock.poll(0):  # every message here by now, before the next task
+                msg = m.decode(self.sock.recv())
+                if isinstance(msg, m.Shutdown):
+                    return 0
+                if isinstance(msg, m.RunTask):
+                    waiting.append(msg.task)
+                elif isinstance(msg, m.SkipTask):
+                    skipped = [t for t in waiting if t["id"] == msg.task]
+                    for task in skipped:  # too late (started or done) is answered as run
+                        waiting.remove(task)
+                        self.send(m.TaskSkipped(task=msg.task))
+            if waiting:
+                self.send(self.run(waiting.popleft()))
 
     def run(self, task: dict):
         self.events.task = task["id"]

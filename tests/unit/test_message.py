@@ -39,6 +39,8 @@ SAMPLES = [
     m.TaskFailed("j:map:0", "ValueError: x"),
     m.TaskFailed("j:map:0", "ImportError", traceback="Traceback...", retryable=False),
     m.TaskMessage("j:map:0", "half way"),
+    m.SkipTask("j:map:1"),
+    m.TaskSkipped("j:map:1"),
     m.Shutdown(),
     m.Shutdown("idle"),
     m.Fetch(19, "vol0/blob/x", 0, 1 << 20),
