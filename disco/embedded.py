@@ -1,7 +1,9 @@
 """An embedded single-node cluster for the life of the client process.
 
 ``DISCO_MASTER=local`` (or ``local:N``) starts a real node daemon as a child process on free
-loopback ports with a temporary data dir, and stops it (and removes the dir) at exit.
+loopback ports with a temporary data dir, and stops it (and removes the dir) at exit. Should
+this process end without its exit handlers (SIGKILL, ``os._exit``), the node sees its parent
+gone (``DISCO_EMBEDDED_BY``) within a second and stops by itself.
 """
 from __future__ import annotations
 
@@ -66,6 +68,7 @@ class Embedded:
         env = self._env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p))
         env.pop("DISCO_MASTER", None)
+        env["DISCO_EMBEDDED_BY"] = str(os.getpid())  # the node stops when this process is gone
         try:
             start_on_free_ports(self._spawn, Embedded._wait_ready)
         except BaseException:

@@ -65,6 +65,9 @@ class NodeDaemon:
     # -- life cycle --
 
     def run(self) -> int:
+        # an embedded node (``local:N``) lives as long as the process that started it
+        by = os.environ.pop("DISCO_EMBEDDED_BY", "")
+        self._embedded_by = int(by) if by.isdigit() else 0
         self._prepare()
         self.log = mesh_log.get(node=self.s.name)
         self.ctx = zmq.Context()
@@ -212,6 +215,9 @@ class NodeDaemon:
             if self.ctrl in ready:
                 self._drain(self.ctrl, self._on_control_frames, now)
             if now >= next_tick:
+                if self._embedded_by and os.getppid() != self._embedded_by:
+                    self.log.warning("embedding_process_gone", pid=self._embedded_by)
+                    self.running = False
                 self.executor.tick(now)
                 self._step(now, self._tick(now))
                 next_tick = now + TICK_S

@@ -2,11 +2,20 @@
 another pair instead of failing (the port is busy for real here: a socket of the test's)."""
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
+from common.error import PortInUse
 from disco import embedded
+from tests.conftest import child_env
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -30,11 +39,6 @@ def test_a_port_taken_before_the_node_binds_it_is_traded_for_another(monkeypatch
 def test_a_daemon_whose_port_is_taken_exits_with_a_status_of_its_own(tmp_path):
     """98 (PortInUse.EXIT_CODE) for a taken port, so a starter can pick another; 1 for
     anything else, which no retry helps."""
-    import subprocess
-    import sys
-
-    from common.error import PortInUse
-    from tests.conftest import child_env
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
     busy.listen()
@@ -61,3 +65,34 @@ def test_a_daemon_whose_port_is_taken_exits_with_a_status_of_its_own(tmp_path):
         assert other.returncode == 1, other.stderr
     finally:
         busy.close()
+
+
+def test_an_embedded_node_stops_when_its_process_dies_without_cleaning_up(tmp_path):
+    """A client killed with SIGKILL (or ending in os._exit) runs no exit handler: its node
+    sees its parent gone and stops by itself, its workers with it."""
+    script = ("import os, sys\n"
+              "from disco import embedded\n"
+              "address = embedded.cluster(1)\n"
+              "node = next(e for e in embedded._clusters.values())\n"
+              "print(node.proc.pid, node.data, flush=True)\n"
+              "os._exit(0)\n")
+    out = subprocess.run([sys.executable, "-c", script], env=child_env(), capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    pid, data = out.stdout.split()
+    pid = int(pid)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            os.kill(pid, 0)
+            state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+        except (ProcessLookupError, FileNotFoundError):
+            break
+        if state == "Z":
+            break
+        assert time.monotonic() < deadline, "the orphaned embedded node is still running"
+        time.sleep(0.05)
+    events = [json.loads(x)["event"] for x in
+              (Path(data) / "logs" / "node.jsonl").read_text().splitlines()]
+    assert "embedding_process_gone" in events and events[-1] == "node_stopped"
+    shutil.rmtree(data, ignore_errors=True)
