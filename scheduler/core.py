@@ -268,9 +268,10 @@ class Task:
         return {pid for pid, _ in self.sources}
 
     def __setattr__(self, name, value):
-        owner = self.__dict__.get("owner")
-        if name == "state" and owner is not None:
-            owner.moved(self, self.__dict__["state"], value)
+        if name == "state":
+            owner = self.__dict__.get("owner")
+            if owner is not None:
+                owner.moved(self, self.__dict__["state"], value)
         object.__setattr__(self, name, value)
 
 
