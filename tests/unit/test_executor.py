@@ -71,6 +71,15 @@ def task(i: int, job: str = "j") -> dict:
     return {"id": f"{job}:map:{i}", "job": job, "stage": "map"}
 
 
+def one_running_one_ahead(tmp_path) -> Bench:
+    """One slot, its worker up: j:map:0 runs on w0, j:map:1 is sent ahead to it."""
+    b = Bench(tmp_path, slots=1)
+    b.ex.assign(task(0))
+    b.ex.assign(task(1))
+    b.ready(b"w0")
+    return b
+
+
 def test_no_more_tasks_run_at_once_than_slots_the_rest_go_ahead_to_busy_workers(tmp_path):
     b = Bench(tmp_path)
     for i in range(5):
@@ -105,10 +114,7 @@ def test_tasks_go_ahead_only_when_every_slot_is_busy(tmp_path):
 
 
 def test_a_task_sent_ahead_and_cancelled_is_skipped(tmp_path):
-    b = Bench(tmp_path, slots=1)
-    b.ex.assign(task(0))
-    b.ex.assign(task(1))
-    b.ready(b"w0")
+    b = one_running_one_ahead(tmp_path)
     assert b.runs() == [(b"w0", "j:map:0"), (b"w0", "j:map:1")]
     b.ex.cancel("j:map:1")
     assert b.skips() == [(b"w0", "j:map:1")]
@@ -124,10 +130,7 @@ def test_a_task_sent_ahead_and_cancelled_is_skipped(tmp_path):
 def test_a_skip_answered_before_the_running_task_ends_clears_the_task_sent_ahead(tmp_path):
     """The worker reads every message before it starts a task, so it may skip the task sent
     ahead (and say so) before it answers for the one it was given first."""
-    b = Bench(tmp_path, slots=1)
-    b.ex.assign(task(0))
-    b.ex.assign(task(1))
-    b.ready(b"w0")
+    b = one_running_one_ahead(tmp_path)
     b.ex.cancel("j:map:1")
     assert b.ex.on_message(b"w0", m.TaskSkipped(task="j:map:1"), 0.0) is None
     assert b.done(b"w0", "j:map:0").task["id"] == "j:map:0"
@@ -137,10 +140,7 @@ def test_a_skip_answered_before_the_running_task_ends_clears_the_task_sent_ahead
 
 
 def test_a_cancelled_task_the_worker_ran_anyway_is_not_reported(tmp_path):
-    b = Bench(tmp_path, slots=1)
-    b.ex.assign(task(0))
-    b.ex.assign(task(1))
-    b.ready(b"w0")
+    b = one_running_one_ahead(tmp_path)
     b.ex.cancel("j:map:1")
     b.done(b"w0", "j:map:0")
     assert b.done(b"w0", "j:map:1") is None  # the skip came too late: ran, not reported
@@ -148,10 +148,7 @@ def test_a_cancelled_task_the_worker_ran_anyway_is_not_reported(tmp_path):
 
 
 def test_cancelling_the_running_task_puts_the_one_sent_ahead_back(tmp_path):
-    b = Bench(tmp_path, slots=1)
-    b.ex.assign(task(0))
-    b.ex.assign(task(1))
-    b.ready(b"w0")
+    b = one_running_one_ahead(tmp_path)
     b.runs()
     b.ex.cancel("j:map:0")  # its worker is killed, with j:map:1 sent ahead to it
     assert b.spawned == [b"w0", b"w1"] and [t["id"] for t in b.ex.backlog] == ["j:map:1"]
@@ -160,10 +157,7 @@ def test_cancelling_the_running_task_puts_the_one_sent_ahead_back(tmp_path):
 
 
 def test_a_worker_that_dies_with_a_task_sent_ahead_gives_that_task_back(tmp_path):
-    b = Bench(tmp_path, slots=1)
-    b.ex.assign(task(0))
-    b.ex.assign(task(1))
-    b.ready(b"w0")
+    b = one_running_one_ahead(tmp_path)
     b.runs()
     b.ex.workers[b"w0"].popen.code = -9
     b.ex.tick(0.0)
@@ -194,10 +188,7 @@ def test_a_cancelled_waiting_task_leaves_the_backlog(tmp_path):
 
 
 def test_a_worker_that_dies_fails_its_task_and_a_new_one_takes_the_waiting_ones(tmp_path):
-    b = Bench(tmp_path, slots=1)
-    b.ex.assign(task(0))
-    b.ex.assign(task(1))
-    b.ready(b"w0")
+    b = one_running_one_ahead(tmp_path)
     b.runs()
     b.ex.workers[b"w0"].popen.code = -9
     b.ex.tick(0.0)

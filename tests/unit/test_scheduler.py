@@ -202,12 +202,16 @@ def test_short_tasks_queue_as_many_again_as_a_node_has_slots():
         assert run.s.nodes["a:1"].busy == 4
 
 
-def test_tasks_that_take_long_are_not_queued():
+@pytest.mark.parametrize("queue, took", [(True, core.QUEUE_BELOW_S * 2), (False, 0.001)],
+                         ids=["tasks that take long", "a node without a queue (suspect)"])
+def test_no_task_is_queued_beyond_the_slots(queue, took):
+    """Long tasks wait for a free slot; a suspect member keeps what it runs but is given
+    nothing beyond its slots, however short its tasks."""
     run = Run()
-    run(NodeSlots("a:1", 2))
+    run(NodeSlots("a:1", 2, queue=queue))
     run(JobSubmitted("j", [f"raw://{i}" for i in range(20)]))
     for _ in range(8):
-        assert len(assigned(_finish_first(run, "a:1", core.QUEUE_BELOW_S * 2))) == 1
+        assert len(assigned(_finish_first(run, "a:1", took))) == 1
         assert run.s.nodes["a:1"].busy == 2
 
 
@@ -221,16 +225,6 @@ def test_short_tasks_stop_queueing_when_they_get_long():
     for _ in range(12):  # the average catches up with tasks of a second: the queue drains
         _finish_first(run, "a:1", 1.0)
     assert run.s.nodes["a:1"].busy == 2
-
-
-def test_a_node_without_a_queue_gets_no_more_than_its_slots():
-    """A suspect member keeps what it runs but is given nothing beyond its slots."""
-    run = Run()
-    run(NodeSlots("a:1", 2, queue=False))
-    run(JobSubmitted("j", [f"raw://{i}" for i in range(20)]))
-    for _ in range(8):
-        assert len(assigned(_finish_first(run, "a:1", 0.001))) == 1
-        assert run.s.nodes["a:1"].busy == 2
 
 
 def test_free_slots_are_filled_before_any_queue():
