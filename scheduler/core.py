@@ -59,6 +59,7 @@ running tasks are released; a finished job has every task done.
 """
 from __future__ import annotations
 
+from bisect import insort
 from collections import deque
 from dataclasses import dataclass, field
 from functools import singledispatchmethod
@@ -293,17 +294,21 @@ class Job:
     consumers: dict = field(default_factory=dict)  # producer id -> ids of tasks reading it
     restored: dict = field(default_factory=dict)  # task id -> (node, outputs) of stages not made yet
     hold: bool = False
-    durations: dict = field(default_factory=dict)  # stage no -> seconds of its finished tasks
-    node_took: dict = field(default_factory=dict)  # (stage no, node) -> seconds of those it ran
+    durations: dict = field(default_factory=dict)  # stage no -> seconds of its finished tasks, sorted
+    node_took: dict = field(default_factory=dict)  # (stage no, node) -> seconds of those it ran, sorted
     running_ids: set = field(default_factory=set)  # ids of its running tasks
     stage_sizes: dict = field(default_factory=dict)  # stage no -> how many tasks it has
     pace: dict = field(default_factory=dict)  # stage no -> (tasks timed, their recent average s)
 
     def took(self, stage_no: int, seconds: float) -> None:
         """A task of the stage took ``seconds``, from its assignment to its report."""
-        self.durations.setdefault(stage_no, []).append(seconds)
+        insort(self.durations.setdefault(stage_no, []), seconds)
         n, mean = self.pace.get(stage_no, (0, seconds))
         self.pace[stage_no] = (n + 1, mean + QUEUE_EWMA * (seconds - mean))
+
+    def took_on(self, stage_no: int, node: str, seconds: float) -> None:
+        """``node`` ran a task of the stage in ``seconds`` (its pace, for speculation)."""
+        insort(self.node_took.setdefault((stage_no, node), []), seconds)
 
     def short(self, stage_no: int) -> bool:
         """Its stage's tasks are short (``QUEUE_BELOW_S``), judged by at least
@@ -674,7 +679,7 @@ class Scheduler:
         job, task = self._running_task(task_id, node)
         if task is not None:
             if not task.released:  # how long the node took, for _speculate's view of it
-                job.node_took.setdefault((task.stage_no, node), []).append(self._now - task.started)
+                job.took_on(task.stage_no, node, self._now - task.started)
             if task.backup:
                 self._fact(job, "task_backup_lost", f"{task.id} done first on {node}; its "
                            f"backup on {task.backup} is cancelled", task)
@@ -837,7 +842,7 @@ class Scheduler:
             return  # at the tail of a big stage this runs after every event: not that often
         self._speculated_at = self._now
         if not any(n.free() > 0 for n in self.nodes.values()):
-            return  # nowhere to run a backup: skip sorting every stage's durations
+            return  # nowhere to run a backup
         late_after = {}  # (job, stage no) -> seconds a task must run to be a straggler
         medians = {}  # (job, stage no) -> the stage's median task seconds
         for job in self._active_jobs():
@@ -846,14 +851,13 @@ class Scheduler:
             for stage_no, took in job.durations.items():
                 if len(took) < SPECULATE_MIN_SAMPLES:
                     continue
-                median = sorted(took)[len(took) // 2]
+                median = took[len(took) // 2]  # kept sorted
                 medians[job.name, stage_no] = median
                 if len(took) >= st.speculation_quantile * job.stage_sizes[stage_no]:
                     late_after[job.name, stage_no] = max(st.speculation_min_s,
                                                          st.speculation_multiplier * median)
         if not medians:
             return
-        paces = {}  # (job, stage no, node) -> _slow_pace, once a pass (it sorts the node's)
         while True:
             nodes = [n for n in self.nodes.values() if n.free() > 0]
             if not nodes:
@@ -865,10 +869,7 @@ class Scheduler:
                     if median is None or task.backup or task.released:
                         continue
                     ran = self._now - task.started
-                    pace = paces.get((job.name, task.stage_no, task.node), False)
-                    if pace is False:
-                        pace = paces[job.name, task.stage_no, task.node] = \
-                            self._slow_pace(job, task, median)
+                    pace = self._slow_pace(job, task, median)
                     left = max(0.0, pace - ran) if pace else 0.0  # by a slow node's pace
                     limit = late_after.get((job.name, task.stage_no))
                     if not (limit is not None and ran >= limit
@@ -895,7 +896,7 @@ class Scheduler:
         took = job.node_took.get((task.stage_no, task.node))
         if not took:
             return None
-        mine = sorted(took)[len(took) // 2]
+        mine = took[len(took) // 2]  # kept sorted
         return mine if mine >= self.settings.speculation_multiplier * median else None
 
     def _next_task(self) -> Task | None:

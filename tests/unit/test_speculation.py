@@ -192,3 +192,15 @@ def test_without_the_slow_nodes_pace_the_task_waits_until_it_is_late():
     assert backups(acts) == []
     assert backups(run(Tick(), now=5.9)) == []  # 1.9 s < max(0.5, 5 x 1 s)
     assert [e.task for e in backups(run(Tick(), now=9.5))] == [on_c]
+
+
+def test_durations_are_kept_sorted_so_medians_need_no_sort():
+    run, _ = started()
+    job = run.s.jobs["j"]
+    for seconds in (3.0, 0.5, 2.0, 0.25):
+        job.took(0, seconds)
+        job.took_on(0, "z:1", seconds)
+    assert job.durations[0] == sorted(job.durations[0]) and len(job.durations[0]) == 7
+    assert job.node_took[0, "z:1"] == [0.25, 0.5, 2.0, 3.0]
+    # the median a straggler is measured against: of the sorted times
+    assert job.durations[0][len(job.durations[0]) // 2] == 1.0
