@@ -351,7 +351,8 @@ class NodeDaemon:
     # -- what the HTTP thread reads (plain values, copied) --
 
     def _local_info(self) -> dict:
-        workers = [{"pid": w.popen.pid, "job": w.job, "task": (w.task or {}).get("id")}
+        workers = [{"pid": getattr(w.popen, "known_pid", w.popen.pid), "job": w.job,
+                    "task": (w.task or {}).get("id")}
                    for w in list(self.executor.workers.values())]
         return {"tasks": list(self.executor.task_ids()), "workers": workers,
                 "slots": self.s.workers}

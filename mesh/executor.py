@@ -26,6 +26,7 @@ from mesh import message as m
 from mesh.event import LocalReport
 
 SPAWN_TIMEOUT_S = 10.0  # a worker the zygote has not forked by then never will be
+MAX_ZYGOTE_RESTARTS = 3  # a zygote that died this often is not started again
 
 # The checkout (or install) root that holds ``mesh`` (and, beside it, ``disco``).
 _ROOT = str(Path(__file__).resolve().parent.parent)
@@ -68,6 +69,11 @@ class Forked:
         self.asked = time.monotonic()
 
     @property
+    def known_pid(self) -> int | None:
+        """The pid if the zygote has said it, without reading its pipe (for other threads)."""
+        return self.zygote.pids.get(self.wid)
+
+    @property
     def pid(self) -> int | None:
         pid = self.zygote.pids.get(self.wid)
         if pid is None:
@@ -106,6 +112,13 @@ class Forked:
             time.sleep(0.01)
 
 
+def _kill_quietly(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -128,6 +141,8 @@ class Zygote:
         self.exits: dict[int, int] = {}
         self.pids: dict[str, int] = {}  # worker id -> pid, as the zygote says them
         self.signals: dict[str, int] = {}  # worker id -> a signal to send once its pid is known
+        self.abandoned: set[str] = set()  # buried before their pid came: killed when it does
+        self.restarts = 0
         self._buf = b""
 
     def alive(self) -> bool:
@@ -137,6 +152,10 @@ class Zygote:
         """Ask for a worker; None if the zygote cannot be asked (the caller starts one
         itself). The fork happens meanwhile: the daemon does not wait for it."""
         if not self.alive():
+            if self.proc is not None:
+                self.restarts += 1
+            if self.restarts > MAX_ZYGOTE_RESTARTS:
+                return None  # it keeps dying: workers are started as interpreters of their own
             with open(self.log_path, "ab") as err:
                 self.proc = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.PIPE,
                                              stdout=subprocess.PIPE, stderr=err, cwd=self.cwd)
@@ -168,6 +187,9 @@ class Zygote:
                 continue
             if parts[0] == "exit":
                 self.exits[int(parts[1])] = number
+            elif parts[0] == "pid" and parts[1] in self.abandoned:
+                self.abandoned.discard(parts[1])
+                _kill_quietly(number)  # given up on: nobody would manage it
             elif parts[0] == "pid":
                 self.pids[parts[1]] = number
                 sig = self.signals.pop(parts[1], None)
@@ -178,11 +200,13 @@ class Zygote:
                         pass
 
     def forget(self, wid: str, pid: int | None) -> None:
-        """A buried worker's entries."""
+        """A buried worker's entries (one never forked yet is killed if it ever is)."""
         self.pids.pop(wid, None)
         self.signals.pop(wid, None)
         if pid is not None:
             self.exits.pop(pid, None)
+        else:
+            self.abandoned.add(wid)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -352,7 +376,8 @@ class Executor:
         """The worker answered for its task ``task_id`` and goes on with the one sent ahead,
         if any; returns the task answered for (None if it was cancelled, or not its task)."""
         worker = self.workers.get(wid)
-        if worker is not None and worker.next is not None and worker.next["id"] == task_id:
+        if worker is not None and worker.next is not None and worker.next_cancelled \
+                and worker.next["id"] == task_id:
             worker.next, worker.next_cancelled = None, False  # skipped before it started
             return None
         if worker is None or worker.task is None or worker.task["id"] != task_id:
@@ -361,7 +386,13 @@ class Executor:
         worker.task, worker.task_cancelled = worker.next, worker.next_cancelled
         worker.next, worker.next_cancelled = None, False
         worker.idle_since = now
-        if worker.task is None and worker.retire:
+        if worker.task is not None and worker.task_cancelled:
+            # it starts the cancelled task sent ahead unless our skip came first: whether it
+            # did cannot be known, and a cancelled task must not hold a slot; it goes
+            worker.task, worker.task_cancelled = None, False
+            worker.ready, worker.dying = False, True
+            self._kill(worker)
+        elif worker.task is None and worker.retire:
             self._retire(worker)
         self._feed()
         return None if cancelled else task

@@ -113,18 +113,32 @@ def test_tasks_go_ahead_only_when_every_slot_is_busy(tmp_path):
     assert b.runs() == [(b"w1", "j:map:1")]
 
 
-def test_a_task_sent_ahead_and_cancelled_is_skipped(tmp_path):
+def test_a_task_sent_ahead_and_cancelled_is_skipped_or_its_worker_let_go(tmp_path):
+    """A skip the worker has answered clears the task; one still unanswered when the worker
+    reaches that task cannot say whether it started it, and a cancelled task must not hold a
+    slot: the worker is killed and another takes the next task."""
     b = one_running_one_ahead(tmp_path)
     assert b.runs() == [(b"w0", "j:map:0"), (b"w0", "j:map:1")]
     b.ex.cancel("j:map:1")
     assert b.skips() == [(b"w0", "j:map:1")]
     assert b.ex.task_ids() == ["j:map:0"]
-    b.done(b"w0", "j:map:0")
-    assert b.ex.task_of(b"w0") is None  # its messages are not the cancelled task's
+    assert b.done(b"w0", "j:map:0").task["id"] == "j:map:0"
+    w0 = b.ex.workers[b"w0"]
+    assert w0.dying and w0.task is None and w0.popen.code is not None  # killed
+    assert b.ex.task_of(b"w0") is None
     assert b.ex.on_message(b"w0", m.TaskSkipped(task="j:map:1"), 0.0) is None
-    assert b.ex.workers[b"w0"].task is None
     b.ex.assign(task(2))
-    assert b.runs()[-1] == (b"w0", "j:map:2")
+    assert b.spawned == [b"w0", b"w1"]
+    b.ready(b"w1")
+    assert b.runs()[-1] == (b"w1", "j:map:2")
+
+
+def test_a_skip_for_a_task_not_cancelled_changes_nothing(tmp_path):
+    b = one_running_one_ahead(tmp_path)
+    assert b.ex.on_message(b"w0", m.TaskSkipped(task="j:map:1"), 0.0) is None
+    assert b.ex.workers[b"w0"].next["id"] == "j:map:1"
+    assert b.done(b"w0", "j:map:0").task["id"] == "j:map:0"
+    assert b.done(b"w0", "j:map:1").task["id"] == "j:map:1"
 
 
 def test_a_skip_answered_before_the_running_task_ends_clears_the_task_sent_ahead(tmp_path):

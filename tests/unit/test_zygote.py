@@ -109,3 +109,39 @@ def test_a_worker_never_forked_counts_as_dead(tmp_path, endpoint, monkeypatch):
     finally:
         z.proc.send_signal(signal.SIGCONT)
         z.stop()
+
+
+def test_a_worker_given_up_on_before_its_fork_is_killed_when_the_fork_is_reported(tmp_path,
+                                                                                endpoint):
+    z = zygote(tmp_path, endpoint)
+    try:
+        pid_of(z.spawn("w0"))  # the zygote is up
+        z.proc.send_signal(signal.SIGSTOP)
+        late = z.spawn("w1")
+        z.forget("w1", None)  # buried without a pid (as after SPAWN_TIMEOUT_S)
+        z.proc.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + 10
+        while "w1" in z.abandoned:  # its pid line comes and the worker is killed
+            assert time.monotonic() < deadline, "the late fork was never reported"
+            z.pump()
+            time.sleep(0.01)
+        assert late.known_pid is None  # never managed
+        exits = {}
+        while not exits:  # the zygote reaps it: killed by a signal
+            assert time.monotonic() < deadline
+            z.pump()
+            exits = {p: c for p, c in z.exits.items() if c == -signal.SIGKILL}
+            time.sleep(0.01)
+    finally:
+        z.proc.send_signal(signal.SIGCONT)
+        z.stop()
+
+
+def test_a_zygote_that_keeps_dying_is_given_up_for_interpreters(tmp_path, endpoint):
+    from mesh import executor
+    z = zygote(tmp_path, endpoint)
+    for _ in range(executor.MAX_ZYGOTE_RESTARTS + 1):
+        assert z.spawn("w") is not None
+        z.proc.kill()
+        z.proc.wait()
+    assert z.spawn("w") is None  # the executor starts its own interpreter then
