@@ -58,7 +58,7 @@ def start_on_free_ports(spawn, ready, attempts: int = 5):
         except Exception:
             if started.proc.poll() != PortInUse.EXIT_CODE or attempt == attempts - 1:
                 raise
-    raise AssertionError("unreachable")
+    raise ValueError(f"attempts must be 1 or more, not {attempts}")
 
 
 class Embedded:

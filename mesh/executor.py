@@ -75,15 +75,13 @@ class Forked:
 
     @property
     def pid(self) -> int | None:
-        pid = self.zygote.pids.get(self.wid)
-        if pid is None:
+        if self.known_pid is None:
             self.zygote.pump()
-            pid = self.zygote.pids.get(self.wid)
-        return pid
+        return self.known_pid
 
     def poll(self) -> int | None:
         self.zygote.pump()
-        pid = self.zygote.pids.get(self.wid)
+        pid = self.known_pid
         if pid is None:
             if not self.zygote.alive() or time.monotonic() - self.asked > SPAWN_TIMEOUT_S:
                 return -signal.SIGKILL  # never forked, and never will be
@@ -112,9 +110,9 @@ class Forked:
             time.sleep(0.01)
 
 
-def _kill_quietly(pid: int) -> None:
+def _signal_quietly(pid: int, sig: int) -> None:
     try:
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, sig)
     except ProcessLookupError:
         pass
 
@@ -189,15 +187,11 @@ class Zygote:
                 self.exits[int(parts[1])] = number
             elif parts[0] == "pid" and parts[1] in self.abandoned:
                 self.abandoned.discard(parts[1])
-                _kill_quietly(number)  # given up on: nobody would manage it
+                _signal_quietly(number, signal.SIGKILL)  # given up on: nobody would manage it
             elif parts[0] == "pid":
                 self.pids[parts[1]] = number
-                sig = self.signals.pop(parts[1], None)
-                if sig is not None:
-                    try:
-                        os.kill(number, sig)
-                    except ProcessLookupError:
-                        pass
+                if parts[1] in self.signals:
+                    _signal_quietly(number, self.signals.pop(parts[1]))
 
     def forget(self, wid: str, pid: int | None) -> None:
         """A buried worker's entries (one never forked yet is killed if it ever is)."""
@@ -227,7 +221,6 @@ class WorkerProc:
     ready: bool = False
     idle_since: float = 0.0
     dying: bool = False  # cancelled or retired: never handed a task again
-    task_cancelled: bool = False  # its task (sent ahead, then cancelled) is answered, not run
     next: dict | None = None  # a task sent ahead: the worker starts it when ``task`` ends
     next_cancelled: bool = False  # and ``SkipTask`` was sent for it
     retire: bool = False  # its job ended while it was busy: retired once idle
@@ -313,12 +306,16 @@ class Executor:
             if worker.next and worker.next["id"] == task_id and not worker.next_cancelled:
                 worker.next_cancelled = True  # the worker answers it skipped (or ran) it
                 self._send(worker.wid, m.SkipTask(task=task_id))
-            elif worker.task and worker.task["id"] == task_id and not worker.task_cancelled:
+            elif worker.task and worker.task["id"] == task_id:
                 self._take_back_next(worker)
-                worker.task = None  # its death is not a task failure now
-                worker.ready, worker.dying = False, True  # and it gets no next task
-                self._kill(worker)
+                self._let_go(worker)
         self._feed()  # a slot it held is free
+
+    def _let_go(self, worker: WorkerProc) -> None:
+        """Kill a worker whose task is cancelled: its death is not a task failure, and it is
+        given nothing more."""
+        worker.task, worker.ready, worker.dying = None, False, True
+        self._kill(worker)
 
     def _take_back_next(self, worker: WorkerProc) -> None:
         """A worker that will not live to run the task sent ahead to it: the task waits again."""
@@ -374,7 +371,8 @@ class Executor:
 
     def on_task_end(self, wid: bytes, task_id: str, now: float) -> dict | None:
         """The worker answered for its task ``task_id`` and goes on with the one sent ahead,
-        if any; returns the task answered for (None if it was cancelled, or not its task)."""
+        if any; returns the task answered for (None if it is not what the worker runs: a
+        cancelled one's worker was let go)."""
         worker = self.workers.get(wid)
         if worker is not None and worker.next is not None and worker.next_cancelled \
                 and worker.next["id"] == task_id:
@@ -382,24 +380,21 @@ class Executor:
             return None
         if worker is None or worker.task is None or worker.task["id"] != task_id:
             return None  # unknown, cancelled and being killed, or not what it runs
-        task, cancelled = worker.task, worker.task_cancelled
-        worker.task, worker.task_cancelled = worker.next, worker.next_cancelled
+        task, worker.task, cancelled_next = worker.task, worker.next, worker.next_cancelled
         worker.next, worker.next_cancelled = None, False
         worker.idle_since = now
-        if worker.task is not None and worker.task_cancelled:
+        if cancelled_next:
             # it starts the cancelled task sent ahead unless our skip came first: whether it
-            # did cannot be known, and a cancelled task must not hold a slot; it goes
-            worker.task, worker.task_cancelled = None, False
-            worker.ready, worker.dying = False, True
-            self._kill(worker)
+            # did cannot be known, and a cancelled task must not hold a slot
+            self._let_go(worker)
         elif worker.task is None and worker.retire:
             self._retire(worker)
         self._feed()
-        return None if cancelled else task
+        return task
 
     def task_of(self, wid: bytes) -> dict | None:
         worker = self.workers.get(wid)
-        return worker.task if worker and not worker.task_cancelled else None
+        return worker.task if worker else None
 
     # -- housekeeping, once per loop turn --
 
@@ -420,8 +415,7 @@ class Executor:
 
     def task_ids(self) -> list[str]:
         """Every task this node holds, running or waiting for a worker."""
-        return [w.task["id"] for w in self.workers.values()
-                if w.task is not None and not w.task_cancelled] + \
+        return [w.task["id"] for w in self.workers.values() if w.task is not None] + \
             [w.next["id"] for w in self.workers.values()
              if w.next is not None and not w.next_cancelled] + \
             [t["id"] for t in self.backlog]
@@ -477,8 +471,6 @@ class Executor:
     def _buried(self, worker: WorkerProc, code: int) -> None:
         del self.workers[worker.wid]
         self._take_back_next(worker)
-        if worker.task_cancelled:
-            worker.task = None  # cancelled: its end is no failure
         if isinstance(worker.popen, Forked):
             self.zygote.forget(worker.popen.wid, worker.popen.pid)
         if worker.task is not None and not self.stopping:

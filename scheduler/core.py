@@ -37,7 +37,7 @@ A task start's event says whether its input was local to its node (``(input loca
 (``(input remote)``), when the input names a node at all.
 Jobs share slots fairly: each free slot goes to the job with the fewest running tasks.
 Short tasks queue: once a stage's tasks take under ``QUEUE_BELOW_S`` on average, a node with
-no slot free is given up to as many more of them as it has slots, held in its queue until a
+no slot free is given up to ``QUEUE_PER_SLOT`` more of them per slot, held in its queue until a
 slot frees (the node's executor runs no more than its slots at once), so that a slot's next
 task is there when its last one ends. Backups (speculation) use free slots only.
 
@@ -53,8 +53,8 @@ A task its node reports done is *released* (``TaskReported``): it stays running 
 runs while the journal catches up.
 
 Invariants (``check_invariants``): each task is in exactly one state; a node's busy count
-equals the number of tasks running on it and not released, and never exceeds twice its slots
-(its slots and its queue); only
+equals the number of tasks running on it and not released, and never exceeds its slots and
+its queue (``1 + QUEUE_PER_SLOT`` times its slots); only
 running tasks are released; a finished job has every task done.
 """
 from __future__ import annotations
@@ -68,8 +68,8 @@ PENDING, RUNNING, DONE = "pending", "running", "done"
 SPECULATE_EVERY_S = 0.1  # how often the scheduler looks for stragglers at most
 SPECULATE_MIN_SAMPLES = 3  # finished tasks of a stage before its median counts
 QUEUE_BELOW_S = 0.1  # a stage whose tasks take less than this (on average, lately) is short:
-# a node gets as many of its tasks again as it has slots, queued, so that each slot's next task
-# is there when it finishes instead of a round trip to the master later
+# a node gets more of its tasks than it has slots, queued, so that each slot's next task is
+# there when it finishes instead of a round trip to the master later
 QUEUE_EWMA = 0.2  # the weight of the newest task in that average
 QUEUE_PER_SLOT = 1  # queued short tasks a node may hold per slot (2 measured no better)
 ACTIVE, FINISHED, FAILED, KILLED = "active", "finished", "failed", "killed"
@@ -298,13 +298,13 @@ class Job:
     node_took: dict = field(default_factory=dict)  # (stage no, node) -> seconds of those it ran, sorted
     running_ids: set = field(default_factory=set)  # ids of its running tasks
     stage_sizes: dict = field(default_factory=dict)  # stage no -> how many tasks it has
-    pace: dict = field(default_factory=dict)  # stage no -> (tasks timed, their recent average s)
+    recent: dict = field(default_factory=dict)  # stage no -> its tasks' recent average s
 
     def took(self, stage_no: int, seconds: float) -> None:
         """A task of the stage took ``seconds``, from its assignment to its report."""
         insort(self.durations.setdefault(stage_no, []), seconds)
-        n, mean = self.pace.get(stage_no, (0, seconds))
-        self.pace[stage_no] = (n + 1, mean + QUEUE_EWMA * (seconds - mean))
+        mean = self.recent.get(stage_no, seconds)
+        self.recent[stage_no] = mean + QUEUE_EWMA * (seconds - mean)
 
     def took_on(self, stage_no: int, node: str, seconds: float) -> None:
         """``node`` ran a task of the stage in ``seconds`` (its pace, for speculation)."""
@@ -313,8 +313,8 @@ class Job:
     def short(self, stage_no: int) -> bool:
         """Its stage's tasks are short (``QUEUE_BELOW_S``), judged by at least
         ``SPECULATE_MIN_SAMPLES`` of them."""
-        n, mean = self.pace.get(stage_no, (0, 0.0))
-        return n >= SPECULATE_MIN_SAMPLES and mean < QUEUE_BELOW_S
+        return len(self.durations.get(stage_no, ())) >= SPECULATE_MIN_SAMPLES \
+            and self.recent[stage_no] < QUEUE_BELOW_S
 
     def resolve(self, sources: list) -> tuple[list, list]:
         """The URLs and labels of (producer id, label) sources, from the producers' outputs."""
@@ -392,7 +392,7 @@ class Node:
         return 0 if self.blacklisted else max(0, self.slots - self.busy)
 
     def queue_free(self) -> int:
-        """Room for short tasks queued beyond its slots (as many as it has slots)."""
+        """Room for short tasks queued beyond its slots (``QUEUE_PER_SLOT`` per slot)."""
         if self.blacklisted or not self.queue:
             return 0
         return max(0, (1 + QUEUE_PER_SLOT) * self.slots - self.busy)

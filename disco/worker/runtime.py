@@ -108,9 +108,9 @@ class Worker:
                     return 0
                 if isinstance(msg, m.RunTask):
                     waiting.append(msg.task)
-                elif isinstance(msg, m.SkipTask):
-                    skipped = [t for t in waiting if t["id"] == msg.task]
-                    for task in skipped:  # too late (started or done) is answered as run
+                elif isinstance(msg, m.SkipTask):  # too late (started or done): not answered
+                    task = next((t for t in waiting if t["id"] == msg.task), None)
+                    if task is not None:
                         waiting.remove(task)
                         self.send(m.TaskSkipped(task=msg.task))
             if waiting:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -81,18 +82,22 @@ def test_an_embedded_node_stops_when_its_process_dies_without_cleaning_up(tmp_pa
     assert out.returncode == 0, out.stderr
     pid, data = out.stdout.split()
     pid = int(pid)
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            os.kill(pid, 0)
-            state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
-        except (ProcessLookupError, FileNotFoundError):
-            break
-        if state == "Z":
-            break
-        assert time.monotonic() < deadline, "the orphaned embedded node is still running"
-        time.sleep(0.05)
-    events = [json.loads(x)["event"] for x in
-              (Path(data) / "logs" / "node.jsonl").read_text().splitlines()]
-    assert "embedding_process_gone" in events and events[-1] == "node_stopped"
-    shutil.rmtree(data, ignore_errors=True)
+    try:
+        deadline = time.monotonic() + 15
+        while _running(pid):
+            assert time.monotonic() < deadline, "the orphaned embedded node is still running"
+            time.sleep(0.05)
+        events = [json.loads(x)["event"] for x in
+                  (Path(data) / "logs" / "node.jsonl").read_text().splitlines()]
+        assert "embedding_process_gone" in events and events[-1] == "node_stopped"
+    finally:
+        if _running(pid):  # the feature is broken: the test still leaves nothing behind
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -188,6 +188,18 @@ def _finish_first(run: Run, node: str, took: float) -> list:
     return run(TaskFinished(tid, node, [out(node, tid)]), now=run.now + took)
 
 
+def _short_stage(slots: int, tasks: int) -> Run:
+    """One node a:1 of ``slots`` running job j of ``tasks`` maps whose stage has just become
+    short (SPECULATE_MIN_SAMPLES tasks done in 1 ms each), so its queue is full."""
+    run = Run()
+    run(NodeSlots("a:1", slots))
+    run(JobSubmitted("j", [f"raw://{i}" for i in range(tasks)]))
+    for _ in range(core.SPECULATE_MIN_SAMPLES):
+        _finish_first(run, "a:1", 0.001)
+    assert run.s.nodes["a:1"].busy == (1 + core.QUEUE_PER_SLOT) * slots
+    return run
+
+
 def test_short_tasks_queue_as_many_again_as_a_node_has_slots():
     run = Run()
     run(NodeSlots("a:1", 2))
@@ -198,6 +210,7 @@ def test_short_tasks_queue_as_many_again_as_a_node_has_slots():
     assert len(assigned(_finish_first(run, "a:1", 0.002))) == 3  # one again + two queued
     assert run.s.nodes["a:1"].busy == 4
     for _ in range(10):  # from now on each one done is one more queued, never above 2 x slots
+        # (QUEUE_PER_SLOT is 1)
         assert len(assigned(_finish_first(run, "a:1", 0.004))) == 1
         assert run.s.nodes["a:1"].busy == 4
 
@@ -216,24 +229,14 @@ def test_no_task_is_queued_beyond_the_slots(queue, took):
 
 
 def test_short_tasks_stop_queueing_when_they_get_long():
-    run = Run()
-    run(NodeSlots("a:1", 2))
-    run(JobSubmitted("j", [f"raw://{i}" for i in range(40)]))
-    for _ in range(4):
-        _finish_first(run, "a:1", 0.001)
-    assert run.s.nodes["a:1"].busy == 4
+    run = _short_stage(slots=2, tasks=40)
     for _ in range(12):  # the average catches up with tasks of a second: the queue drains
         _finish_first(run, "a:1", 1.0)
     assert run.s.nodes["a:1"].busy == 2
 
 
 def test_free_slots_are_filled_before_any_queue():
-    run = Run()
-    run(NodeSlots("a:1", 1))
-    run(JobSubmitted("j", [f"raw://{i}" for i in range(20)]))
-    for _ in range(3):
-        _finish_first(run, "a:1", 0.001)
-    assert run.s.nodes["a:1"].busy == 2  # its slot and its queue
+    run = _short_stage(slots=1, tasks=20)  # a:1 holds 2: its slot and its queue
     # a new node: its free slot, then its queue; a:1's full queue gets nothing
     assert assigned(run(NodeSlots("b:1", 1))) == [("b:1", "j:map:5"), ("b:1", "j:map:6")]
     assert run.s.nodes["a:1"].busy == 2 and run.s.nodes["b:1"].busy == 2

@@ -89,10 +89,15 @@ def test_a_worker_whose_daemon_socket_is_gone_does_not_hang(tmp_path):
 def test_a_signal_sent_before_the_fork_is_reported_reaches_the_worker(tmp_path, endpoint):
     z = zygote(tmp_path, endpoint)
     try:
+        pid_of(z.spawn("w0"))  # the zygote is up
+        z.proc.send_signal(signal.SIGSTOP)  # so it cannot fork w1 before we signal it
         worker = z.spawn("w1")
-        worker.send_signal(signal.SIGKILL)  # most likely before its pid came back
-        assert worker.wait(10) == -signal.SIGKILL
+        worker.send_signal(signal.SIGKILL)
+        assert worker.known_pid is None and z.signals == {"w1": signal.SIGKILL}  # kept
+        z.proc.send_signal(signal.SIGCONT)
+        assert worker.wait(10) == -signal.SIGKILL and not z.signals  # sent once forked
     finally:
+        z.proc.send_signal(signal.SIGCONT)
         z.stop()
 
 
