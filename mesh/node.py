@@ -502,12 +502,12 @@ class Node(ClientRequests, DdfsCore):
         for address, member in live.items():
             slots = int(member.meta.get("slots", 0))
             node = sched.nodes.get(address)
-            suspect = member.state == mb.SUSPECT
-            if suspect:  # keeps what it runs, gets nothing new (a master just lost is suspect
-                slots = min(slots, node.busy if node else 0)  # first)
-            if node is None or node.slots != slots or node.queue == suspect:
+            queue = member.state != mb.SUSPECT
+            if not queue:  # a suspect keeps what it runs, gets nothing new (a master just lost
+                slots = min(slots, node.busy if node else 0)  # is suspect first)
+            if node is None or (node.slots, node.queue) != (slots, queue):
                 self.node_inc[address] = member.incarnation
-                self._table(core.NodeSlots(address, slots, queue=not suspect))
+                self._table(core.NodeSlots(address, slots, queue=queue))
         self._reconcile(live)
 
     def _reconcile(self, live: dict) -> None:
