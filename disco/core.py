@@ -13,9 +13,12 @@ import uuid
 
 from disco import jobpack
 from disco.client import Connection, NotMaster, resolve_master
+from mesh.client import POOL
 from disco.error import CommError, DataError, DataNotFound, JobError, NoAnswer, UsageError
 from disco.worker.classic.worker import Params
 from mesh import message as m
+
+_MEMBERS: dict[str, tuple[float, list]] = {}  # node address -> (when, every member's address)
 
 __all__ = ["Disco", "Job", "JobError", "Params", "client_version", "new_job", "result_iterator"]
 
@@ -24,6 +27,7 @@ REQUEST_TIMEOUT_S = 10.0
 LONG_POLL_S = 5.0  # a wait re-asks this often, so a new master is found quickly
 SPLIT_SIZE = 64 << 20  # Job.split_size's default: bytes of input per map task
 HTTP_SIZE_PROBES = 64  # a job with more http inputs than this does not split them
+MEMBERS_TTL_S = 60.0  # a process re-learns the cluster's members through a node this often
 WATCH_TIMEOUT_S = 3.0  # show=True polls events: a master silent this long is looked for anew
 JOB_ARGS = ("input", "map", "reduce", "combiner", "partition", "partitions", "sort", "params",
             "map_reader", "reduce_reader", "map_init", "reduce_init", "required_modules",
@@ -43,10 +47,26 @@ class Disco:
 
     def __init__(self, master: str | None = None):
         self.master = resolve_master(master)  # the node we were told about
-        self.conn = Connection(self.master, REQUEST_TIMEOUT_S)
-        self._known: list[str] | None = None  # every member's address, learned once
+        self.address = self.master  # the node we ask: the master, once one named it
         self.on_switch = None  # called (old, new) when the node that answered is left behind
         self._answered: str | None = None
+
+    @property
+    def _known(self) -> list[str] | None:
+        """Every member's address, as learned through ``master`` in the last MEMBERS_TTL_S
+        (shared by this process's handles on the same node)."""
+        learned = _MEMBERS.get(self.master)
+        if learned is None or time.monotonic() - learned[0] > MEMBERS_TTL_S:
+            return None
+        return learned[1]
+
+    def _ask(self, cls, wait_s: float | None = None, **fields):
+        """One request to the node we ask, on a connection of this process's pool."""
+        conn = POOL.take(self.address, REQUEST_TIMEOUT_S)
+        try:
+            return conn.request(cls, wait_s=wait_s, **fields)
+        finally:
+            POOL.give(conn)
 
     def request(self, cls, wait_s: float | None = None, **fields):
         """Send a request to the master, following it from whichever node answers.
@@ -57,8 +77,8 @@ class Disco:
         deadline = time.monotonic() + FIND_MASTER_S
         while True:
             try:
-                reply = self.conn.request(cls, wait_s=wait_s, **fields)
-                self._answered = self.conn.address
+                reply = self._ask(cls, wait_s=wait_s, **fields)
+                self._answered = self.address
                 if self._known is None:
                     self._learn_members()
                 return reply
@@ -71,21 +91,21 @@ class Disco:
             if time.monotonic() > deadline:
                 raise CommError(f"no master found through {self.master} within "
                                 f"{FIND_MASTER_S:g} s")
-            self.conn.close()
-            lost = self.conn.address
+            lost = self.address
             if not target:
                 time.sleep(0.2)
                 target = self._find_master()
-            self.conn = Connection(target or self.master, REQUEST_TIMEOUT_S)
-            if self.on_switch is not None and lost == self._answered != self.conn.address:
-                self.on_switch(lost, self.conn.address)  # the node that answered is gone
+            self.address = target or self.master
+            if self.on_switch is not None and lost == self._answered != self.address:
+                self.on_switch(lost, self.address)  # the node that answered is gone
 
     def _learn_members(self) -> None:
         try:
-            status = self.conn.request(m.GetStatus)
-            self._known = [x["address"] for x in status["members"]]
+            status = self._ask(m.GetStatus)
+            known = [x["address"] for x in status["members"]]
         except CommError:
-            self._known = []
+            known = []
+        _MEMBERS[self.master] = (time.monotonic(), known)
 
     def _find_master(self) -> str | None:
         """Ask each member we know who the master is."""

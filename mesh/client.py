@@ -10,6 +10,8 @@ Finding which node to ask (``DISCO_MASTER``, the embedded cluster) is the user's
 from __future__ import annotations
 
 import itertools
+import os
+import threading
 
 import zmq
 
@@ -63,7 +65,55 @@ class Connection:
             self._sock = None
 
 
-__all__ = ["Connection"]
+class Pool:
+    """Idle connections of this process, by node address, for requests to share.
+
+    A job's client used to open a socket (a TCP connect and a ZMTP, maybe CurveZMQ, handshake)
+    for each ``Disco`` handle: a millisecond or two of a trivial job's few. ``take`` hands out
+    an idle connection to the address (or a new one) for one request, used by one thread at a
+    time as zmq sockets must be; ``give`` puts it back (closing it past ``MAX_IDLE`` idle ones
+    per address). A connection whose request timed out has closed its socket and makes a new
+    one when next used. A forked child starts with none: its parent's sockets are not its to
+    use or close, so they are kept, unused, until it exits."""
+
+    MAX_IDLE = 4
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._idle: dict[str, list] = {}
+        self._inherited: list = []
+
+    def take(self, address: str, timeout_s: float) -> Connection:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._inherited.append(self._idle)
+                self._idle, self._pid = {}, os.getpid()
+            idle = self._idle.get(address)
+            conn = idle.pop() if idle else None
+        if conn is None:
+            return Connection(address, timeout_s)
+        conn.timeout_s = timeout_s
+        return conn
+
+    def give(self, conn: Connection) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                idle = self._idle.setdefault(conn.address, [])
+                if len(idle) < self.MAX_IDLE:
+                    idle.append(conn)
+                    return
+        conn.close()
+
+    def idle(self, address: str) -> int:
+        """How many idle connections to ``address`` wait to be taken."""
+        with self._lock:
+            return len(self._idle.get(address, ())) if self._pid == os.getpid() else 0
+
+
+POOL = Pool()
+
+__all__ = ["Connection", "POOL", "Pool"]
 
 
 def check_seed(seed: str, log) -> None:

@@ -45,6 +45,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from itertools import chain, repeat
 from typing import BinaryIO, Callable, Iterator
 
 from disco.fileutils import DiscoOutputStream_v0 as DiscoPlainOut
@@ -283,21 +284,26 @@ def line_reader(fd, size=None, url=None, params=None, *, lines=None,
     (``'strict'``: bad bytes raise DecodeError; ``'replace'``, ``'ignore'``, ...).
 
     A URL with ``#range=START-END`` yields only the lines of that range
-    (:func:`line_range_reader`)."""
+    (:func:`line_range_reader`).
+
+    The lines are read (and decoded) about ``RANGE_BLOCK_BYTES`` at a time and handed out by
+    a C-level iterator: a map over millions of short lines pays no generator step per line."""
     kind = lines_kind(lines)
     _base, start, end = split_range(url) if isinstance(url, str) else (url, None, None)
     if start is not None:
-        yield from line_range_reader(fd, start, end, url, lines=kind, errors=errors)
-        return
-    if kind == "bytes":
-        yield from _buffered(fd)
-        return
-    counted = _Counted(fd)
-    text = io.TextIOWrapper(counted, encoding="utf-8", errors=errors, newline="\n")
-    try:
-        yield from text
-    except UnicodeDecodeError as exc:
-        raise decode_error(url, counted.pos - len(exc.object) + exc.start, exc) from None
+        return line_range_reader(fd, start, end, url, lines=kind, errors=errors)
+    return chain.from_iterable(_blocks(_buffered(fd), kind, url, errors))
+
+
+def _blocks(fd, kind: str, url, errors: str) -> Iterator:
+    """The whole lines of ``fd``, one block (a list, or an iterator of decoded lines) at a time."""
+    readlines, at = fd.readlines, 0
+    while block := readlines(RANGE_BLOCK_BYTES):
+        if kind == "bytes":
+            yield block
+        else:
+            yield _decoded(block, at, url, errors)
+            at += sum(map(len, block))
 
 
 map_line_reader = line_reader
@@ -325,7 +331,11 @@ def line_range_reader(fd, start: int, end: int, url=None, *, lines=None,
     So the ranges ``[0, a), [a, b), ..., [z, size)`` together yield every line once."""
     if not (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end):
         raise UsageError(f"a byte range needs 0 <= start <= end, got {start!r}-{end!r}")
-    kind = lines_kind(lines)
+    return chain.from_iterable(_range_blocks(fd, start, end, url, lines_kind(lines), errors))
+
+
+def _range_blocks(fd, start: int, end: int, url, kind: str, errors: str) -> Iterator:
+    """``line_range_reader``'s lines, a block (list or iterator) at a time."""
     pos = max(0, start - 1)
     seekable = getattr(fd, "seekable", None)
     if seekable is not None and seekable():
@@ -347,14 +357,15 @@ def line_range_reader(fd, start: int, end: int, url=None, *, lines=None,
                 pos += len(block[kept])
                 kept += 1
             block = block[:kept]
-        yield from block if kind == "bytes" else _decoded(block, at, url, errors)
+        yield block if kind == "bytes" else _decoded(block, at, url, errors)
 
 
-def _decoded(block: list, at: int, url, errors: str) -> Iterator[str]:
-    """The bytes lines of ``block`` (starting at byte ``at``) as str, decoded together and
-    split on "\n" only; an undecodable line raises the DecodeError naming its byte offset."""
+def _decoded(block: list, at: int, url, errors: str) -> list[str]:
+    """The bytes lines of ``block`` (starting at byte ``at``) as str, each decoded by itself
+    (a "\\n" never falls inside a UTF-8 character); an undecodable line raises the
+    DecodeError naming its byte offset."""
     try:
-        text = b"".join(block).decode("utf-8", errors)
+        return list(map(bytes.decode, block, repeat("utf-8"), repeat(errors)))
     except UnicodeDecodeError:
         for raw in block:  # find the line, for the offset
             try:
@@ -363,7 +374,6 @@ def _decoded(block: list, at: int, url, errors: str) -> Iterator[str]:
                 raise decode_error(url, at + exc.start, exc) from None
             at += len(raw)
         raise
-    yield from io.StringIO(text, newline="\n")
 
 
 def chain_reader(fd, size=None, url=None, params=None) -> Iterator[tuple]:
@@ -567,30 +577,6 @@ class StreamCombiner:
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-class _Counted(io.BufferedIOBase):
-    """Reads ``fd`` for a TextIOWrapper, counting bytes (``pos``) so a decode error can name
-    the offset of the bad byte; closing it leaves ``fd`` open."""
-
-    def __init__(self, fd):
-        super().__init__()
-        self._read = fd.read
-        self._read1 = getattr(fd, "read1", fd.read)
-        self.pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        data = self._read(size)
-        self.pos += len(data)
-        return data
-
-    def read1(self, size: int = -1) -> bytes:
-        data = self._read1(size)
-        self.pos += len(data)
-        return data
-
 
 def _buffered(fd):
     """``fd`` itself if it reads lines efficiently, else wrapped in a buffer."""
