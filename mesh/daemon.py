@@ -1,9 +1,10 @@
 """The node daemon: the thin loop around the node core (ARCHITECTURE "Pure cores, thin loops").
 
 It alone owns sockets and the clock: the control ROUTER on ``port`` (clients, gossip, Raft,
-master commands, reports), the worker ROUTER on an abstract ``ipc://`` name
-(``mesh.executor``), one DEALER per peer (``mesh.peers``); the data ROUTER on ``port + 1`` is
-served by its own thread (``mesh.dataserver``), so a big read never delays a heartbeat.
+master commands, reports), one channel per worker process (``mesh.channel``, polled beside
+them; ``mesh.executor`` makes them), one DEALER per peer (``mesh.peers``); the data ROUTER on
+``port + 1`` is served by its own thread (``mesh.dataserver``), so a big read never delays a
+heartbeat.
 
 Each turn reads the clock once, drains a bounded batch from each socket, decodes and validates
 every frame (a bad one is answered with ``Error``, counted and logged, never raised), steps the
@@ -124,11 +125,10 @@ class NodeDaemon:
                 raise kind(f"cannot serve HTTP on {self.s.host}:{self.s.http_port}: "
                            f"{exc.strerror} (--http-port N picks another port, 0 turns "
                            "the status page off)") from None
-        self.worker_endpoint = f"ipc://@disco-{os.getpid()}-{self.s.port}"
-        self.wsock = bind_router(self.ctx, self.worker_endpoint, self.keys)
         self.poller = zmq.Poller()
-        for sock in (self.ctrl, self.wsock) + ((self.zap.sock,) if self.zap else ()):
+        for sock in (self.ctrl,) + ((self.zap.sock,) if self.zap else ()):
             self.poller.register(sock, zmq.POLLIN)
+        self._polled: dict[int, tuple] = {}  # worker channel fd -> (its worker, poll flags)
 
     def _unauthenticated(self, address: str, mechanism: str) -> None:
         self.refused["unauthenticated"] += 1
@@ -165,7 +165,7 @@ class NodeDaemon:
         self.copier.start()
         self.scrub = ScrubThread(self.volumes, self.janitor, self.s.name, self.s.scrub_bytes_s)
         self.scrub.start()
-        self.executor = Executor(self.worker_endpoint, self.s.data_dir, self.s.name,
+        self.executor = Executor(self.s.data_dir, self.s.name,
                                  self.s.address, self._send_worker, self._worker_lost,
                                  self.log, spare=self.s.spare_workers, slots=self.s.workers)
 
@@ -198,6 +198,7 @@ class NodeDaemon:
             if flush_at is not None:
                 wake = min(wake, flush_at)
             timeout_ms = max(0, int((wake - time.monotonic()) * 1000 + 0.999))
+            self._poll_workers()
             try:
                 ready = dict(self.poller.poll(timeout_ms))
             except zmq.ZMQError as exc:
@@ -210,8 +211,9 @@ class NodeDaemon:
                     self.zap.handle()
                     if not self.zap.sock.poll(0):
                         break
-            if self.wsock in ready:
-                self._drain(self.wsock, self._on_worker_frames, now)
+            for fd, (worker, _) in list(self._polled.items()):
+                if fd in ready:
+                    self._on_worker_channel(worker, ready[fd], now)
             if self.ctrl in ready:
                 self._drain(self.ctrl, self._on_control_frames, now)
             if now >= next_tick:
@@ -288,20 +290,50 @@ class NodeDaemon:
     # -- worker socket --
 
     def _send_worker(self, wid: bytes, msg) -> None:
-        self.wsock.send_multipart([wid, m.encode(msg)])
+        worker = self.executor.workers.get(wid)
+        if worker is not None and worker.channel is not None:
+            worker.channel.send(m.encode(msg))
 
     def _worker_lost(self, task: dict, why: str) -> None:
         self.events.append(ev.LocalReport(task, "failed", {"error": why}))
 
-    def _on_worker_frames(self, frames: list, now: float) -> None:
-        if len(frames) != 2:
+    def _poll_workers(self) -> None:
+        """Poll each live worker channel: for input, and for output while some waits."""
+        live = self.executor.channels()
+        for fd, (worker, _) in list(self._polled.items()):
+            if live.get(fd) is not worker:
+                self.poller.unregister(fd)
+                del self._polled[fd]
+        for fd, worker in live.items():
+            flags = zmq.POLLIN | (zmq.POLLOUT if worker.channel.pending else 0)
+            known = self._polled.get(fd)
+            if known is None:
+                self.poller.register(fd, flags)
+            elif known[1] != flags:
+                self.poller.modify(fd, flags)
+            else:
+                continue
+            self._polled[fd] = (worker, flags)
+
+    def _on_worker_channel(self, worker, events: int, now: float) -> None:
+        channel = worker.channel
+        if events & zmq.POLLOUT:
+            channel.flush()
+        if not events & (zmq.POLLIN | zmq.POLLERR):
             return
+        for frame in channel.receive():
+            try:
+                self._on_worker_frame(worker.wid, frame, now)
+            except Exception:  # a bug of ours must never stop the node
+                self.log.exception("handler_failed", socket="worker")
+
+    def _on_worker_frame(self, wid: bytes, frame: bytes, now: float) -> None:
         try:
-            msg = m.decode(frames[1])
+            msg = m.decode(frame)
         except ProtocolError as exc:
             self.log.warning("bad_worker_message", error=str(exc))
             return
-        report = self.executor.on_message(frames[0], msg, now)
+        report = self.executor.on_message(wid, msg, now)
         if report is not None:
             if report.kind in ("done", "failed"):
                 self._count("finished" if report.kind == "done" else "failed", report.task)

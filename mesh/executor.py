@@ -3,9 +3,10 @@
 A worker serves one job and runs many of its tasks in turn (ARCHITECTURE "Processes"). Workers
 are forked by the node's zygote (``disco.worker.zygote``: one process that imported everything
 once), so a new worker is ready in milliseconds rather than after an interpreter start; should
-the zygote be gone, a worker is started as its own interpreter. The executor also keeps
-``spare`` warm workers not yet bound to a job. A worker that dies fails the task it was
-running, never the daemon.
+the zygote be gone, a worker is started as its own interpreter. Each worker talks to the node
+over its own channel (``mesh.channel``: a socketpair, the worker's end handed to it as it
+starts), which the daemon polls. The executor also keeps ``spare`` warm workers not yet bound
+to a job. A worker that dies fails the task it was running, never the daemon.
 
 Worker states: starting -> idle -> busy -> idle ... -> stopping. A worker is bound to a job by
 the first task it is given.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +23,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from mesh import channel as ch
 from mesh import log as mesh_log
 from mesh import message as m
 from mesh.event import LocalReport
@@ -136,6 +139,7 @@ class Zygote:
     def __init__(self, argv: list[str], env: dict, cwd: Path, log_path: Path):
         self.argv, self.env, self.cwd, self.log_path = argv, env, cwd, log_path
         self.proc: subprocess.Popen | None = None
+        self.control: socket.socket | None = None  # our end of its stdin (SOCK_SEQPACKET)
         self.exits: dict[int, int] = {}
         self.pids: dict[str, int] = {}  # worker id -> pid, as the zygote says them
         self.signals: dict[str, int] = {}  # worker id -> a signal to send once its pid is known
@@ -146,24 +150,33 @@ class Zygote:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def spawn(self, wid: str) -> Forked | None:
-        """Ask for a worker; None if the zygote cannot be asked (the caller starts one
-        itself). The fork happens meanwhile: the daemon does not wait for it."""
+    def spawn(self, wid: str, channel_fd: int) -> Forked | None:
+        """Ask for a worker that talks over ``channel_fd`` (the zygote gets a copy: the caller
+        closes its own); None if the zygote cannot be asked (the caller starts one itself).
+        The fork happens meanwhile: the daemon does not wait for it."""
         if not self.alive():
             if self.proc is not None:
                 self.restarts += 1
             if self.restarts > MAX_ZYGOTE_RESTARTS:
                 return None  # it keeps dying: workers are started as interpreters of their own
-            with open(self.log_path, "ab") as err:
-                self.proc = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.PIPE,
-                                             stdout=subprocess.PIPE, stderr=err, cwd=self.cwd)
-            os.set_blocking(self.proc.stdout.fileno(), False)
+            self._start()
         try:
-            self.proc.stdin.write(f"spawn {wid}\n".encode())
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
+            socket.send_fds(self.control, [f"spawn {wid}".encode()], [channel_fd])
+        except OSError:
             return None
         return Forked(wid, self)
+
+    def _start(self) -> None:
+        if self.control is not None:
+            self.control.close()
+        self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            with open(self.log_path, "ab") as err:
+                self.proc = subprocess.Popen(self.argv, env=self.env, stdin=theirs.fileno(),
+                                             stdout=subprocess.PIPE, stderr=err, cwd=self.cwd)
+        finally:
+            theirs.close()
+        os.set_blocking(self.proc.stdout.fileno(), False)
 
     def pump(self) -> None:
         if self.proc is None:
@@ -203,8 +216,10 @@ class Zygote:
             self.abandoned.add(wid)
 
     def stop(self) -> None:
+        if self.control is not None:
+            self.control.close()  # it exits at EOF
+            self.control = None
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.stdin.close()  # it exits at EOF
             try:
                 self.proc.wait(2.0)
             except subprocess.TimeoutExpired:
@@ -224,14 +239,15 @@ class WorkerProc:
     next: dict | None = None  # a task sent ahead: the worker starts it when ``task`` ends
     next_cancelled: bool = False  # and ``SkipTask`` was sent for it
     retire: bool = False  # its job ended while it was busy: retired once idle
+    channel: "ch.Channel | None" = None  # the node's end of the worker's channel
 
 
 class Executor:
     """Runs assigned tasks; reports through ``send(wid, msg)`` and ``report(event)`` callbacks."""
 
-    def __init__(self, endpoint: str, data_dir: Path, node: str, address: str, send, report,
+    def __init__(self, data_dir: Path, node: str, address: str, send, report,
                  log, spare: int = 1, idle_timeout_s: float = 30.0, slots: int | None = None):
-        self.endpoint, self.data_dir, self.node, self.address = endpoint, data_dir, node, address
+        self.data_dir, self.node, self.address = data_dir, node, address
         self._send, self._report, self.log = send, report, log
         self.spare, self.idle_timeout_s = spare, idle_timeout_s
         self.slots = slots  # tasks run at once; more wait in the backlog (None: no limit)
@@ -240,7 +256,7 @@ class Executor:
         self.stopping = False
         self.fetched_bytes = 0  # what its workers read from other nodes (shuffle bytes in)
         env = self._env = worker_env(os.environ)
-        self.zygote = Zygote([sys.executable, "-m", "disco.worker.zygote", self.endpoint,
+        self.zygote = Zygote([sys.executable, "-m", "disco.worker.zygote",
                               str(self.data_dir), self.node, self.address,
                               str(self.data_dir / "logs" / "workers.log")], env,
                              self.data_dir, self.data_dir / "logs" / "workers.log")
@@ -392,6 +408,11 @@ class Executor:
         self._feed()
         return task
 
+    def channels(self) -> dict[int, "WorkerProc"]:
+        """Each live worker channel's fd and its worker, for the daemon to poll."""
+        return {w.channel.fd: w for w in self.workers.values()
+                if w.channel is not None and not w.channel.closed}
+
     def task_of(self, wid: bytes) -> dict | None:
         worker = self.workers.get(wid)
         return worker.task if worker else None
@@ -431,6 +452,8 @@ class Executor:
             except subprocess.TimeoutExpired:
                 self._kill(worker)
                 worker.popen.wait()
+            if worker.channel is not None:
+                worker.channel.close()
         self.workers.clear()
         self.zygote.stop()
 
@@ -456,20 +479,31 @@ class Executor:
                 mesh_log.rotate(log_path, keep)
         except OSError:
             pass
-        popen = self.zygote.spawn(wid.decode())
-        if popen is None:  # no zygote: an interpreter of its own
-            argv = [sys.executable, "-m", "disco.worker.runtime", self.endpoint, wid.decode(),
-                    str(self.data_dir), self.node, self.address, str(os.getpid())]
-            with open(log_path, "ab") as err:
-                popen = subprocess.Popen(argv, env=self._env, stdin=subprocess.DEVNULL,
-                                         stdout=err, stderr=err, cwd=self.data_dir)
-        worker = WorkerProc(wid, popen, job=job)
+        ours, theirs = ch.pair()
+        try:
+            popen = self.zygote.spawn(wid.decode(), theirs.fileno())
+            if popen is None:  # no zygote: an interpreter of its own
+                argv = [sys.executable, "-m", "disco.worker.runtime", f"fd:{theirs.fileno()}",
+                        wid.decode(), str(self.data_dir), self.node, self.address,
+                        str(os.getpid())]
+                with open(log_path, "ab") as err:
+                    popen = subprocess.Popen(argv, env=self._env, stdin=subprocess.DEVNULL,
+                                             stdout=err, stderr=err, cwd=self.data_dir,
+                                             pass_fds=(theirs.fileno(),))
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()  # the worker's (or the zygote's) copy is what keeps it open
+        worker = WorkerProc(wid, popen, job=job, channel=ch.Channel(ours))
         self.workers[wid] = worker
         self.log.debug("worker_spawned", worker=wid.decode(), job=job or None)
         return worker
 
     def _buried(self, worker: WorkerProc, code: int) -> None:
         del self.workers[worker.wid]
+        if worker.channel is not None:
+            worker.channel.close()
         self._take_back_next(worker)
         if isinstance(worker.popen, Forked):
             self.zygote.forget(worker.popen.wid, worker.popen.pid)

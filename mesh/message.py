@@ -10,8 +10,8 @@ types before a frame leaves and raises ``LocalProtocolError`` (we broke it) for 
 Message kinds:
 
 - client -> node (control port), answered by ``Reply`` or ``Error`` carrying the same ``rid``;
-- worker <-> node (the worker socket, ``ipc://``): ``WorkerReady``, ``RunTask``, ``TaskDone``,
-  ``TaskFailed``, ``TaskMessage``, ``Shutdown``;
+- worker <-> node (each worker's channel, a socketpair: ``mesh.channel``): ``WorkerReady``,
+  ``RunTask``, ``TaskDone``, ``TaskFailed``, ``TaskMessage``, ``Shutdown``;
 - node -> node (control port, one-way): ``Gossip``, ``Assign``, ``Cancel``, ``Report``,
   ``JobEnded``, ``PutJobpack``, ``JobpackStored``; every master command carries the
   master's term;

@@ -1,7 +1,8 @@
 """The worker process: serves one job, running many of its tasks in turn.
 
-Started by the node daemon as ``python -m disco.worker.runtime ENDPOINT WID DATA NODE ADDRESS
-PARENT_PID``. It connects a DEALER to the daemon's worker socket, says ``WorkerReady`` and then
+Started by the node daemon as ``python -m disco.worker.runtime fd:N WID DATA NODE ADDRESS
+PARENT_PID`` (or forked by its zygote), ``N`` being its end of a channel to the daemon
+(``mesh.channel``, a socketpair). It says ``WorkerReady`` and then
 runs each ``RunTask`` it is given, answering ``TaskDone`` (with its output URLs) or
 ``TaskFailed`` (with the task's own traceback). The first task binds the worker to its job:
 the job pack is loaded once. Prints from task code become ``TaskMessage``s, rate-limited. The
@@ -16,15 +17,13 @@ import time
 import traceback
 from pathlib import Path
 
-import zmq
-
 from disco import log as disco_log
 from disco.worker import task as task_mod  # imported before the first task: spares are warm
 from disco.worker.classic import worker as _classic  # noqa: F401  every job's load binds its
 # names (jobpack.bind_worker_names); imported here, the zygote's workers never compile it
 from disco.worker import external_runner
 from mesh import message as m
-from mesh import security
+from mesh.channel import Channel, ChannelClosed
 
 POLL_MS = 1000
 MESSAGES_PER_S = 20
@@ -71,15 +70,15 @@ class EventStream:
 
 
 class Worker:
-    def __init__(self, endpoint: str, wid: str, data_dir: str, node: str, address: str,
+    def __init__(self, channel: str, wid: str, data_dir: str, node: str, address: str,
                  parent: int):
         self.data_dir, self.node, self.address, self.parent = Path(data_dir), node, address, parent
-        self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.IDENTITY, wid.encode())
-        self.sock.setsockopt(zmq.LINGER, 2000)
-        security.dial(self.sock, security.process_keys())
-        self.sock.connect(endpoint)
+        self.wid = wid
+        if not channel.startswith("fd:") or not channel[3:].isdigit():
+            raise SystemExit(f"disco.worker.runtime: expected fd:N as the channel, not {channel!r}")
+        fd = int(channel[3:])
+        os.set_inheritable(fd, False)  # programs a task starts do not get it
+        self.channel = Channel.from_fd(fd)
         self.job = None  # a disco.worker.task.JobContext once bound
         self.events = EventStream(self.send)
         disco_log.configure(self.data_dir / "logs" / "workers.jsonl", console=False, node=node,
@@ -87,23 +86,25 @@ class Worker:
         self.log = disco_log.get()
 
     def send(self, msg) -> None:
-        self.sock.send(m.encode(msg))
+        self.channel.send(m.encode(msg))
 
     def serve(self) -> int:
-        ready = m.encode(m.WorkerReady(worker=self.sock.getsockopt(zmq.IDENTITY).decode(),
-                                       job="", pid=os.getpid()))
-        while not self.sock.poll(POLL_MS, zmq.POLLOUT):  # the daemon's socket is not there
-            if os.getppid() != self.parent:
-                return 0  # and never will be: our parent is gone
-        self.sock.send(ready)
+        try:
+            return self._serve()
+        except ChannelClosed:
+            return 0  # the daemon is gone; so are we
+
+    def _serve(self) -> int:
+        self.send(m.WorkerReady(worker=self.wid, job="", pid=os.getpid()))
         waiting: collections.deque = collections.deque()  # tasks sent ahead, in order
+        channel = self.channel
         while True:
-            if not waiting and not self.sock.poll(POLL_MS):
+            if not waiting and not channel.poll(POLL_MS):
                 if os.getppid() != self.parent:
                     return 0  # the daemon is gone; so are we
                 continue
-            while self.sock.poll(0):  # every message here by now, before the next task
-                msg = m.decode(self.sock.recv())
+            while channel.poll(0):  # every message here by now, before the next task
+                msg = m.decode(channel.recv())
                 if isinstance(msg, m.Shutdown):
                     return 0
                 if isinstance(msg, m.RunTask):
@@ -159,8 +160,7 @@ def main(argv: list[str]) -> int:
     try:
         return worker.serve()
     finally:
-        worker.sock.close()
-        worker.ctx.term()
+        worker.channel.close()
 
 
 if __name__ == "__main__":

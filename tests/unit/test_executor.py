@@ -39,7 +39,7 @@ class Bench:
     def __init__(self, tmp_path: Path, slots: int | None = 2):
         self.sent: list[tuple[bytes, object]] = []
         self.lost: list[tuple[str, str]] = []
-        self.ex = Executor("ipc://@none", tmp_path, "n", "127.0.0.1:1",
+        self.ex = Executor(tmp_path, "n", "127.0.0.1:1",
                            lambda wid, msg: self.sent.append((wid, msg)),
                            lambda task, why: self.lost.append((task["id"], why)),
                            _Log(), spare=0, slots=slots)

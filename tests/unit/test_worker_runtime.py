@@ -1,4 +1,4 @@
-"""A real worker process (disco.worker.runtime) fed over its socket as the node feeds it: it
+"""A real worker process (disco.worker.runtime) fed over its channel as the node feeds it: it
 answers every task it is sent, in order, running the ones sent ahead when its task ends and
 skipping those the node cancelled before they started."""
 from __future__ import annotations
@@ -7,12 +7,11 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
-import zmq
 
 from disco import jobpack
+from mesh import channel as ch
 from mesh import message as m
 from mesh.datadir import digest_of
 from tests.conftest import child_env
@@ -42,30 +41,29 @@ def worker(tmp_path):
     (tmp_path / "jobpacks").mkdir()
     (tmp_path / "jobpacks" / digest).write_bytes(pack)
     (tmp_path / "logs").mkdir()
-    ctx = zmq.Context()
-    router = ctx.socket(zmq.ROUTER)
-    endpoint = f"ipc://@disco-runtime-test-{uuid.uuid4().hex[:8]}"
-    router.bind(endpoint)
-    proc = subprocess.Popen([sys.executable, "-m", "disco.worker.runtime", endpoint, "w1",
-                             str(tmp_path), "n", "127.0.0.1:1", str(os.getpid())],
-                            env=child_env(), cwd=tmp_path)
+    ours, theirs = ch.pair()
+    proc = subprocess.Popen([sys.executable, "-m", "disco.worker.runtime",
+                             f"fd:{theirs.fileno()}", "w1", str(tmp_path), "n", "127.0.0.1:1",
+                             str(os.getpid())], env=child_env(), cwd=tmp_path,
+                            pass_fds=(theirs.fileno(),))
+    theirs.close()
+    end = ch.Channel(ours, blocking=True)
     try:
-        assert router.poll(30_000), "the worker never said it was ready"
-        wid, frame = router.recv_multipart()
-        assert isinstance(m.decode(frame), m.WorkerReady)
-        yield (lambda msg: router.send_multipart([wid, m.encode(msg)])), router, digest
+        assert end.poll(30_000), "the worker never said it was ready"
+        ready = m.decode(end.recv())
+        assert isinstance(ready, m.WorkerReady) and ready.worker == "w1"
+        yield (lambda msg: end.send(m.encode(msg))), end, digest
     finally:
         proc.kill()
         proc.wait()
-        router.close(0)
-        ctx.term()
+        end.close()
 
 
 def started(router, entry: str) -> None:
     """Until the worker says the task reading ``entry`` started (it prints it)."""
     while True:
         assert router.poll(20_000), f"{entry} never started"
-        msg = m.decode(router.recv_multipart()[1])
+        msg = m.decode(router.recv())
         assert isinstance(msg, m.TaskMessage), msg
         if msg.msg == f"started {entry}":
             return
@@ -75,7 +73,7 @@ def answers(router, n: int) -> list:
     out = []
     while len(out) < n:
         assert router.poll(20_000), f"no answer after {out}"
-        msg = m.decode(router.recv_multipart()[1])
+        msg = m.decode(router.recv())
         if not isinstance(msg, m.TaskMessage):
             out.append((type(msg).__name__, msg.task))
     return out

@@ -1,36 +1,45 @@
-"""The worker zygote (disco/worker/zygote.py) as the executor drives it: fork on request,
-exits reported, gone with its daemon's pipe."""
+"""The worker zygote (disco/worker/zygote.py) as the executor drives it: fork on request, each
+worker on the channel it was handed, exits reported, gone with its daemon."""
 from __future__ import annotations
 
 import os
 import signal
 import sys
 import time
-import uuid
 
-import pytest
-import zmq
 
+from mesh import channel as ch
+from mesh import message as m
 from mesh.executor import _ROOT, Zygote
 
 
-@pytest.fixture
-def endpoint():
-    """A worker socket, as the daemon binds one: workers say ready on it."""
-    ctx = zmq.Context.instance()
-    sock = ctx.socket(zmq.ROUTER)
-    address = f"ipc://@disco-zygote-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    sock.bind(address)
-    yield address
-    sock.close(linger=0)
+class _Zygote(Zygote):
+    """The executor's zygote; ``spawn(wid)`` makes the worker's channel as the executor does
+    and keeps the daemon's end in ``ends`` (closed at ``stop``)."""
+
+    def spawn(self, wid: str, channel_fd: int | None = None):
+        ours, theirs = ch.pair()
+        try:
+            worker = super().spawn(wid, theirs.fileno())
+        finally:
+            theirs.close()
+        self.ends[wid] = ch.Channel(ours)
+        return worker
+
+    def stop(self) -> None:
+        super().stop()
+        for end in self.ends.values():
+            end.close()
 
 
-def zygote(tmp_path, endpoint) -> Zygote:
+def zygote(tmp_path) -> _Zygote:
     (tmp_path / "logs").mkdir()
     env = {**os.environ, "PYTHONPATH": _ROOT}
     log = tmp_path / "logs" / "workers.log"
-    return Zygote([sys.executable, "-m", "disco.worker.zygote", endpoint,
-                   str(tmp_path), "n", "127.0.0.1:1", str(log)], env, tmp_path, log)
+    z = _Zygote([sys.executable, "-m", "disco.worker.zygote",
+                 str(tmp_path), "n", "127.0.0.1:1", str(log)], env, tmp_path, log)
+    z.ends = {}
+    return z
 
 
 def pid_of(worker) -> int:
@@ -42,8 +51,8 @@ def pid_of(worker) -> int:
     return worker.pid
 
 
-def test_workers_are_forked_and_their_exits_reported(tmp_path, endpoint):
-    z = zygote(tmp_path, endpoint)
+def test_workers_are_forked_and_their_exits_reported(tmp_path):
+    z = zygote(tmp_path)
     try:
         first = z.spawn("w1")
         assert first is not None and first.poll() is None
@@ -63,8 +72,8 @@ def test_workers_are_forked_and_their_exits_reported(tmp_path, endpoint):
     assert not z.alive()
 
 
-def test_workers_go_when_their_zygote_goes(tmp_path, endpoint):
-    z = zygote(tmp_path, endpoint)
+def test_workers_go_when_their_zygote_goes(tmp_path):
+    z = zygote(tmp_path)
     worker = z.spawn("w1")
     z.proc.kill()
     z.proc.wait()
@@ -74,20 +83,40 @@ def test_workers_go_when_their_zygote_goes(tmp_path, endpoint):
         time.sleep(0.05)
 
 
-def test_a_worker_whose_daemon_socket_is_gone_does_not_hang(tmp_path):
-    """Forked, then its zygote dies before the daemon's socket ever answered: it exits."""
-    z = zygote(tmp_path, f"ipc://@disco-nobody-{uuid.uuid4().hex[:8]}")
-    worker = z.spawn("w1")
-    z.proc.kill()
-    z.proc.wait()
-    deadline = time.monotonic() + 10
-    while worker.poll() is None:
-        assert time.monotonic() < deadline, "the worker hangs on a socket nobody serves"
-        time.sleep(0.05)
+def test_a_forked_worker_says_ready_on_its_own_channel(tmp_path):
+    z = zygote(tmp_path)
+    try:
+        z.spawn("w1")
+        z.spawn("w2")
+        for wid in ("w2", "w1"):
+            end = z.ends[wid]
+            assert end.poll(20_000), f"{wid} never said it was ready"
+            (frame,) = end.receive() or [end.recv()]
+            msg = m.decode(frame)
+            assert isinstance(msg, m.WorkerReady) and msg.worker == wid
+    finally:
+        z.stop()
 
 
-def test_a_signal_sent_before_the_fork_is_reported_reaches_the_worker(tmp_path, endpoint):
-    z = zygote(tmp_path, endpoint)
+def test_a_worker_whose_daemon_end_is_gone_does_not_hang(tmp_path):
+    """Forked, then the daemon's end of its channel closes (the daemon is gone): it exits
+    although its zygote still runs."""
+    z = zygote(tmp_path)
+    try:
+        worker = z.spawn("w1")
+        pid_of(worker)
+        z.ends["w1"].close()
+        deadline = time.monotonic() + 10
+        while worker.poll() is None:
+            assert time.monotonic() < deadline, "the worker hangs on a channel nobody serves"
+            time.sleep(0.05)
+        assert worker.poll() == 0
+    finally:
+        z.stop()
+
+
+def test_a_signal_sent_before_the_fork_is_reported_reaches_the_worker(tmp_path):
+    z = zygote(tmp_path)
     try:
         pid_of(z.spawn("w0"))  # the zygote is up
         z.proc.send_signal(signal.SIGSTOP)  # so it cannot fork w1 before we signal it
@@ -101,9 +130,9 @@ def test_a_signal_sent_before_the_fork_is_reported_reaches_the_worker(tmp_path, 
         z.stop()
 
 
-def test_a_worker_never_forked_counts_as_dead(tmp_path, endpoint, monkeypatch):
+def test_a_worker_never_forked_counts_as_dead(tmp_path, monkeypatch):
     from mesh import executor
-    z = zygote(tmp_path, endpoint)
+    z = zygote(tmp_path)
     try:
         pid_of(z.spawn("w0"))  # the zygote is up
         z.proc.send_signal(signal.SIGSTOP)  # and now cannot fork
@@ -116,9 +145,8 @@ def test_a_worker_never_forked_counts_as_dead(tmp_path, endpoint, monkeypatch):
         z.stop()
 
 
-def test_a_worker_given_up_on_before_its_fork_is_killed_when_the_fork_is_reported(tmp_path,
-                                                                                endpoint):
-    z = zygote(tmp_path, endpoint)
+def test_a_worker_given_up_on_before_its_fork_is_killed_when_the_fork_is_reported(tmp_path):
+    z = zygote(tmp_path)
     try:
         pid_of(z.spawn("w0"))  # the zygote is up
         z.proc.send_signal(signal.SIGSTOP)
@@ -142,9 +170,9 @@ def test_a_worker_given_up_on_before_its_fork_is_killed_when_the_fork_is_reporte
         z.stop()
 
 
-def test_a_zygote_that_keeps_dying_is_given_up_for_interpreters(tmp_path, endpoint):
+def test_a_zygote_that_keeps_dying_is_given_up_for_interpreters(tmp_path):
     from mesh import executor
-    z = zygote(tmp_path, endpoint)
+    z = zygote(tmp_path)
     for _ in range(executor.MAX_ZYGOTE_RESTARTS + 1):
         assert z.spawn("w") is not None
         z.proc.kill()
