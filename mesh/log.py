@@ -11,6 +11,7 @@ names for code on the user's side.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import sys
 import time
@@ -110,6 +111,21 @@ class RotatingFile:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
 _configured = False
+def _fallback(obj):
+    """What JSON cannot hold: its ``__structlog__()`` if it has one, else its repr."""
+    try:
+        return obj.__structlog__()
+    except AttributeError:
+        return repr(obj)
+
+
+# one encoder for every line: json.dumps with a ``default`` builds a new one per call
+_ENCODER = json.JSONEncoder(default=_fallback)
+
+
+def _encode(event_dict, **_kw) -> str:
+    return _ENCODER.encode(event_dict)
+
 
 
 class _Tee:
@@ -142,9 +158,9 @@ def configure(log_file: Path | None = None, console: bool | None = None, **conte
                 structlog.processors.TimeStamper(fmt="iso", utc=True),
                 structlog.processors.format_exc_info,
                 tee,
-                structlog.processors.JSONRenderer(),
+                structlog.processors.JSONRenderer(serializer=_encode),
             ],
-            logger_factory=structlog.PrintLoggerFactory(out),
+            logger_factory=structlog.WriteLoggerFactory(out),  # one write a line, not print's two
             cache_logger_on_first_use=True,
         )
         _configured = True

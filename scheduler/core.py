@@ -71,7 +71,9 @@ QUEUE_BELOW_S = 0.1  # a stage whose tasks take less than this (on average, late
 # a node gets more of its tasks than it has slots, queued, so that each slot's next task is
 # there when it finishes instead of a round trip to the master later
 QUEUE_EWMA = 0.2  # the weight of the newest task in that average
-QUEUE_PER_SLOT = 1  # queued short tasks a node may hold per slot (2 measured no better)
+QUEUE_PER_SLOT = 2  # queued short tasks a node may hold per slot: its executor sends one ahead
+# to each busy worker and starts the next as soon as a worker answers, without the master's
+# round trip (no-op tasks, 3 runs each: 1,650-1,955 tasks/s with 1, 1,845-2,152 with 2)
 ACTIVE, FINISHED, FAILED, KILLED = "active", "finished", "failed", "killed"
 
 # ---- events ---------------------------------------------------------------------------------
@@ -268,12 +270,22 @@ class Task:
     def producers(self) -> set:
         return {pid for pid, _ in self.sources}
 
-    def __setattr__(self, name, value):
-        if name == "state":
-            owner = self.__dict__.get("owner")
-            if owner is not None:
-                owner.moved(self, self.__dict__["state"], value)
-        object.__setattr__(self, name, value)
+
+
+def _task_state(self) -> str:
+    return self._state
+
+
+def _move_task(self, value: str) -> None:
+    """``task.state = ...``: its job's counts and queues follow (``Job.moved``). A property
+    rather than a ``__setattr__`` hook, so setting any other field costs nothing extra."""
+    owner = self.__dict__.get("owner")
+    if owner is not None:
+        owner.moved(self, self._state, value)
+    self._state = value
+
+
+Task.state = property(_task_state, _move_task)  # the dataclass made its field first
 
 
 @dataclass

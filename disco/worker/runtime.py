@@ -154,9 +154,20 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+def batch_priority() -> None:
+    """Run as ``SCHED_BATCH``: a worker woken by its next task no longer preempts its node's
+    daemon (which hands out every task and answers every heartbeat); it gets the same share of
+    the CPU otherwise."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except (AttributeError, OSError):
+        pass  # not Linux, or not allowed: the default policy
+
+
 def main(argv: list[str]) -> int:
-    endpoint, wid, data_dir, node, address, parent = argv
-    worker = Worker(endpoint, wid, data_dir, node, address, int(parent))
+    channel, wid, data_dir, node, address, parent = argv
+    batch_priority()
+    worker = Worker(channel, wid, data_dir, node, address, int(parent))
     try:
         return worker.serve()
     finally:

@@ -200,19 +200,19 @@ def _short_stage(slots: int, tasks: int) -> Run:
     return run
 
 
-def test_short_tasks_queue_as_many_again_as_a_node_has_slots():
+def test_short_tasks_queue_up_to_queue_per_slot_times_the_slots_more():
     run = Run()
     run(NodeSlots("a:1", 2))
-    assert len(assigned(run(JobSubmitted("j", [f"raw://{i}" for i in range(20)])))) == 2
+    assert len(assigned(run(JobSubmitted("j", [f"raw://{i}" for i in range(30)])))) == 2
     # the first SPECULATE_MIN_SAMPLES tasks are timed before the stage counts as short
     assert len(assigned(_finish_first(run, "a:1", 0.002))) == 1
     assert len(assigned(_finish_first(run, "a:1", 0.002))) == 1
-    assert len(assigned(_finish_first(run, "a:1", 0.002))) == 3  # one again + two queued
-    assert run.s.nodes["a:1"].busy == 4
-    for _ in range(10):  # from now on each one done is one more queued, never above 2 x slots
-        # (QUEUE_PER_SLOT is 1)
+    queued = core.QUEUE_PER_SLOT * 2
+    assert len(assigned(_finish_first(run, "a:1", 0.002))) == 1 + queued  # one again + queued
+    assert run.s.nodes["a:1"].busy == 2 + queued
+    for _ in range(10):  # from now on each one done is one more queued, never above that
         assert len(assigned(_finish_first(run, "a:1", 0.004))) == 1
-        assert run.s.nodes["a:1"].busy == 4
+        assert run.s.nodes["a:1"].busy == 2 + queued
 
 
 @pytest.mark.parametrize("queue, took", [(True, core.QUEUE_BELOW_S * 2), (False, 0.001)],
@@ -236,11 +236,14 @@ def test_short_tasks_stop_queueing_when_they_get_long():
 
 
 def test_free_slots_are_filled_before_any_queue():
-    run = _short_stage(slots=1, tasks=20)  # a:1 holds 2: its slot and its queue
+    run = _short_stage(slots=1, tasks=20)  # a:1 holds its slot's task and its queue's
+    held = 1 + core.QUEUE_PER_SLOT
+    first = core.SPECULATE_MIN_SAMPLES + held  # the first task no node has yet
     # a new node: its free slot, then its queue; a:1's full queue gets nothing
-    assert assigned(run(NodeSlots("b:1", 1))) == [("b:1", "j:map:5"), ("b:1", "j:map:6")]
-    assert run.s.nodes["a:1"].busy == 2 and run.s.nodes["b:1"].busy == 2
-    assert assigned(_finish_first(run, "a:1", 0.001)) == [("a:1", "j:map:7")]
+    assert assigned(run(NodeSlots("b:1", 1))) == [("b:1", f"j:map:{i}")
+                                                  for i in range(first, first + held)]
+    assert run.s.nodes["a:1"].busy == held and run.s.nodes["b:1"].busy == held
+    assert assigned(_finish_first(run, "a:1", 0.001)) == [("a:1", f"j:map:{first + held}")]
 
 
 def test_locality_prefers_the_node_holding_the_input():
