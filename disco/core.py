@@ -53,12 +53,15 @@ class Disco:
 
     @property
     def _known(self) -> list[str] | None:
-        """Every member's address, as learned through ``master`` in the last MEMBERS_TTL_S
-        (shared by this process's handles on the same node)."""
+        """Every member's address, as last learned through ``master`` (shared by this process's
+        handles on the same node); None if never. An old list still serves to look for a new
+        master: it is only learned again, after MEMBERS_TTL_S, when a request succeeds."""
         learned = _MEMBERS.get(self.master)
-        if learned is None or time.monotonic() - learned[0] > MEMBERS_TTL_S:
-            return None
-        return learned[1]
+        return None if learned is None else learned[1]
+
+    def _members_due(self) -> bool:
+        learned = _MEMBERS.get(self.master)
+        return learned is None or time.monotonic() - learned[0] > MEMBERS_TTL_S
 
     def _ask(self, cls, wait_s: float | None = None, **fields):
         """One request to the node we ask, on a connection of this process's pool."""
@@ -79,7 +82,7 @@ class Disco:
             try:
                 reply = self._ask(cls, wait_s=wait_s, **fields)
                 self._answered = self.address
-                if self._known is None:
+                if self._members_due():
                     self._learn_members()
                 return reply
             except NotMaster as exc:
@@ -102,10 +105,9 @@ class Disco:
     def _learn_members(self) -> None:
         try:
             status = self._ask(m.GetStatus)
-            known = [x["address"] for x in status["members"]]
         except CommError:
-            known = []
-        _MEMBERS[self.master] = (time.monotonic(), known)
+            return  # not now: what was learned before (if anything) stays, tried again later
+        _MEMBERS[self.master] = (time.monotonic(), [x["address"] for x in status["members"]])
 
     def _find_master(self) -> str | None:
         """Ask each member we know who the master is."""

@@ -12,18 +12,21 @@ Measured on this project's 2-core VM, a message and its answer between two proce
 ``Channel`` serves both ends: the daemon's end is non-blocking (``send`` queues what the socket
 does not take at once, ``flush`` writes it when the poller says it can, ``receive`` returns the
 whole frames that have arrived); a worker's end blocks (``send`` writes the whole frame,
-``recv`` waits for one). A length over ``MAX_FRAME`` (a broken peer) closes the channel.
+``recv`` waits for one; sends from several threads of a worker do not interleave). A length
+over ``MAX_FRAME`` (a broken peer) or a failed write closes the channel, and the socket is shut
+down with it, so the other end sees it closed instead of waiting on a channel nobody reads.
 """
 from __future__ import annotations
 
 import select
 import socket
 import struct
+import threading
 
 __all__ = ["Channel", "ChannelClosed", "MAX_FRAME", "pair"]
 
 HEADER = struct.Struct("!I")
-MAX_FRAME = 1 << 30
+MAX_FRAME = (64 << 20) + 4096  # as the ZeroMQ sockets' MAXMSGSIZE
 READ_BYTES = 1 << 18
 
 
@@ -32,7 +35,8 @@ class ChannelClosed(EOFError):
 
 
 def pair() -> tuple[socket.socket, socket.socket]:
-    """(the daemon's end, the worker's end), neither inherited by other children."""
+    """(the daemon's end, the worker's end); neither is inherited across ``exec`` unless passed
+    (a plain ``fork`` copies both, as it copies every fd)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     return ours, theirs
 
@@ -45,6 +49,7 @@ class Channel:
         self.closed = False
         self._in = bytearray()
         self._out = bytearray()
+        self._sending = threading.Lock()  # a blocking end: one frame at a time
 
     @classmethod
     def from_fd(cls, fd: int, blocking: bool = True) -> "Channel":
@@ -60,13 +65,16 @@ class Channel:
             if self.blocking:
                 raise ChannelClosed("the channel is closed")
             return
+        if len(data) > MAX_FRAME:
+            raise ValueError(f"a channel frame holds at most {MAX_FRAME} bytes, not {len(data)}")
         frame = HEADER.pack(len(data)) + data
         if self.blocking:
-            try:
-                self.sock.sendall(frame)
-            except OSError as exc:
-                self.closed = True
-                raise ChannelClosed(str(exc)) from None
+            with self._sending:
+                try:
+                    self.sock.sendall(frame)
+                except OSError as exc:
+                    self._broken()
+                    raise ChannelClosed(str(exc)) from None
             return
         if self._out:
             self._out += frame
@@ -77,7 +85,7 @@ class Channel:
         except BlockingIOError:
             sent = 0
         except OSError:
-            self.closed = True
+            self._broken()
             return
         if sent < len(frame):
             self._out += frame[sent:]
@@ -94,8 +102,7 @@ class Channel:
             except BlockingIOError:
                 return
             except OSError:
-                self.closed = True
-                self._out.clear()
+                self._broken()
                 return
             del self._out[:sent]
 
@@ -147,6 +154,16 @@ class Channel:
 
     # -- internals --
 
+    def _broken(self) -> None:
+        """Closed from our side: shut the socket down so the other end sees it at once."""
+        self.closed = True
+        self._in.clear()
+        self._out.clear()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def _read_more(self) -> None:
         try:
             data = self.sock.recv(READ_BYTES)
@@ -163,8 +180,7 @@ class Channel:
             return False
         (size,) = HEADER.unpack_from(self._in)
         if size > MAX_FRAME:
-            self.closed = True
-            self._in.clear()
+            self._broken()
             return False
         return len(self._in) >= HEADER.size + size
 
@@ -176,8 +192,7 @@ class Channel:
                 break
             (size,) = HEADER.unpack_from(buf, at)
             if size > MAX_FRAME:  # no peer of ours sends this: the stream is broken
-                self.closed = True
-                buf.clear()
+                self._broken()
                 return frames
             end = at + HEADER.size + size
             if end > len(buf):

@@ -112,6 +112,8 @@ class Pool:
 
 
 POOL = Pool()
+# a child forked while another thread held the pool's lock would wait on it forever
+os.register_at_fork(after_in_child=lambda: setattr(POOL, "_lock", threading.Lock()))
 
 __all__ = ["Connection", "POOL", "Pool"]
 

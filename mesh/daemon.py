@@ -220,6 +220,10 @@ class NodeDaemon:
                 if self._embedded_by and os.getppid() != self._embedded_by:
                     self.log.warning("embedding_process_gone", pid=self._embedded_by)
                     self.running = False
+                # what a worker said just before it exited is read before the executor buries
+                # it: its last TaskDone counts, not "worker died"
+                for worker, _ in list(self._polled.values()):
+                    self._on_worker_channel(worker, zmq.POLLIN, now)
                 self.executor.tick(now)
                 self._step(now, self._tick(now))
                 next_tick = now + TICK_S

@@ -162,7 +162,7 @@ class Zygote:
             self._start()
         try:
             socket.send_fds(self.control, [f"spawn {wid}".encode()], [channel_fd])
-        except OSError:
+        except OSError:  # gone, or not reading (its queue is full): the caller starts one
             return None
         return Forked(wid, self)
 
@@ -170,6 +170,7 @@ class Zygote:
         if self.control is not None:
             self.control.close()
         self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.control.setblocking(False)  # a zygote that stopped reading never blocks the daemon
         try:
             with open(self.log_path, "ab") as err:
                 self.proc = subprocess.Popen(self.argv, env=self.env, stdin=theirs.fileno(),
@@ -369,17 +370,17 @@ class Executor:
             task = self.on_task_end(wid, msg.task, now)
             if task is None or isinstance(msg, m.TaskSkipped):
                 return None
-            log = self.log.bind(job=task["job"], task=msg.task, stage=task["stage"],
-                                worker=wid.decode(errors="replace"))
+            where = {"job": task["job"], "task": msg.task, "stage": task["stage"],
+                     "worker": wid.decode(errors="replace")}  # one dict: no bound logger a task
             if isinstance(msg, m.TaskDone):
                 fetched = msg.stats.get("fetched_bytes", 0)
                 if isinstance(fetched, int) and fetched > 0:
                     self.fetched_bytes += fetched
-                log.info("task_done", outputs=len(msg.outputs),
-                         **{k: v for k, v in msg.stats.items()
-                            if isinstance(v, (int, float)) and k != "outputs"})
+                self.log.info("task_done", **where, outputs=len(msg.outputs),
+                              **{k: v for k, v in msg.stats.items() if isinstance(v, (int, float))
+                                 and k != "outputs" and k not in where})
                 return LocalReport(task, "done", {"outputs": list(msg.outputs)})
-            log.warning("task_failed", error=msg.error, lost=msg.lost or None)
+            self.log.warning("task_failed", **where, error=msg.error, lost=msg.lost or None)
             return LocalReport(task, "failed", {"error": msg.error, "traceback": msg.traceback,
                                                 "retryable": msg.retryable, "lost": msg.lost,
                                                 "elsewhere": msg.elsewhere})

@@ -110,7 +110,10 @@ class RotatingFile:
                 self._f = open(self.path, "a", buffering=1, encoding="utf-8")
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
+
 _configured = False
+
+
 def _fallback(obj):
     """What JSON cannot hold: its ``__structlog__()`` if it has one, else its repr."""
     try:

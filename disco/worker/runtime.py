@@ -30,14 +30,20 @@ MESSAGES_PER_S = 20
 
 
 class EventStream:
-    """A text stream that turns printed lines into task messages, at most MESSAGES_PER_S."""
+    """A text stream that turns printed lines into task messages, at most MESSAGES_PER_S.
+
+    What a process forked by the task (``multiprocessing``) prints is dropped: it shares the
+    worker's channel, and its frames would mix with the worker's own."""
 
     def __init__(self, send):
         self._send, self._part = send, ""
         self.task = ""
         self._window, self._count, self.dropped = 0.0, 0, 0
+        self._pid = os.getpid()
 
     def write(self, text: str) -> int:
+        if os.getpid() != self._pid:
+            return len(text)
         self._part += text
         *lines, self._part = self._part.split("\n")
         for line in lines:
@@ -45,7 +51,7 @@ class EventStream:
         return len(text)
 
     def flush(self) -> None:
-        if self._part:
+        if self._part and os.getpid() == self._pid:
             self._emit(self._part)
             self._part = ""
 

@@ -287,7 +287,9 @@ def line_reader(fd, size=None, url=None, params=None, *, lines=None,
     (:func:`line_range_reader`).
 
     The lines are read (and decoded) about ``RANGE_BLOCK_BYTES`` at a time and handed out by
-    a C-level iterator: a map over millions of short lines pays no generator step per line."""
+    a C-level iterator: a map over millions of short lines pays no generator step per line.
+    So bad arguments raise when it is called, and an undecodable byte raises when its block
+    is read, before that block's earlier lines are handed out (the error names its offset)."""
     kind = lines_kind(lines)
     _base, start, end = split_range(url) if isinstance(url, str) else (url, None, None)
     if start is not None:

@@ -87,3 +87,42 @@ def test_poll_waits_for_a_whole_frame(ends):
     assert not worker.poll(200)
     daemon.sock.sendall(frame[6:])
     assert worker.poll(5000) and worker.recv() == b"hello"
+
+
+def test_a_broken_stream_is_shut_down_so_the_other_end_sees_it(ends):
+    daemon, worker = ends
+    worker.sock.sendall(ch.HEADER.pack(ch.MAX_FRAME + 1))
+    while not daemon.closed:
+        assert daemon.poll(5000)
+        daemon.receive()
+    assert worker.poll(5000)  # EOF at once, not a channel nobody reads any more
+    with pytest.raises(ch.ChannelClosed):
+        worker.recv()
+
+
+def test_a_frame_over_the_limit_is_refused_before_it_is_sent(ends):
+    daemon, worker = ends
+    with pytest.raises(ValueError):
+        daemon.send(b"x" * (ch.MAX_FRAME + 1))
+    daemon.send(b"still fine")
+    assert worker.recv() == b"still fine"
+
+
+def test_frames_sent_by_threads_at_once_stay_whole(ends):
+    daemon, worker = ends
+    frames = {bytes([65 + t]) * (200_000 + t) for t in range(4)}
+
+    def send_all(frame):
+        for _ in range(5):
+            worker.send(frame)
+
+    senders = [threading.Thread(target=send_all, args=(f,)) for f in frames]
+    got: list[bytes] = []
+    for s in senders:
+        s.start()
+    while len(got) < 20:
+        assert daemon.poll(5000)
+        got += daemon.receive()
+    for s in senders:
+        s.join(10)
+    assert sorted(got) == sorted(f for f in frames for _ in range(5))

@@ -61,6 +61,26 @@ def test_members_are_learned_again_once_they_are_old(node, monkeypatch):
     assert requests == ["ListJobs", "GetStatus", "ListJobs", "GetStatus"]
 
 
+def test_old_members_still_serve_to_find_a_new_master(node, monkeypatch):
+    """Past MEMBERS_TTL_S the list is learned again at the next answer; until then (a master
+    that stopped answering) the old one is what a handle looks for the new master through."""
+    address, requests, _ = node
+    Disco(address).jobs()
+    monkeypatch.setattr(core, "MEMBERS_TTL_S", 0.0)
+    assert Disco(address)._known == [address]
+
+
+def test_a_failed_learning_keeps_what_was_learned(node, monkeypatch):
+    address, requests, _ = node
+    Disco(address).jobs()
+    monkeypatch.setattr(core, "MEMBERS_TTL_S", 0.0)
+    disco = Disco(address)
+    monkeypatch.setattr(disco, "_ask", lambda cls, **kw: (_ for _ in ()).throw(
+        core.CommError("no")) if cls is m.GetStatus else [])
+    disco.request(m.ListJobs)
+    assert disco._known == [address]
+
+
 def test_a_connection_in_use_is_not_handed_out_twice():
     pool = Pool()
     a = pool.take("127.0.0.1:1", 1.0)

@@ -299,3 +299,17 @@ def test_an_undecodable_line_in_a_later_block_names_its_byte_offset(monkeypatch)
     with pytest.raises(DecodeError, match=r"u: byte 12 is not valid UTF-8"):
         list(line_range_reader(io.BytesIO(data), 0, len(data), "u"))
     assert list(line_range_reader(io.BytesIO(data), 0, len(data), "u", errors="replace"))[2] == "cc\ufffdc\n"
+
+
+@pytest.mark.parametrize("offset", [0, 5, 17, 18, 23])
+def test_a_decode_error_names_its_offset_in_any_block(monkeypatch, offset):
+    """Lines are read and decoded a block at a time: the offset counts every block before."""
+    monkeypatch.setattr(task_io, "RANGE_BLOCK_BYTES", 6)  # a block or two of 4-byte lines
+    data = bytearray(b"abc\n" * 6)
+    data[offset] = 0xFF
+    for url in ("u", f"file://x#range=0-{len(data)}"):
+        with pytest.raises(DecodeError) as caught:
+            list(line_reader(io.BytesIO(bytes(data)), None, url, None))
+        assert caught.value.offset == offset, url
+    assert list(line_reader(io.BytesIO(bytes(data)), None, "u", None, errors="replace")) == \
+        [bytes(data[i:i + 4]).decode(errors="replace") for i in range(0, 24, 4)]

@@ -178,3 +178,23 @@ def test_a_zygote_that_keeps_dying_is_given_up_for_interpreters(tmp_path):
         z.proc.kill()
         z.proc.wait()
     assert z.spawn("w") is None  # the executor starts its own interpreter then
+
+
+def test_the_zygote_keeps_no_channel_and_a_killed_worker_closes_its_own(tmp_path):
+    z = zygote(tmp_path)
+    try:
+        pid_of(z.spawn("w0"))  # the zygote is up
+        fds = len(os.listdir(f"/proc/{z.proc.pid}/fd"))
+        workers = [z.spawn(f"w{i}") for i in range(1, 11)]
+        for w in workers:
+            pid_of(w)
+        assert len(os.listdir(f"/proc/{z.proc.pid}/fd")) == fds  # each end went to its worker
+        workers[0].send_signal(signal.SIGKILL)
+        end = z.ends["w1"]
+        deadline = time.monotonic() + 10
+        while not end.closed:  # its ready message, then the end: nobody else holds its end
+            assert time.monotonic() < deadline, "a dead worker's channel stayed open"
+            end.poll(100)
+            end.receive()
+    finally:
+        z.stop()
