@@ -13,12 +13,10 @@ import uuid
 
 from disco import jobpack
 from disco.client import Connection, NotMaster, resolve_master
-from mesh.client import POOL
 from disco.error import CommError, DataError, DataNotFound, JobError, NoAnswer, UsageError
 from disco.worker.classic.worker import Params
 from mesh import message as m
-
-_MEMBERS: dict[str, tuple[float, list]] = {}  # node address -> (when, every member's address)
+from mesh.client import POOL
 
 __all__ = ["Disco", "Job", "JobError", "Params", "client_version", "new_job", "result_iterator"]
 
@@ -28,6 +26,7 @@ LONG_POLL_S = 5.0  # a wait re-asks this often, so a new master is found quickly
 SPLIT_SIZE = 64 << 20  # Job.split_size's default: bytes of input per map task
 HTTP_SIZE_PROBES = 64  # a job with more http inputs than this does not split them
 MEMBERS_TTL_S = 60.0  # a process re-learns the cluster's members through a node this often
+_MEMBERS: dict[str, tuple[float, list]] = {}  # node address -> (when, every member's address)
 WATCH_TIMEOUT_S = 3.0  # show=True polls events: a master silent this long is looked for anew
 JOB_ARGS = ("input", "map", "reduce", "combiner", "partition", "partitions", "sort", "params",
             "map_reader", "reduce_reader", "map_init", "reduce_init", "required_modules",

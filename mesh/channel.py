@@ -68,27 +68,16 @@ class Channel:
         if len(data) > MAX_FRAME:
             raise ValueError(f"a channel frame holds at most {MAX_FRAME} bytes, not {len(data)}")
         frame = HEADER.pack(len(data)) + data
-        if self.blocking:
-            with self._sending:
-                try:
-                    self.sock.sendall(frame)
-                except OSError as exc:
-                    self._broken()
-                    raise ChannelClosed(str(exc)) from None
-            return
-        if self._out:
+        if not self.blocking:
             self._out += frame
             self.flush()
             return
-        try:
-            sent = self.sock.send(frame)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            self._broken()
-            return
-        if sent < len(frame):
-            self._out += frame[sent:]
+        with self._sending:
+            try:
+                self.sock.sendall(frame)
+            except OSError as exc:
+                self._broken()
+                raise ChannelClosed(str(exc)) from None
 
     @property
     def pending(self) -> int:
@@ -111,18 +100,7 @@ class Channel:
     def receive(self) -> list[bytes]:
         """The whole frames that have arrived (non-blocking end): one read, then every frame
         it completed; ``closed`` turns true when the other end has gone."""
-        if self.closed:
-            return []
-        try:
-            data = self.sock.recv(READ_BYTES)
-        except (BlockingIOError, InterruptedError):
-            data = None
-        except OSError:
-            data = b""
-        if data == b"":
-            self.closed = True
-        elif data:
-            self._in += data
+        self._read_more()
         return self._frames()
 
     def poll(self, timeout_ms: int) -> bool:
@@ -138,11 +116,11 @@ class Channel:
 
     def recv(self) -> bytes:
         """The next frame, waiting for it (a blocking end); ``ChannelClosed`` at the end."""
-        while not self._complete():
+        while not (frames := self._frames(1)):
             if self.closed:
                 raise ChannelClosed("the other end is gone")
             self._read_more()
-        return self._frames(1)[0]
+        return frames[0]
 
     def close(self) -> None:
         self.closed = True
@@ -165,6 +143,9 @@ class Channel:
             pass
 
     def _read_more(self) -> None:
+        """One read (waiting for it on a blocking end); the end of the stream closes us."""
+        if self.closed:
+            return
         try:
             data = self.sock.recv(READ_BYTES)
         except (BlockingIOError, InterruptedError):

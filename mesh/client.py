@@ -73,22 +73,25 @@ class Pool:
     an idle connection to the address (or a new one) for one request, used by one thread at a
     time as zmq sockets must be; ``give`` puts it back (closing it past ``MAX_IDLE`` idle ones
     per address). A connection whose request timed out has closed its socket and makes a new
-    one when next used. A forked child starts with none: its parent's sockets are not its to
-    use or close, so they are kept, unused, until it exits."""
+    one when next used. A forked child starts with none and a lock of its own (one another
+    thread held at the fork would never be released): its parent's sockets are not its to use
+    or close, so they are kept, unused, until it exits."""
 
     MAX_IDLE = 4
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._pid = os.getpid()
         self._idle: dict[str, list] = {}
         self._inherited: list = []
+        os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        self._lock = threading.Lock()
+        self._inherited.append(self._idle)
+        self._idle = {}
 
     def take(self, address: str, timeout_s: float) -> Connection:
         with self._lock:
-            if self._pid != os.getpid():
-                self._inherited.append(self._idle)
-                self._idle, self._pid = {}, os.getpid()
             idle = self._idle.get(address)
             conn = idle.pop() if idle else None
         if conn is None:
@@ -98,22 +101,19 @@ class Pool:
 
     def give(self, conn: Connection) -> None:
         with self._lock:
-            if self._pid == os.getpid():
-                idle = self._idle.setdefault(conn.address, [])
-                if len(idle) < self.MAX_IDLE:
-                    idle.append(conn)
-                    return
+            idle = self._idle.setdefault(conn.address, [])
+            if len(idle) < self.MAX_IDLE:
+                idle.append(conn)
+                return
         conn.close()
 
     def idle(self, address: str) -> int:
         """How many idle connections to ``address`` wait to be taken."""
         with self._lock:
-            return len(self._idle.get(address, ())) if self._pid == os.getpid() else 0
+            return len(self._idle.get(address, ()))
 
 
 POOL = Pool()
-# a child forked while another thread held the pool's lock would wait on it forever
-os.register_at_fork(after_in_child=lambda: setattr(POOL, "_lock", threading.Lock()))
 
 __all__ = ["Connection", "POOL", "Pool"]
 

@@ -130,7 +130,6 @@ def _encode(event_dict, **_kw) -> str:
     return _ENCODER.encode(event_dict)
 
 
-
 class _Tee:
     """Write each rendered JSON line to a file and, optionally, a console renderer to stderr."""
 

@@ -271,7 +271,6 @@ class Task:
         return {pid for pid, _ in self.sources}
 
 
-
 def _task_state(self) -> str:
     return self._state
 

@@ -294,18 +294,7 @@ def line_reader(fd, size=None, url=None, params=None, *, lines=None,
     _base, start, end = split_range(url) if isinstance(url, str) else (url, None, None)
     if start is not None:
         return line_range_reader(fd, start, end, url, lines=kind, errors=errors)
-    return chain.from_iterable(_blocks(_buffered(fd), kind, url, errors))
-
-
-def _blocks(fd, kind: str, url, errors: str) -> Iterator:
-    """The whole lines of ``fd``, one block (a list, or an iterator of decoded lines) at a time."""
-    readlines, at = fd.readlines, 0
-    while block := readlines(RANGE_BLOCK_BYTES):
-        if kind == "bytes":
-            yield block
-        else:
-            yield _decoded(block, at, url, errors)
-            at += sum(map(len, block))
+    return chain.from_iterable(_blocks(fd, url, kind, errors))
 
 
 map_line_reader = line_reader
@@ -333,25 +322,29 @@ def line_range_reader(fd, start: int, end: int, url=None, *, lines=None,
     So the ranges ``[0, a), [a, b), ..., [z, size)`` together yield every line once."""
     if not (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end):
         raise UsageError(f"a byte range needs 0 <= start <= end, got {start!r}-{end!r}")
-    return chain.from_iterable(_range_blocks(fd, start, end, url, lines_kind(lines), errors))
+    return chain.from_iterable(_blocks(fd, url, lines_kind(lines), errors, start, end))
 
 
-def _range_blocks(fd, start: int, end: int, url, kind: str, errors: str) -> Iterator:
-    """``line_range_reader``'s lines, a block (list or iterator) at a time."""
-    pos = max(0, start - 1)
-    seekable = getattr(fd, "seekable", None)
-    if seekable is not None and seekable():
-        fd.seek(pos)
+def _blocks(fd, url, kind: str, errors: str, start: int = 0, end: int | None = None) -> Iterator:
+    """The lines of ``fd`` a block (a list) at a time: from where it stands to its end, or, with
+    ``end``, those of the range ``[start, end)`` (see ``line_range_reader``). ``pos`` is the
+    byte offset (in the file, or from where ``fd`` stood) that decode errors name."""
+    pos = 0
+    if end is not None:
+        pos = max(0, start - 1)
+        seekable = getattr(fd, "seekable", None)
+        if seekable is not None and seekable():
+            fd.seek(pos)
     buffered = _buffered(fd)
-    readline, readlines = buffered.readline, buffered.readlines
+    readlines = buffered.readlines
     if start > 0:
-        pos += len(readline())
-    while pos < end:
+        pos += len(buffered.readline())
+    while end is None or pos < end:
         block = readlines(RANGE_BLOCK_BYTES)  # whole lines, about this many bytes
         if not block:
             return
         at, size = pos, sum(map(len, block))
-        if pos + size - len(block[-1]) < end:  # every line of the block starts in the range
+        if end is None or pos + size - len(block[-1]) < end:  # every line starts in range
             pos += size
         else:  # the range ends in this block: its lines up to the one that starts before end
             kept = 0

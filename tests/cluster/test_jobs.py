@@ -436,3 +436,21 @@ def test_job_functions_see_the_names_discos_worker_lent_them(node):
     [(key, name)] = list(result_iterator(job.wait(timeout=60)))
     assert key == "x" and name == job.name
     assert any(e["msg"] == "seen x" for e in job.event_records() if e["type"] == "task_message")
+
+
+def _one_map(entry, params):
+    yield entry[:1], 1
+
+
+def _sum_reduce(iter, params):
+    for key, counts in kvgroup(sorted(iter)):
+        yield key, sum(counts)
+
+
+def test_a_task_bigger_than_the_worker_channel_buffer_gets_through(node):
+    """The reduce's RunTask names 4,000 map outputs, about 400 KB: more than a socketpair
+    takes at once, so the node sends the rest as its worker reads (it polls for POLLOUT); a
+    node that did not would leave the reduce waiting for the end of its task forever."""
+    inputs = [f"raw://{'ab'[i % 2]}{i}" for i in range(4000)]
+    job = Job(master=node.address).run(input=inputs, map=_one_map, reduce=_sum_reduce)
+    assert dict(result_iterator(job.wait(timeout=120))) == {"a": 2000, "b": 2000}

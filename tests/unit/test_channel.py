@@ -61,6 +61,7 @@ def test_the_end_of_the_other_side_closes_the_channel(ends):
         assert daemon.poll(5000)
         assert daemon.receive() == []
     daemon.send(b"to nobody")  # a non-blocking end drops it: the worker's exit says the rest
+    assert daemon.pending == 0
 
 
 def test_a_blocking_end_raises_when_the_other_side_is_gone(ends):

@@ -17,7 +17,7 @@ class _Zygote(Zygote):
     """The executor's zygote; ``spawn(wid)`` makes the worker's channel as the executor does
     and keeps the daemon's end in ``ends`` (closed at ``stop``)."""
 
-    def spawn(self, wid: str, channel_fd: int | None = None):
+    def spawn(self, wid: str):
         ours, theirs = ch.pair()
         try:
             worker = super().spawn(wid, theirs.fileno())
