@@ -22,6 +22,7 @@ import select
 import socket
 import struct
 import threading
+import time
 
 __all__ = ["Channel", "ChannelClosed", "MAX_FRAME", "pair"]
 
@@ -104,15 +105,19 @@ class Channel:
         return self._frames()
 
     def poll(self, timeout_ms: int) -> bool:
-        """True once a whole frame can be read without waiting (or the channel closed)."""
-        if self._complete() or self.closed:
-            return True
-        poller = select.poll()
-        poller.register(self.fd, select.POLLIN)
-        if not poller.poll(timeout_ms):
-            return False
-        self._read_more()
-        return self._complete() or self.closed
+        """True once a whole frame can be read without waiting (or the channel closed), within
+        ``timeout_ms``: a frame that comes in several reads is waited for to its end."""
+        deadline = time.monotonic() + timeout_ms / 1000
+        poller = None
+        while not (self._complete() or self.closed):
+            left_ms = max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
+            if poller is None:
+                poller = select.poll()
+                poller.register(self.fd, select.POLLIN)
+            if not poller.poll(left_ms):
+                return False
+            self._read_more()
+        return True
 
     def recv(self) -> bytes:
         """The next frame, waiting for it (a blocking end); ``ChannelClosed`` at the end."""

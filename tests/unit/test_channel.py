@@ -84,10 +84,18 @@ def test_poll_waits_for_a_whole_frame(ends):
     daemon, worker = ends
     assert not worker.poll(50)
     frame = ch.HEADER.pack(5) + b"hello"
-    daemon.sock.sendall(frame[:6])  # a partial frame is not ready
+    daemon.sock.sendall(frame[:3])  # a partial frame is not ready
     assert not worker.poll(200)
-    daemon.sock.sendall(frame[6:])
-    assert worker.poll(5000) and worker.recv() == b"hello"
+    # the rest comes in two parts while poll waits: it waits for the whole frame
+    parts = [threading.Timer(0.1, daemon.sock.sendall, (frame[3:6],)),
+             threading.Timer(0.3, daemon.sock.sendall, (frame[6:],))]
+    for part in parts:
+        part.start()
+    try:
+        assert worker.poll(5000) and worker.recv() == b"hello"
+    finally:
+        for part in parts:
+            part.join()
 
 
 def test_a_broken_stream_is_shut_down_so_the_other_end_sees_it(ends):
@@ -121,9 +129,11 @@ def test_frames_sent_by_threads_at_once_stay_whole(ends):
     got: list[bytes] = []
     for s in senders:
         s.start()
-    while len(got) < 20:
-        assert daemon.poll(5000)
-        got += daemon.receive()
-    for s in senders:
-        s.join(10)
+    try:
+        while len(got) < 20:
+            assert daemon.poll(5000), f"only {len(got)} of 20 frames came"
+            got += daemon.receive()
+    finally:
+        for s in senders:
+            s.join(10)
     assert sorted(got) == sorted(f for f in frames for _ in range(5))
