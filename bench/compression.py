@@ -77,6 +77,10 @@ def codecs() -> dict:
         "none": (lambda b: b, lambda c, n: c),
         "lz4-block": (lambda b: lz4.block.compress(b, store_size=False),
                       lambda c, n: lz4.block.decompress(c, uncompressed_size=n)),
+        **{f"lz4-fast-{a}": (lambda b, a=a: lz4.block.compress(b, store_size=False, mode="fast",
+                                                               acceleration=a),
+                             lambda c, n: lz4.block.decompress(c, uncompressed_size=n))
+           for a in (2, 4)},
         "zstd-1": (z1c.compress, lambda c, n: z1d.decompress(c, max_output_size=n)),
         "zstd-3": (z3c.compress, lambda c, n: z1d.decompress(c, max_output_size=n)),
         "zlib-1": (lambda b: zlib.compress(b, 1), lambda c, n: zlib.decompress(c)),

@@ -52,6 +52,10 @@ CODEC_LZ4 = 1
 CODECS = (CODEC_NONE, CODEC_LZ4)
 PICKLE_PROTOCOL = 5
 MIN_COMPRESS_BYTES = 64
+# lz4's "fast" mode, acceleration 2: 1.6x the encode speed of the default on sort records
+# (10-byte keys, 90-byte values) at the same ratio, 1.05-1.1x on text for a 3-5 % lower ratio
+# (bench/compression.py); decoding is as fast
+LZ4_ACCELERATION = 2
 FRAME_BYTES = 256 << 10
 FIRST_FRAME_RECORDS = 1024
 MAX_FRAME_RECORDS = 1 << 20
@@ -100,7 +104,7 @@ def _encode(pairs: list, codec: int, memo: bool = False) -> tuple[bytes, bytes]:
                                 f"over the 4 GiB frame limit; write fewer records per frame")
     payload = raw
     if codec == CODEC_LZ4 and raw_len >= MIN_COMPRESS_BYTES:
-        packed = _compress(raw, store_size=False)
+        packed = _compress(raw, mode="fast", acceleration=LZ4_ACCELERATION, store_size=False)
         if len(packed) < raw_len:
             payload = packed
         else:

@@ -166,3 +166,34 @@ def test_sum_combining_a_dict_items_map_output_adds_up_as_the_loop_does():
     assert dict(listed[0])["a"] == 6  # pairs that may repeat a key still go one by one
     with pytest.raises(TypeError):
         _map_summing(lambda e, p: {"x": "text"}.items(), [1], None, got.append)
+
+
+def test_sum_combining_takes_a_first_batch_of_ints_as_it_is_and_others_through_the_sum():
+    from disco.worker.task import _map_summing
+    got = []
+    _map_summing(lambda e, p: e.items(), [{"b": True, "c": 2}], None, got.append)
+    assert got == [[("b", 1), ("c", 2)]] and type(got[0][0][1]) is int  # 0 + True, not True
+    counts = {"x": 3, "y": 1}
+    got = []
+    _map_summing(lambda e, p: e.items(), [counts, {"x": 1}], None, got.append)
+    assert got == [[("x", 4), ("y", 1)]] and counts == {"x": 3, "y": 1}  # the map's own dict kept
+
+
+@pytest.mark.parametrize("partition", [None, default_partition, range_partition(0, 128)])
+def test_combined_output_for_a_reduce_is_written_sorted_by_key_per_label(partition):
+    from disco.worker.task import _emit_sorted
+    sink = Sink()
+    pairs = [(w, i) for i, w in enumerate("pear fig apple kiwi date plum lime cherry".split())]
+    _emit_sorted(sink, 3 if partition else 1, partition, None)(list(pairs))
+    expect = partition_pairs(pairs, 3, partition) if partition else [pairs]
+    assert [(label, run_) for label, run_ in sink.runs] == \
+        [(label, sorted(part)) for label, part in enumerate(expect) if part]
+
+
+def test_combined_output_whose_keys_do_not_compare_is_written_whole():
+    from disco.worker.task import _emit_sorted
+    sink = Sink()
+    pairs = [("b", 1), (2, 1), ("a", 1), (1, 1)]
+    _emit_sorted(sink, 1, None, None)(list(pairs))
+    (label, out), = sink.runs
+    assert label == 0 and sorted(map(repr, out)) == sorted(map(repr, pairs))
