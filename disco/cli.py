@@ -105,16 +105,20 @@ def _settings(host, port, data, join, workers, name, secret_file, insecure, http
 @click.option("--console/--no-console", default=True, hidden=True)
 def nodaemon(console, **opts):
     """Run a node daemon in the foreground, logging to stderr."""
-    from disco import log as disco_log
-    from mesh import daemon
     s = _settings(**opts)
     from disco.settings import resolve
     resolved = resolve(config=opts["config"])
     for key in ("sort_mb", "log_mb", "log_files"):  # read by the log and the workers
         os.environ.setdefault(f"DISCO_{key.upper()}", str(resolved[key][0]))
     s.log_dir.mkdir(parents=True, exist_ok=True)
+    if s.secret_file:  # as the daemon sets it: its workers (and so the zygote) use it too
+        os.environ["DISCO_SECRET_FILE"] = str(Path(s.secret_file).expanduser().absolute())
+    from mesh.spawner import start_early
+    zygote = start_early(s.data_dir, s.name, s.address)  # its imports run beside the daemon's
+    from disco import log as disco_log
+    from mesh import daemon
     disco_log.configure(s.log_dir / "node.jsonl", console=console, node=s.name)
-    sys.exit(daemon.main(s))
+    sys.exit(daemon.main(s, zygote=zygote))
 
 
 @cli.command()

@@ -54,8 +54,9 @@ COMMIT_WINDOW_S = 0.02  # finished tasks' journal entries share an fsync for thi
 class NodeDaemon:
     """One node: binds, serves until SIGTERM/SIGINT, then leaves cleanly."""
 
-    def __init__(self, settings: NodeSettings):
+    def __init__(self, settings: NodeSettings, zygote=None):
         self.s = settings
+        self._zygote = zygote  # its workers' zygote if started already, else None
         self.running = True
         self.dir = DataDir(settings.data_dir, settings.pid_file)
         self.refused = {"bad_frames": 0, "bad_messages": 0, "bad_data_requests": 0,
@@ -167,7 +168,8 @@ class NodeDaemon:
         self.scrub.start()
         self.executor = Executor(self.s.data_dir, self.s.name,
                                  self.s.address, self._send_worker, self._worker_lost,
-                                 self.log, spare=self.s.spare_workers, slots=self.s.workers)
+                                 self.log, spare=self.s.spare_workers, slots=self.s.workers,
+                                 zygote=self._zygote)
 
     def _on_signal(self, signum, frame) -> None:
         self.running = False
@@ -429,5 +431,6 @@ def _blob_row(info) -> list:
     return [info.name, info.size, info.checksum, info.path, info.mtime]
 
 
-def main(settings: NodeSettings) -> int:
-    return NodeDaemon(settings).run()
+def main(settings: NodeSettings, zygote=None) -> int:
+    """Run a node; ``zygote``: its worker zygote, started already (``mesh.spawner``)."""
+    return NodeDaemon(settings, zygote).run()

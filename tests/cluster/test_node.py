@@ -211,3 +211,42 @@ def test_a_retried_submission_is_the_same_job(node):
     other = conn.request(m.SubmitJob, prefix="Retry", jobpack=pack, python=jobpack.PYTHON,
                          token="t-456")["job"]
     assert first == again != other
+
+
+def _proc_stat(pid: int) -> list[str]:
+    """``/proc/PID/stat``'s fields after the command name: [0] is field 3 (the state)."""
+    from pathlib import Path
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _started_at(pid: int) -> float:
+    """When a process started, on the wall clock: boot time plus its start in clock ticks."""
+    from pathlib import Path
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return time.time() - uptime + int(_proc_stat(pid)[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def test_the_worker_zygote_starts_while_the_daemon_is_still_starting(node):
+    """``disco nodaemon`` starts the zygote before it imports the daemon, so the zygote's
+    imports run beside the daemon's and the first task finds a worker ready; the executor
+    takes that zygote over (one zygote, the daemon's child)."""
+    from pathlib import Path
+    zygotes = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            ppid = int(_proc_stat(int(entry.name))[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if b"disco.worker.zygote" in cmdline and ppid == node.proc.pid:
+            zygotes.append(int(entry.name))
+    assert len(zygotes) == 1, zygotes
+    # the daemon writes its pid file once it has bound its ports, after its imports (a zygote
+    # started by the executor's first tick comes after that); compared with the daemon's own
+    # start, so that the bound holds on a fast machine as on a slow one
+    daemon = _started_at(node.proc.pid)
+    up = (node.data / "disco.pid").stat().st_mtime - daemon
+    zygote = _started_at(zygotes[0]) - daemon
+    assert zygote < up / 2, f"the zygote started {zygote:.3f} s after the daemon, which was up at {up:.3f} s"

@@ -131,12 +131,12 @@ def test_a_signal_sent_before_the_fork_is_reported_reaches_the_worker(tmp_path):
 
 
 def test_a_worker_never_forked_counts_as_dead(tmp_path, monkeypatch):
-    from mesh import executor
+    from mesh import spawner
     z = zygote(tmp_path)
     try:
         pid_of(z.spawn("w0"))  # the zygote is up
         z.proc.send_signal(signal.SIGSTOP)  # and now cannot fork
-        monkeypatch.setattr(executor, "SPAWN_TIMEOUT_S", 0.2)
+        monkeypatch.setattr(spawner, "SPAWN_TIMEOUT_S", 0.2)
         worker = z.spawn("w1")
         assert worker.poll() is None
         assert worker.wait(10) == -signal.SIGKILL and worker.pid is None
@@ -171,9 +171,9 @@ def test_a_worker_given_up_on_before_its_fork_is_killed_when_the_fork_is_reporte
 
 
 def test_a_zygote_that_keeps_dying_is_given_up_for_interpreters(tmp_path):
-    from mesh import executor
+    from mesh import spawner
     z = zygote(tmp_path)
-    for _ in range(executor.MAX_ZYGOTE_RESTARTS + 1):
+    for _ in range(spawner.MAX_ZYGOTE_RESTARTS + 1):
         assert z.spawn("w") is not None
         z.proc.kill()
         z.proc.wait()
