@@ -112,7 +112,7 @@ def nodaemon(console, **opts):
         os.environ.setdefault(f"DISCO_{key.upper()}", str(resolved[key][0]))
     s.log_dir.mkdir(parents=True, exist_ok=True)
     if s.secret_file:  # as the daemon sets it: its workers (and so the zygote) use it too
-        os.environ["DISCO_SECRET_FILE"] = str(Path(s.secret_file).expanduser().absolute())
+        os.environ["DISCO_SECRET_FILE"] = s.secret_path
     from mesh.spawner import start_early
     zygote = start_early(s.data_dir, s.name, s.address)  # its imports run beside the daemon's
     from disco import log as disco_log

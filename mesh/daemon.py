@@ -19,7 +19,6 @@ import os
 import random
 import signal
 import time
-from pathlib import Path
 
 import zmq
 
@@ -90,7 +89,7 @@ class NodeDaemon:
     def _prepare(self) -> None:
         self.keys, self.token = None, None
         if self.s.secret_file:
-            path = str(Path(self.s.secret_file).expanduser().absolute())
+            path = self.s.secret_path
             self.keys = security.keys_from_file(path)
             self.token = token_for(security.read_secret(path))
             os.environ["DISCO_SECRET_FILE"] = path  # our clients, peers and workers use it too

@@ -89,6 +89,11 @@ class NodeSettings:
         return f"{self.host}:{self.port}"
 
     @property
+    def secret_path(self) -> str | None:
+        """``secret_file`` made absolute (the daemon's workers and clients read it too)."""
+        return str(Path(self.secret_file).expanduser().absolute()) if self.secret_file else None
+
+    @property
     def pid_file(self) -> Path:
         return self.data_dir / "disco.pid"
 

@@ -229,8 +229,7 @@ def start_early(data_dir: Path, node: str, address: str) -> Zygote | None:
     zygote = zygote_for(data_dir, node, address)
     zygote.env.pop("DISCO_EMBEDDED_BY", None)  # the daemon's own, not its workers'
     try:
-        (data_dir / "logs").mkdir(parents=True, exist_ok=True)
-        zygote.start()
+        zygote.start()  # its log's directory is the caller's to make
     except OSError:
         return None
     return zygote

@@ -176,8 +176,9 @@ class Output:
         self.writers[label] = (None, f, tmp, final)
         return f
 
-    def add_many(self, pairs: list, labels: int = 1, partition=None, params=None) -> None:
-        for label, part in _labelled(pairs, labels, partition, params):
+    def add_many(self, pairs: list, labels: int = 1, partition=None, params=None,
+                 by_key: bool = False) -> None:
+        for label, part in _labelled(pairs, labels, partition, params, by_key):
             self.writer(label).add_many(part)
 
     def set_memo(self, on: bool) -> None:
@@ -206,13 +207,28 @@ class Output:
             tmp.unlink(missing_ok=True)
 
 
-def _labelled(pairs: list, labels: int, partition, params):
+def _labelled(pairs: list, labels: int, partition, params, by_key: bool = False) -> list:
     """``(label, part)`` for each partition label that gets some of ``pairs`` (label 0 gets
-    them all, even none, when there is nothing to partition)."""
+    them all, even none, when there is nothing to partition); ``by_key``: each part sorted by
+    key (``_sort_by_key``)."""
     if labels == 1 and partition is None:
-        return ((0, pairs),)
-    parts = partition_pairs(pairs, labels, partition or default_partition, params)
-    return ((label, part) for label, part in enumerate(parts) if part)
+        parts = [(0, pairs)]
+    else:
+        parts = partition_pairs(pairs, labels, partition or default_partition, params)
+        parts = [(label, part) for label, part in enumerate(parts) if part]
+    if by_key:
+        for _, part in parts:
+            _sort_by_key(part)
+    return parts
+
+
+def _sort_by_key(pairs: list) -> None:
+    """Sort pairs by key, stable, in place; keys that do not compare (mixed types) leave them
+    unsorted (Disco promises no order)."""
+    try:
+        pairs.sort(key=_first)
+    except TypeError:
+        pass
 
 
 class _Runs:
@@ -282,10 +298,7 @@ class _Runs:
                     chain.from_iterable(map(repeat, part, map(counts.__getitem__, part))))
         self.counts, self.counted = {}, 0
         for label, pairs in sorted(self.plain.items()):
-            try:
-                pairs.sort(key=_first)
-            except TypeError:
-                pass
+            _sort_by_key(pairs)
             self.out.writer(label).add_many(pairs)
         self.plain, self.plain_pairs = {}, 0
 
@@ -393,8 +406,12 @@ def run_map(ctx: JobContext, task: dict) -> list:
         elif combiner is None:
             _map_plain(fn["map"], entries, params, emit, task["id"])
         elif combiner is sum_combiner:
-            _map_summing(fn["map"], entries, params, _emit_sorted(out, labels, partition, params)
-                         if ctx.header.get("has_reduce") else emit)
+            # for a reduce, each label's pairs sorted by key (one pair per key): a reduce that
+            # sorts its input (kvgroup(sorted(iter))) then merges the maps' sorted runs, which
+            # costs it less than the maps' sorts of their own smaller outputs do
+            by_key = bool(ctx.header.get("has_reduce"))
+            _map_summing(fn["map"], entries, params,
+                         lambda pairs: out.add_many(pairs, labels, partition, params, by_key))
         else:
             _map_combining(fn["map"], combiner, entries, params, emit)
         return out.commit()
@@ -463,21 +480,6 @@ def _map_summing(mapf, entries, params, emit) -> None:
         for key, value in out:
             buffer[key] = get(key, 0) + value
     emit(list(buffer.items()))
-
-
-def _emit_sorted(out: Output, labels: int, partition, params):
-    """``emit`` for a combined map output bound for a reduce (one pair per key): each label's
-    pairs are written sorted by key, so a reduce that sorts its input (``kvgroup(sorted(iter))``)
-    merges the maps' sorted runs instead of sorting random pairs, which costs it less than the
-    maps' sorts of their own smaller outputs do. Keys that do not compare stay as they were."""
-    def emit(pairs: list) -> None:
-        for label, part in _labelled(pairs, labels, partition, params):
-            try:
-                part.sort(key=_first)
-            except TypeError:
-                pass  # mixed key types: Disco promises no order
-            out.writer(label).add_many(part)
-    return emit
 
 
 def _map_combining(mapf, combiner, entries, params, emit) -> None:

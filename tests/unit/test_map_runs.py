@@ -181,19 +181,16 @@ def test_sum_combining_takes_a_first_batch_of_ints_as_it_is_and_others_through_t
 
 @pytest.mark.parametrize("partition", [None, default_partition, range_partition(0, 128)])
 def test_combined_output_for_a_reduce_is_written_sorted_by_key_per_label(partition):
-    from disco.worker.task import _emit_sorted
-    sink = Sink()
+    from disco.worker.task import _labelled
     pairs = [(w, i) for i, w in enumerate("pear fig apple kiwi date plum lime cherry".split())]
-    _emit_sorted(sink, 3 if partition else 1, partition, None)(list(pairs))
+    got = _labelled(list(pairs), 3 if partition else 1, partition, None, by_key=True)
     expect = partition_pairs(pairs, 3, partition) if partition else [pairs]
-    assert [(label, run_) for label, run_ in sink.runs] == \
-        [(label, sorted(part)) for label, part in enumerate(expect) if part]
+    assert got == [(label, sorted(part)) for label, part in enumerate(expect) if part]
+    assert _labelled(list(pairs), 1, None, None) == [(0, pairs)]  # unsorted unless asked
 
 
 def test_combined_output_whose_keys_do_not_compare_is_written_whole():
-    from disco.worker.task import _emit_sorted
-    sink = Sink()
+    from disco.worker.task import _labelled
     pairs = [("b", 1), (2, 1), ("a", 1), (1, 1)]
-    _emit_sorted(sink, 1, None, None)(list(pairs))
-    (label, out), = sink.runs
+    (label, out), = _labelled(list(pairs), 1, None, None, by_key=True)
     assert label == 0 and sorted(map(repr, out)) == sorted(map(repr, pairs))
