@@ -478,7 +478,10 @@ def _map_summing(mapf, entries, params, emit) -> None:
                 buffer.update(zip(counts, map(add, map(get, counts, repeat(0)), counts.values())))
             continue
         for key, value in out:
-            buffer[key] = get(key, 0) + value
+            try:  # a hit (nearly every pair) costs no method call; try is free in 3.11+
+                buffer[key] += value
+            except KeyError:
+                buffer[key] = 0 + value
     emit(list(buffer.items()))
 
 

@@ -179,6 +179,23 @@ def test_sum_combining_takes_a_first_batch_of_ints_as_it_is_and_others_through_t
     assert got == [[("x", 4), ("y", 1)]] and counts == {"x": 3, "y": 1}  # the map's own dict kept
 
 
+def test_sum_combining_pairs_one_by_one_adds_as_sum_combiner_does():
+    from disco.worker.task import _map_summing
+
+    def mapf(line, params):
+        for word in line.split():
+            yield word, (True if word == "t" else 1.5 if word == "f" else 1)
+
+    got = []
+    _map_summing(mapf, ["a t b a", "f f a"], None, got.append)
+    assert got == [[("a", 3), ("t", 1), ("b", 1), ("f", 3.0)]]
+    assert [type(v) for _, v in got[0]] == [int, int, int, float]  # 0 + True is 1, not True
+    with pytest.raises(TypeError):  # a value that does not add fails as in the loop
+        _map_summing(lambda e, p: [("x", 1), ("x", "text")], [1], None, got.append)
+    with pytest.raises(TypeError):  # and so does a key that does not hash
+        _map_summing(lambda e, p: [(["x"], 1)], [1], None, got.append)
+
+
 @pytest.mark.parametrize("partition", [None, default_partition, range_partition(0, 128)])
 def test_combined_output_for_a_reduce_is_written_sorted_by_key_per_label(partition):
     from disco.worker.task import _labelled
