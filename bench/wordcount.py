@@ -16,7 +16,8 @@ once and shared by every part). Prints one line per figure:
     1.0 means the 2 slots give a perfect 2x speed-up over plain Python; above 1.0 is overhead.
     The framework's counts must equal the baseline's, or the bench exits with status 1.
     With ``--repeat N`` the baseline and the jobs of (a) and (b) run N times, interleaved, and
-    the ratio uses the best undisturbed time of each (small VMs vary by 20-40 % between runs).
+    the ratio uses the best undisturbed time of each (small VMs vary by 20-40 % between runs);
+    the ratios to py-counter and mp2 also show the spread and median of each round's own ratio.
 (b) The same without a combiner (every (word, 1) pair is shuffled), with its ratio against
     the same baseline.
 (e) The seed's example verbatim: SPEC section 4 ``map`` and ``reduce``, no combiner, one
@@ -340,11 +341,23 @@ def parts_wordcount(args, skip: set) -> None:
                      f"ratio = {wall / (best['baseline'][0] / 2):.2f}")
         if label == "e":
             line += (f", py-counter {best['py-counter'][1]}, "
-                     f"ratio = {wall / best['py-counter'][0]:.2f} (target 2.5)")
+                     f"ratio = {wall / best['py-counter'][0]:.2f}{_rounds(walls[label], base['py-counter'])} "
+                     "(target 2.5)")
         if label in "af":
-            line += (f", mp2 {best['mp2'][1]}, ratio to mp2 = {wall / best['mp2'][0]:.2f} "
+            line += (f", mp2 {best['mp2'][1]}, ratio to mp2 = {wall / best['mp2'][0]:.2f}"
+                     f"{_rounds(walls[label], base['mp2'])} "
                      f"(target {'1.15' if label == 'a' else '1.05'})")
         print(line)
+
+
+def _rounds(ours: list[tuple[float, bool]], theirs: list[tuple[float, bool]]) -> str:
+    """With ``--repeat``: the spread and median of each round's own ratio (the two ran minutes
+    apart, not hours), beside the ratio of the best times."""
+    if len(ours) < 2:
+        return ""
+    ratios = [a / b for (a, _), (b, _) in zip(ours, theirs)]
+    return (f" (the rounds' own {min(ratios):.2f}-{max(ratios):.2f}, "
+            f"median {statistics.median(ratios):.2f})")
 
 
 def part_raw_tasks(args) -> None:
