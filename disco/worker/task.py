@@ -465,7 +465,8 @@ def _map_summing(mapf, entries, params, emit) -> None:
 
     A map that returns a dict's items (``Counter(...).items()``) has each key once, so its
     values are added to the buffer all at once, in C: ``buffer[key] = get(key, 0) + value``
-    for every key, in the same order, with the same result as the loop."""
+    for every key, in the same order, with the same result as the loop. Other output is added
+    pair by pair: ``buffer[key] += value``, or ``0 + value`` for a new key."""
     buffer: dict = {}
     get = buffer.get
     for entry in entries:
