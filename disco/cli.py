@@ -155,35 +155,21 @@ def start(**opts):
     with open(err_path, "ab") as err:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=err, start_new_session=True, env=_child_env())
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            _fail(f"the node exited with status {proc.returncode}: {_last_line(err_path)} "
-                  f"(log: {err_path})")
-        if _answers_as(f"{_dial(s.host)}:{s.port}", proc.pid):
-            click.echo(f"node {s.name} started at {s.address} (pid {proc.pid}, data {s.data_dir})")
-            if s.http_port:
-                click.echo(f"status page: {_page_url(s)}")
-            click.echo(f"join another node to it with: disco start --join {s.address} "
-                       "--port OTHER_PORT --data OTHER_DIR")
-            return
+    from disco.client import await_started
+    # our own process must answer: another node on that port answers too
+    if await_started(proc, f"{_dial(s.host)}:{s.port}", s.pid_file,
+                     time.monotonic() + START_TIMEOUT_S):
+        click.echo(f"node {s.name} started at {s.address} (pid {proc.pid}, data {s.data_dir})")
+        if s.http_port:
+            click.echo(f"status page: {_page_url(s)}")
+        click.echo(f"join another node to it with: disco start --join {s.address} "
+                   "--port OTHER_PORT --data OTHER_DIR")
+        return
+    if proc.poll() is not None:
+        _fail(f"the node exited with status {proc.returncode}: {_last_line(err_path)} "
+              f"(log: {err_path})")
     proc.terminate()
     _fail(f"the node did not answer within {START_TIMEOUT_S:g} s (log: {s.log_dir})")
-
-
-def _answers_as(address: str, pid: int) -> bool:
-    """True once the node at ``address`` answers and is our own process ``pid`` (another node
-    on that port answers too, but is not the one we started)."""
-    from disco.client import Connection
-    from disco.settings import PYTHON
-    from mesh import message as m
-    conn = Connection(address, 0.3)
-    try:
-        return conn.request(m.Hello, python=PYTHON).get("pid") == pid
-    except error.DiscoError:
-        return False
-    finally:
-        conn.close()
 
 
 def _page_url(s) -> str:

@@ -8,6 +8,8 @@ the embedded cluster for ``local``/``local:N`` or when nothing answers on the de
 from __future__ import annotations
 
 import sys
+import time
+from pathlib import Path
 
 from disco import error
 from disco.error import NotMaster
@@ -15,18 +17,52 @@ from disco.settings import DEFAULT_PORT, PYTHON, client_master, parse_address
 from mesh import message as m
 from mesh.client import Connection
 
-__all__ = ["Connection", "NotMaster", "answers", "resolve_master"]
+__all__ = ["Connection", "NotMaster", "answers", "await_started", "resolve_master"]
 
 
-def answers(address: str, timeout_s: float = 0.5) -> bool:
+def answers(address: str, timeout_s: float = 0.5, pid: int | None = None) -> bool:
+    """True if the node at ``address`` answers (and, with ``pid``, is that process)."""
     conn = Connection(address, timeout_s)
     try:
-        conn.request(m.Hello, python=PYTHON)
-        return True
+        reply = conn.request(m.Hello, python=PYTHON)
+        return pid is None or reply.get("pid") == pid
     except error.DiscoError:
         return False
     finally:
         conn.close()
+
+
+ASK_EVERY_S = 1.0  # while the pid file does not name the new node yet
+PID_POLL_S = 0.005
+
+
+def await_started(proc, address: str, pid_file: Path, deadline: float) -> bool:
+    """Wait until the node daemon ``proc`` just started answers at ``address`` as itself; False
+    if it exits first or ``deadline`` (``time.monotonic()``) passes.
+
+    A node writes its pid file once its sockets are bound, just before it starts serving, so
+    a few-millisecond look at that file tells when to ask: a connection tried before the node
+    listens only gets through at ZeroMQ's next reconnect, up to 100 ms later. It also asks
+    every ``ASK_EVERY_S`` in any case, in case the file cannot tell."""
+    next_ask = time.monotonic() + ASK_EVERY_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        now = time.monotonic()
+        if now >= next_ask or _names(pid_file, proc.pid):
+            next_ask = now + ASK_EVERY_S
+            if answers(address, 0.3, pid=proc.pid):
+                return True
+        else:
+            time.sleep(PID_POLL_S)
+    return False
+
+
+def _names(pid_file: Path, pid: int) -> bool:
+    try:
+        return pid_file.read_bytes().strip() == str(pid).encode()
+    except OSError:
+        return False
 
 
 def resolve_master(master: str | None = None) -> str:

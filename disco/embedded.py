@@ -86,14 +86,13 @@ class Embedded:
         return self
 
     def _wait_ready(self, timeout_s: float = 30.0) -> None:
-        from disco.client import answers
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                err = (Path(self.data) / "embedded.err").read_text(errors="replace")[-2000:]
-                raise CommError(f"the embedded node exited with status {self.proc.returncode}: {err}")
-            if answers(self.address, 0.2):
-                return
+        from disco.client import await_started
+        if await_started(self.proc, self.address, Path(self.data) / "disco.pid",
+                         time.monotonic() + timeout_s):
+            return
+        if self.proc.poll() is not None:
+            err = (Path(self.data) / "embedded.err").read_text(errors="replace")[-2000:]
+            raise CommError(f"the embedded node exited with status {self.proc.returncode}: {err}")
         self.stop()
         raise CommError(f"the embedded node did not answer within {timeout_s:g} s")
 

@@ -51,11 +51,10 @@ class RunningNode:
         return self.proc.poll() is None
 
     def wait_up(self, timeout_s: float = 30.0) -> None:
-        from disco.client import answers
-        deadline = time.monotonic() + timeout_s
-        while not answers(self.address, 0.3):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"node did not start: {(self.data / 'stderr.txt').read_text()}")
+        from disco.client import await_started
+        if not await_started(self.proc, self.address, self.data / "disco.pid",
+                             time.monotonic() + timeout_s):
+            raise RuntimeError(f"node did not start: {(self.data / 'stderr.txt').read_text()}")
 
     def log_text(self) -> str:
         try:

@@ -101,3 +101,19 @@ def _running(pid: int) -> bool:
         return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_another_node_answering_on_the_port_is_not_the_one_started(node, tmp_path):
+    """A node answers ``Hello`` with its own pid, so a starter (``disco start``, ``local:N``)
+    whose process is another one (here a ``sleep``) does not take it for its node."""
+    from disco import client
+    assert client.answers(node.address, 2.0, pid=node.proc.pid)
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        assert not client.answers(node.address, 2.0, pid=sleeper.pid)
+        (tmp_path / "disco.pid").write_text(f"{sleeper.pid}\n")
+        assert not client.await_started(sleeper, node.address, tmp_path / "disco.pid",
+                                        time.monotonic() + 1.5)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
