@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import multiprocessing
 
 from click.testing import CliRunner
@@ -99,3 +100,19 @@ def test_disco_logs_reads_a_data_dir_and_filters(tmp_path):
     assert [json.loads(x)["event"] for x in out.output.splitlines()] == ["b", "c"]
     out = run(cli, ["logs", "--data", str(tmp_path), "--job", "J@1"])
     assert [line.split()[3] for line in out.output.splitlines()] == ["a"]
+
+
+def test_the_log_module_does_not_load_rich_but_leaves_it_importable():
+    """structlog.dev imports rich when it can, only for console tracebacks: 35 ms of a node's
+    start. mesh.log keeps it out; disco.progress can still import rich afterwards."""
+    import subprocess
+    import sys
+    code = ("import sys, mesh.log, structlog.dev\n"
+            "print('rich' in sys.modules, structlog.dev.rich)\n"
+            "import rich.progress\n"
+            "print(rich.progress.Progress.__name__)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, cwd=os.path.dirname(os.path.dirname(os.path.dirname(
+                             os.path.abspath(__file__)))))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "None", "Progress"]
