@@ -34,6 +34,7 @@ def answers(address: str, timeout_s: float = 0.5, pid: int | None = None) -> boo
 
 ASK_EVERY_S = 1.0  # while the pid file does not name the new node yet
 PID_POLL_S = 0.005
+RETRY_S = 0.05  # between asks once it does (a node may write it just before it serves)
 
 
 def await_started(proc, address: str, pid_file: Path, deadline: float) -> bool:
@@ -44,13 +45,13 @@ def await_started(proc, address: str, pid_file: Path, deadline: float) -> bool:
     a few-millisecond look at that file tells when to ask: a connection tried before the node
     listens only gets through at ZeroMQ's next reconnect, up to 100 ms later. It also asks
     every ``ASK_EVERY_S`` in any case, in case the file cannot tell."""
-    next_ask = time.monotonic() + ASK_EVERY_S
+    next_ask, retry_at = time.monotonic() + ASK_EVERY_S, 0.0
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
         now = time.monotonic()
-        if now >= next_ask or _names(pid_file, proc.pid):
-            next_ask = now + ASK_EVERY_S
+        if now >= next_ask or (now >= retry_at and _names(pid_file, proc.pid)):
+            next_ask, retry_at = now + ASK_EVERY_S, now + RETRY_S
             if answers(address, 0.3, pid=proc.pid):
                 return True
         else:

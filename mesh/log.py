@@ -20,8 +20,9 @@ from pathlib import Path
 
 def _structlog_without_rich():
     """structlog, without letting ``structlog.dev`` import rich (about 35 ms of a node's
-    start here) only to pretty-print tracebacks on a console: ours stay plain text. rich
-    itself stays importable (``disco.progress`` draws its bars with it)."""
+    start here) only to pretty-print tracebacks on a console: ours, and those of a
+    ``ConsoleRenderer`` in job code, stay plain text. rich itself stays importable
+    (``disco.progress`` draws its bars with it); this runs at import, before any thread."""
     if "rich" in sys.modules:
         import structlog
         return structlog

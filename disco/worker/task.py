@@ -466,7 +466,7 @@ def _map_summing(mapf, entries, params, emit) -> None:
     A map that returns a dict's items (``Counter(...).items()``) has each key once, so its
     values are added to the buffer all at once, in C: ``buffer[key] = get(key, 0) + value``
     for every key, in the same order, with the same result as the loop. Other output is added
-    pair by pair: ``buffer[key] += value``, or ``0 + value`` for a new key."""
+    pair by pair the same way."""
     buffer: dict = {}
     get = buffer.get
     for entry in entries:
@@ -478,11 +478,8 @@ def _map_summing(mapf, entries, params, emit) -> None:
             else:
                 buffer.update(zip(counts, map(add, map(get, counts, repeat(0)), counts.values())))
             continue
-        for key, value in out:
-            try:  # a hit (nearly every pair) costs no method call; try is free in 3.11+
-                buffer[key] += value
-            except KeyError:
-                buffer[key] = 0 + value
+        for key, value in out:  # ``+``, never ``+=``: the user's values stay as they are
+            buffer[key] = get(key, 0) + value
     emit(list(buffer.items()))
 
 

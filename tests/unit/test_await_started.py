@@ -1,5 +1,5 @@
 """``disco.client.await_started``: how ``disco start`` and ``local:N`` wait for the node daemon
-they started (its pid file first, then one ``Hello``)."""
+they started (its pid file first, then ``Hello``)."""
 from __future__ import annotations
 
 import threading
@@ -40,6 +40,19 @@ def test_it_asks_the_node_once_its_pid_file_names_it_and_not_before(tmp_path, mo
     threading.Thread(target=node_comes_up).start()
     assert client.await_started(Proc(4242), "127.0.0.1:9", pid_file, time.monotonic() + 20)
     assert written.is_set() and asked == [("127.0.0.1:9", 4242)]
+
+
+def test_it_asks_again_only_after_a_pause_when_the_node_does_not_answer_as_itself(
+        tmp_path, monkeypatch):
+    asked = []
+    monkeypatch.setattr(client, "answers",
+                        lambda address, timeout_s, pid=None: asked.append(1) and False)
+    (tmp_path / "disco.pid").write_text("4242\n")
+    t0 = time.monotonic()
+    assert not client.await_started(Proc(4242), "127.0.0.1:9", tmp_path / "disco.pid",
+                                    t0 + 0.5)
+    took = time.monotonic() - t0
+    assert 1 <= len(asked) <= took / client.RETRY_S + 1  # no asking as fast as it can
 
 
 def test_it_still_asks_now_and_then_when_the_pid_file_cannot_tell(tmp_path, monkeypatch):

@@ -196,6 +196,36 @@ def test_sum_combining_pairs_one_by_one_adds_as_sum_combiner_does():
         _map_summing(lambda e, p: [(["x"], 1)], [1], None, got.append)
 
 
+class _Tally:
+    """A value that adds up in place when it can (``+=``), and whose ``__add__`` may raise."""
+
+    def __init__(self, n: int, bad: bool = False):
+        self.n, self.bad = n, bad
+
+    def __add__(self, other):
+        if self.bad:
+            raise KeyError("the value's own error")
+        return _Tally(self.n + (other.n if isinstance(other, _Tally) else other))
+
+    def __radd__(self, other):
+        return self if other == 0 else _Tally(other + self.n)
+
+    def __iadd__(self, other):
+        self.n += other.n
+        return self
+
+
+def test_sum_combining_adds_as_plus_does_not_in_place_and_keeps_the_values_errors():
+    from disco.worker.task import _map_summing
+    one = _Tally(1)  # the map yields this same object for every word
+    got = []
+    _map_summing(lambda line, p: ((w, one) for w in line.split()), ["a b a"], None, got.append)
+    assert [(k, v.n) for k, v in got[0]] == [("a", 2), ("b", 1)] and one.n == 1
+    with pytest.raises(KeyError, match="the value's own error"):
+        _map_summing(lambda e, p: [("a", _Tally(1, bad=True)), ("a", _Tally(1))], [1], None,
+                     got.append)
+
+
 @pytest.mark.parametrize("partition", [None, default_partition, range_partition(0, 128)])
 def test_combined_output_for_a_reduce_is_written_sorted_by_key_per_label(partition):
     from disco.worker.task import _labelled
