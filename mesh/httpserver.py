@@ -35,8 +35,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from common.error import DiscoError, NotMaster
 from mesh import message as m
@@ -174,6 +172,8 @@ class Metrics:
         self.view, self.counters = view, counters
 
     def collect(self):
+        from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
+                                            HistogramMetricFamily)
         status = self.view.ask(m.GetStatus)
         me = next((x for x in status["members"] if x["address"] == self.view.address), {})
         states = GaugeMetricFamily("disco_members", "Cluster members by state, as this node "
@@ -233,6 +233,7 @@ class Metrics:
         yield from self._master_metrics()
 
     def _master_metrics(self):
+        from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
         ddfs = self.view.maybe(m.DdfsStatus)
         if ddfs:
             for key, help_ in (("blobs", "DDFS blobs."), ("copies", "DDFS blob copies on alive "
@@ -261,13 +262,22 @@ class HttpServer:
                  local_info, counters, log_file: Path, log):
         self.token, self.log = token, log
         self.view = NodeView(node_address, local_info, log_file)
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(Metrics(self.view, counters))
+        self.metrics = Metrics(self.view, counters)
+        self._registry = None  # made at the first scrape: prometheus_client costs a node's
+        self._registry_lock = threading.Lock()  # start 30-50 ms to import
         self.refused = 0
         handler = _handler(self)
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
+
+    def _scrape(self) -> str:
+        from prometheus_client import CollectorRegistry, generate_latest
+        with self._registry_lock:
+            if self._registry is None:
+                self._registry = CollectorRegistry(auto_describe=False)
+                self._registry.register(self.metrics)
+        return generate_latest(self._registry).decode()
 
     @property
     def url(self) -> str:
@@ -304,8 +314,7 @@ class HttpServer:
         fragment = "fragment" in query
         parts = [unquote(p) for p in path.strip("/").split("/") if p]
         if path == "/metrics":
-            return 200, "text/plain; version=0.0.4; charset=utf-8", \
-                generate_latest(self.registry).decode()
+            return 200, "text/plain; version=0.0.4; charset=utf-8", self._scrape()
         if parts[:1] == ["api"]:
             return self._api(parts[1:], query)
         if not parts:
