@@ -180,8 +180,20 @@ def slow(line, params):
     time.sleep(60)
     yield line, 1
 
+import disco.core
+
+# The name is printed from inside wait(), so the test's Ctrl-C cannot land between run() and
+# wait() (where Python's own Ctrl-C handling, exit -2 and a traceback, is right).
+long_poll = disco.core.Disco._long_poll
+
+
+def announced(self, jobname, deadline):
+    print(jobname, flush=True)
+    return long_poll(self, jobname, deadline)
+
+
+disco.core.Disco._long_poll = announced
 job = Job().run(input=["raw://x"], map=slow, kill_on_exit=sys.argv[1] == "kill")
-print(job.name, flush=True)
 job.wait()
 '''
 
