@@ -173,6 +173,7 @@ def _jobdir(tmp_path):
 
 CTRL_C = '''
 import sys
+import disco.core
 from disco.core import Job
 
 def slow(line, params):
@@ -180,7 +181,6 @@ def slow(line, params):
     time.sleep(60)
     yield line, 1
 
-import disco.core
 
 # The name is printed from inside wait(), so the test's Ctrl-C cannot land between run() and
 # wait() (where Python's own Ctrl-C handling, exit -2 and a traceback, is right).
@@ -207,14 +207,19 @@ def test_ctrl_c_in_wait_is_one_line_and_exit_130(node, tmp_path, mode):
     proc = subprocess.Popen([sys.executable, str(script), mode], cwd=tmp_path, text=True,
                             env=child_env(DISCO_MASTER=node.address), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
-    job = proc.stdout.readline().strip()
-    assert "@" in job, proc.stderr.read()
-    disco = Disco(node.address)
-    from conftest import wait_for
-    wait_for(lambda: any(e["type"] == "task_started" for e in disco.event_records(job)),
-             what="the task to start")
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    try:
+        job = proc.stdout.readline().strip()
+        assert "@" in job, proc.stderr.read()
+        disco = Disco(node.address)
+        from conftest import wait_for
+        wait_for(lambda: any(e["type"] == "task_started" for e in disco.event_records(job)),
+                 what="the task to start")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:  # the test failed before the script ended: stop it
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 130
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     if mode == "keep":
