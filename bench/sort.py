@@ -1,7 +1,7 @@
 """Sorting 100-byte records: the framework beside GNU ``sort --parallel=2`` on the same file.
 
 Usage: .venv/bin/python bench/sort.py [--mb 1024] [--partitions 16] [--split-mb 64]
-           [--master local:2] [--rounds 1] [--profile]
+           [--master local:2] [--rounds 1] [--output lines|records] [--profile]
 
 The input is ``--mb`` MiB of terasort-like records in the format of ``shared/peers/gen_sort.py``
 (100 bytes each: a 10-byte key of printable characters ``!``..``~``, a space, the row number
@@ -15,8 +15,12 @@ larger one.
    ``split_size``), ``lines=bytes`` (lines are not decoded), ``map`` giving ``(line[:10],
    line[10:])``, ``partition=range_partition(33, 127)`` (labels in key order, from the keys'
    first bytes), ``partitions=N``, ``sort=True`` and a reduce that hands the sorted pairs
-   back. Timed from ``Job().run()`` until the results, read in label order with
-   ``result_iterator``, are written to one file as ``key + value`` (the records again).
+   back. With ``--output lines`` (the default) the reduces write their pairs as the records
+   again (``reduce_output_stream``: a stream whose ``add(key, value)`` writes ``key + value``),
+   as a user sorting a file into a file would, and the results are copied in label order into
+   one file. With ``--output records`` the reduces write the framework's record files, and
+   the results, read in label order with ``result_iterator``, are written to one file as
+   ``key + value``. Timed from ``Job().run()`` until that file is written.
 
 After the clocks stop, the two output files must be equal byte for byte (SHA-256), or the
 bench prints ``FAIL`` and exits with status 1. It prints one line per figure: sort's time, ours,
@@ -42,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from itertools import chain, islice
 from pathlib import Path
 
@@ -50,6 +55,7 @@ DATA = Path(__file__).resolve().parent / "data"
 sys.path.insert(0, str(ROOT))
 
 from disco.core import Job, result_iterator  # noqa: E402
+from disco.func import task_output_stream  # noqa: E402
 from shuffle.partition import range_partition  # noqa: E402
 from wordcount import Foreign, _best, warn_if_disturbed  # noqa: E402  (bench/, the script's dir)
 
@@ -66,6 +72,25 @@ def map(line, params):
 
 def reduce(iter, params):
     return iter
+
+
+class RecordLines:
+    """The reduce's output stream for ``--output lines``: each pair as the record it was."""
+
+    def __init__(self, fd):
+        self.write = fd.write
+
+    def add(self, key, value):
+        self.write(key + value)  # the value keeps the line's newline
+
+
+def record_lines(fd, partition, url, params):
+    return RecordLines(fd)
+
+
+def blocks(fd, size, url):
+    """A result reader for ``--output lines``: the file's bytes, a MiB at a time."""
+    return iter(partial(fd.read, 1 << 20), b"")
 
 
 # -- input data --------------------------------------------------------------------------------
@@ -129,16 +154,22 @@ def gnu_sort(src: Path, out: Path, tmp: Path) -> float:
 def framework_sort(args, src: Path, out: Path) -> tuple[dict, Job]:
     """Run the job and write its results; the times of its parts (client clock)."""
     t0, wall0 = time.perf_counter(), time.time()
+    lines = args.output == "lines"
     job = Job(master=args.master, name="bench_sort").run(
         input=[f"file://{src}"], map=map, reduce=reduce, partition=range_partition(33, 127),
         partitions=args.partitions, sort=True, lines=bytes,
-        split_size=int(args.split_mb * (1 << 20)), profile=args.profile)
+        split_size=int(args.split_mb * (1 << 20)), profile=args.profile,
+        reduce_output_stream=(task_output_stream, record_lines) if lines else None)
     results = job.wait()
     t1 = time.perf_counter()
-    records = chain.from_iterable(result_iterator(results))  # key, value, key, value, ...
     with open(out, "wb") as f:
-        while block := b"".join(islice(records, 1 << 16)):  # one write per 32,768 records
-            f.write(block)
+        if lines:
+            for block in result_iterator(results, reader=blocks):
+                f.write(block)
+        else:
+            records = chain.from_iterable(result_iterator(results))  # key, value, key, ...
+            while block := b"".join(islice(records, 1 << 16)):  # a write per 32,768 records
+                f.write(block)
     t2 = time.perf_counter()
     return {"total": t2 - t0, "job": t1 - t0, "read": t2 - t1, "start": wall0}, job
 
@@ -190,6 +221,9 @@ def main() -> None:
                         help="cluster to use (default local:2, an embedded 2-slot node)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="alternate the two sorts this many times; best of each (default 1)")
+    parser.add_argument("--output", choices=("lines", "records"), default="lines",
+                        help="what the reduces write: the records as lines (default) or the "
+                             "framework's record files, read back with result_iterator")
     parser.add_argument("--profile", action="store_true",
                         help="also print the tasks' cProfile (slows the run down)")
     args = parser.parse_args()
@@ -230,7 +264,8 @@ def main() -> None:
             pairs = [a / b for (a, _), (b, _) in zip(ours, sorts)]
             line += (f"(the rounds' own ratios {min(pairs):.2f}-{max(pairs):.2f}, median "
                      f"{statistics.median(pairs):.2f}) ")
-        print(line + f"(partitions={args.partitions}, split_size={args.split_mb:g} MiB)")
+        print(line + f"(partitions={args.partitions}, split_size={args.split_mb:g} MiB, "
+                     f"--output {args.output})")
         print(f"framework breakdown{' (last round)' if args.rounds > 1 else ''}: {where}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -487,9 +487,13 @@ class Job:
         if code["map"] is None and code["reduce"] is None:
             raise UsageError("a job needs map=, reduce= or both (or a pipeline=)")
         code.update(params=params, sort=bool(get("sort")), profile=bool(get("profile")))
+        for key in STREAMS:
+            chain = stream_chain(key, get(key))
+            if chain:
+                code[key] = chain
         split_size = get("split_size")  # None (as a keyword or attribute) turns it off
         if code["map"] is not None and code["map_reader"] is None and code["map_init"] is None \
-                and split_size:
+                and "map_input_stream" not in code and split_size:
             inputs = split_inputs(inputs, int(split_size))
         partitions = get("partitions")
         header = {"inputs": inputs, "has_map": code["map"] is not None,
@@ -666,6 +670,29 @@ def _absolute(url) -> str:
     if "://" in url:
         return url
     return "file://" + os.path.abspath(os.path.expanduser(url))
+
+
+STREAMS = ("map_input_stream", "map_output_stream", "reduce_input_stream", "reduce_output_stream")
+# the functions of Disco's default chains: a chain of only these is the built-in record path
+_DEFAULT_STREAMS = {"input": ("task_input_stream",),
+                    "output": ("task_output_stream", "disco_output_stream")}
+
+
+def stream_chain(key: str, value) -> tuple:
+    """A job's ``*_input_stream`` / ``*_output_stream`` keyword as a tuple of functions, empty
+    when it is unset or only Disco's defaults (the built-in, faster path does the same)."""
+    if value is None:
+        return ()
+    chain = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+    for f in chain:
+        if not callable(f):
+            raise UsageError(f"{key}: each item of the chain must be a function "
+                             f"f(stream, ...), not {f!r:.60}")
+    defaults = _DEFAULT_STREAMS["input" if key.endswith("input_stream") else "output"]
+    if all(getattr(f, "__module__", "").startswith("disco.") and
+           getattr(f, "__name__", "") in defaults for f in chain):
+        return ()
+    return chain
 
 
 def _describe(fn) -> str:

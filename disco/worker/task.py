@@ -386,15 +386,21 @@ def run_map(ctx: JobContext, task: dict) -> list:
     fn, params = ctx.fn, ctx.fn.get("params")
     fd, size, url = task_io.open_input(task["inputs"][0])
     combiner = fn.get("combiner")
-    sorted_runs = combiner is None and bool(ctx.header.get("has_reduce"))
+    out_chain = fn.get("map_output_stream")
+    sorted_runs = combiner is None and bool(ctx.header.get("has_reduce")) and not out_chain
     out = Output(ctx, f"map-{task['index']}", memo=sorted_runs)
+    if out_chain:
+        out = ChainedOutput(out, out_chain, params)
     try:
+        stream, size, url = apply_input_chain(fn.get("map_input_stream"), fd, size, url, params)
         reader = fn.get("map_reader")
-        if reader is None:
-            entries = task_io.default_map_reader(fd, size, url, params,
+        if reader is None and stream is not fd and not hasattr(stream, "read"):
+            entries = stream  # the chain's last stream gives the entries itself
+        elif reader is None:
+            entries = task_io.default_map_reader(stream, size, url, params,
                                                  lines=ctx.header.get("lines"))
         else:
-            entries = task_io.call_reader(reader, fd, size, url, params)
+            entries = task_io.call_reader(reader, stream, size, url, params)
         if fn.get("map_init"):
             fn["map_init"](entries, params)
         labels, partition = _partitioning(ctx)
@@ -504,14 +510,20 @@ def _reduce_input(ctx: JobContext, task: dict):
     reader = fn.get("reduce_reader")
     if reader is None and not ctx.header.get("has_map"):
         reader = _default_reader(ctx)
+    chain_ = fn.get("reduce_input_stream")
     for inp in task["inputs"]:
         try:
             fd, size, url = task_io.open_input(inp)
             with fd:
-                if reader is None:
-                    yield from record.iter_frames(fd)
-                else:
-                    yield list(task_io.call_reader(reader, fd, size, url, params))
+                stream, size, url = apply_input_chain(chain_, fd, size, url, params)
+                if reader is None and (stream is fd or hasattr(stream, "read")):
+                    yield from record.iter_frames(stream)
+                    continue
+                if reader is not None:
+                    stream = task_io.call_reader(reader, stream, size, url, params)
+                records = iter(stream)
+                while batch := list(islice(records, BATCH)):
+                    yield batch
         except (CommError, DataError) as exc:
             if isinstance(inp, str) and inp.startswith(("disco://", "dir://")):
                 raise InputLostError(inp, exc) from exc
@@ -553,6 +565,8 @@ def run_reduce(ctx: JobContext, task: dict) -> list:
     if fn.get("reduce_init"):
         fn["reduce_init"](pairs, params)
     out = Output(ctx, f"reduce-{task['label']}")
+    if fn.get("reduce_output_stream"):
+        out = ChainedOutput(out, fn["reduce_output_stream"], params)
     try:
         reducef = fn["reduce"]
         if _arity(reducef) >= 3:
@@ -581,6 +595,56 @@ def _arity(func) -> int:
         return 2
     return sum(1 for p in sig.parameters.values()
                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+class ChainedOutput:
+    """An ``Output`` written through the job's own ``map_output_stream`` or
+    ``reduce_output_stream`` (Disco's ``f(stream, partition, url, params) -> stream`` chain over
+    each label's file): every pair goes to the last stream's ``add(key, value)``, and that
+    stream's ``close()``, if it has one, is called when the task ends."""
+
+    def __init__(self, output: Output, chain, params):
+        self.output, self.chain, self.params = output, chain, params
+        self.streams: dict[int, object] = {}
+        self.records: dict[int, int] = {}
+
+    def add_many(self, pairs: list, labels: int = 1, partition=None, params=None,
+                 by_key: bool = False) -> None:
+        for label, part in _labelled(pairs, labels, partition, params, by_key):
+            stream = self.streams.get(label)
+            if stream is None:
+                stream = _open_output_chain(self.output, label, self.chain, self.params)
+                self.streams[label], self.records[label] = stream, 0
+            add = stream.add
+            for key, value in part:
+                add(key, value)
+            self.records[label] += len(part)
+
+    def commit(self) -> list:
+        for stream in self.streams.values():
+            close = getattr(stream, "close", None)
+            if callable(close):
+                close()
+        return [dict(o, records=self.records.get(o["label"], 0)) for o in self.output.commit()]
+
+    def abort(self) -> None:
+        self.output.abort()
+
+
+def apply_input_chain(chain, fd, size, url, params) -> tuple:
+    """Disco's input chain over an opened input: each ``f(stream, size, url[, params])`` gives
+    ``(stream, size, url)`` or the next stream; ``task_input_stream`` is skipped (the input is
+    open already). Without a chain, the input itself."""
+    stream = fd
+    for f in chain or ():
+        if getattr(f, "__name__", "") == "task_input_stream":
+            continue
+        got = f(stream, size, url, params) if _arity(f) >= 4 else f(stream, size, url)
+        if isinstance(got, tuple) and len(got) == 3:
+            stream, size, url = got
+        else:
+            stream = got
+    return stream, size, url
 
 
 # -- pipeline stages ------------------------------------------------------------------------------
@@ -641,16 +705,7 @@ def _stage_input(ctx: JobContext, stage, first: bool, inp, params):
         raise
     with fd:
         if stage.input_chain:
-            stream = fd
-            for f in stage.input_chain:
-                if getattr(f, "__name__", "") == "task_input_stream":
-                    continue  # opened already
-                got = f(stream, size, url, params) if _arity(f) >= 4 else f(stream, size, url)
-                if isinstance(got, tuple) and len(got) == 3:
-                    stream, size, url = got
-                else:
-                    stream = got
-            yield from stream
+            yield from apply_input_chain(stage.input_chain, fd, size, url, params)[0]
         elif first:
             yield from _default_reader(ctx)(fd, size, url, params)
         else:
