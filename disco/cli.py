@@ -21,7 +21,7 @@ import click
 
 from common.error import PortInUse
 from disco import error
-from disco.settings import DEFAULT_PORT, node_settings, parse_address
+from disco.settings import DEFAULT_PORT, is_local, node_settings, parse_address
 
 VERSION = "0.1.0"
 START_TIMEOUT_S = 30.0
@@ -73,7 +73,7 @@ def _node_options(func):
     opts = [
         click.option("--host", help="Address to bind and advertise [env DISCO_HOST; 127.0.0.1]."),
         click.option("--port", type=int, help="Control port; the node also uses port+1 "
-                     "[env DISCO_PORT; 8989]."),
+                     "(data) and port+2 (HTTP, unless --http-port) [env DISCO_PORT; 8989]."),
         click.option("--data", type=click.Path(file_okay=False), help="Data dir: volumes, job "
                      "data, logs, pid file [env DISCO_DATA; ~/.local/share/disco/node-PORT]."),
         click.option("--join", multiple=True, metavar="H:P", help="Seed node to join (repeatable) "
@@ -268,7 +268,7 @@ def _node_address(port, data, host) -> str:
         host_, port_ = parse_address(info["address"])
         return f"{_dial(host_)}:{port_}"
     master = os.environ.get("DISCO_MASTER", "")
-    if host is None and port is None and master and not master.startswith("local"):
+    if host is None and port is None and master and not is_local(master):
         parse_address(master)
         return master  # any node of the cluster shows the cluster
     s = node_settings(host=host, port=port)
@@ -341,7 +341,7 @@ def _master_option(func):
 
 def _disco(master):
     from disco.core import Disco
-    if master and master.startswith("local"):
+    if is_local(master):
         _fail("DISCO_MASTER=local starts a cluster that lives only as long as one process; "
               "start a node with `disco start` and point DISCO_MASTER at it")
     if not master:
@@ -377,12 +377,13 @@ def _jobname(disco, name: str) -> str:
 def run(master, wait_, partitions, name, jobclass, inputs):
     """Submit MODULE.JOBCLASS over INPUT... and print the job's name.
 
-    MODULE is imported from the current directory, as Python would.
+    MODULE is imported from the current directory, as Python would; JOBCLASS is a
+    subclass of disco.core.Job whose attributes (map, reduce, partitions, ...) are the job.
 
     \b
-    Examples:
+    Examples (from the project's examples/ directory, whose wordcount.py has one):
       disco run wordcount.WordCount data.txt --wait
-      disco run wordcount.WordCount tag://data:text -p 4
+      disco run wordcount.WordCount tag://data:text --partitions 4
     """
     module_name, _, class_name = jobclass.rpartition(".")
     if not module_name:
@@ -395,8 +396,11 @@ def run(master, wait_, partitions, name, jobclass, inputs):
         _fail(f"cannot import {module_name!r} from {os.getcwd()}: {exc}")
     klass = getattr(module, class_name, None)
     from disco.core import Job
+    if klass is None:
+        _fail(f"module {module_name!r} ({getattr(module, '__file__', '?')}) has no "
+              f"{class_name!r}")
     if not (isinstance(klass, type) and issubclass(klass, Job)):
-        _fail(f"{jobclass!r} is not a Job subclass")
+        _fail(f"{jobclass!r} is not a Job subclass (it is {klass!r:.80})")
     disco = _disco(master)
     job = klass(name=name)
     job._disco = disco
@@ -491,10 +495,13 @@ def results(master, job):
     Example: disco results @ | head
     """
     disco = _disco(master)
-    status = disco.status(_jobname(disco, job))
+    name = _jobname(disco, job)
+    status = disco.status(name)
     state, urls = status["status"], status["results"]
     if state != "finished":
-        _fail(f"job {job} is {state}; it has no results")
+        how = {"failed": "has failed", "killed": "was killed"}.get(state, f"is {state}")
+        _fail(f"job {name} {how}; it has no results (`disco events {name}` says why)"
+              if state in ("failed", "killed") else f"job {name} {how}; it has no results yet")
     for url in urls:
         click.echo(url if isinstance(url, str) else " ".join(url))
 
@@ -569,7 +576,8 @@ _node_action("whitelist", "Schedule tasks on NODE again.")
 @click.option("--node", "node", metavar="HOST:PORT", help="Any node of the cluster (its "
               "HTTP port, PORT+2, is asked).")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new events.")
-@click.option("--job", help="Only events of this job (JOB, @ or @?TEXT need --node/--master).")
+@click.option("--job", help="Only events of this job (JOB, or @ / @?TEXT: the latest job, "
+              "or the latest whose name holds TEXT, on the node read).")
 @click.option("--level", type=click.Choice(["debug", "info", "warning", "error"]),
               help="Only events at this level or above.")
 @click.option("-n", "--lines", type=int, default=50, show_default=True,
@@ -590,7 +598,7 @@ def logs(port, data, node, follow, job, level, lines, as_json):
         data_dir = _find_data(port, data)
         fetch = _local_logs(data_dir / "logs" / "node.jsonl")
     if job and ("@" == job or job.startswith("@?")):
-        job = _jobname(_disco(node), job)
+        job = _jobname(_disco(node or _node_address(port, data, None)), job)
     order = ["debug", "info", "warning", "error", "critical"]
     floor = order.index(level) if level else 0
     offset = -max(1, lines)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from disco import error
 from disco.error import NotMaster
-from disco.settings import DEFAULT_PORT, PYTHON, client_master, parse_address
+from disco.settings import DEFAULT_PORT, PYTHON, client_master, is_local, parse_address
 from mesh import message as m
 from mesh.client import Connection
 
@@ -67,9 +67,10 @@ def _names(pid_file: Path, pid: int) -> bool:
 
 
 def resolve_master(master: str | None = None) -> str:
-    """The address of a node to talk to, following SPEC §3."""
+    """The address of a node to talk to: ``local[:N]`` an embedded cluster, an address itself,
+    else the default port if a node answers there, else an embedded cluster."""
     master = master or client_master()
-    if master is not None and master.startswith("local"):
+    if is_local(master):
         slots = master.partition(":")[2]
         if slots and not slots.isdigit():
             raise error.UsageError(f"DISCO_MASTER={master!r}: expected local or local:N")

@@ -63,8 +63,18 @@ def _ddfs(ctx):
     from disco.ddfs import DDFS
     obj = ctx.find_root().obj
     if "ddfs" not in obj:
-        obj["ddfs"] = DDFS(obj["master"])
+        obj["ddfs"] = DDFS(_master(obj["master"]))
     return obj["ddfs"]
+
+
+def _master(master):
+    """The node to talk to, as ``disco``'s job commands find it: never an embedded cluster,
+    whose data would be gone when this command exits."""
+    from disco.settings import DEFAULT_PORT, is_local
+    if is_local(master):
+        _fail("DISCO_MASTER=local starts a cluster that lives only as long as one process, and "
+              "its DDFS with it; start a node with `disco start` and point DISCO_MASTER at it")
+    return master or f"127.0.0.1:{os.environ.get('DISCO_PORT') or DEFAULT_PORT}"
 
 
 def _command(name):

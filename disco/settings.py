@@ -79,6 +79,12 @@ FLAG_OF = {"data": "--data", "join": "--join", "secret_file": "--secret-file",
            "http_port": "--http-port"}
 
 
+def is_local(master: str | None) -> bool:
+    """Whether ``master`` asks for an embedded cluster: ``local`` or ``local:N`` (not a host
+    whose name starts so, like ``localhost:8989``)."""
+    return master is not None and (master == "local" or master.startswith("local:"))
+
+
 def config_path(explicit: str | None = None) -> Path | None:
     """The config file in use, or None."""
     given = explicit or os.environ.get("DISCO_CONFIG")

@@ -199,7 +199,9 @@ class DataServer:
                 raise RemoteProtocolError(f"{msg.TYPE}: wrong number of frames")
             handler = _HANDLERS.get(type(msg))
             if handler is None:
-                raise RemoteProtocolError(f"{msg.TYPE} is not served on the data port")
+                raise RemoteProtocolError(
+                    f"{msg.TYPE} is not served on the data port (this is port P+1 of a node "
+                    "whose control port is P: talk to that one)")
             answer = handler(self, ident, msg, frames[2] if len(frames) == 3 else None)
         except DiskFull as exc:  # no bad request: say where the room ran out, and why
             self._end_put(ident, getattr(msg, "rid", 0))

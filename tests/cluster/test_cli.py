@@ -8,10 +8,11 @@ import textwrap
 
 import pytest
 
-from conftest import child_env, run_cli
+from conftest import ROOT, child_env, run_cli
 from disco.client import answers
 
 pytestmark = pytest.mark.cluster
+EXAMPLES = ROOT / "examples"
 
 JOBMOD = '''
 from disco.core import Job
@@ -229,3 +230,32 @@ def test_ctrl_c_in_wait_is_one_line_and_exit_130(node, tmp_path, mode):
     else:
         assert "was killed" in err
         wait_for(lambda: disco.status(job)["status"] == "killed", what="the job killed")
+
+
+def test_what_a_newcomer_met_on_a_node_on_another_port(node, tmp_path):
+    """``localhost:PORT`` is that node (not an embedded ``local`` cluster), ``ddfs`` never
+    starts a cluster of its own, ``disco logs --port P --job @`` asks node P, and the example
+    job class of ``disco run --help`` exists."""
+    host_env = child_env(DISCO_MASTER=f"localhost:{node.port}")
+    run_cli("run", "--wait", "jobmod.WordCount", "raw://a b a", env=host_env,
+            cwd=_jobdir(tmp_path))
+    jobs = json.loads(run_cli("jobs", "--json", env=host_env).stdout.splitlines()[0])
+    assert jobs["job"].startswith("WordCount")
+    run_cli("push", "data:seen", __file__, env=host_env, tool="ddfs")
+    assert run_cli("ls", env=child_env(DISCO_MASTER=node.address), tool="ddfs").stdout.split() \
+        == ["data:seen"]
+    for env in (child_env(DISCO_MASTER="local"),
+                child_env(DISCO_MASTER="", DISCO_PORT="1")):
+        proc = run_cli("push", "data:lost", __file__, env=env, tool="ddfs", check=False,
+                       timeout=90)
+        assert proc.returncode == 1 and "embedded" not in proc.stderr, proc.stderr
+        assert proc.stderr.startswith("ddfs: error:"), proc.stderr
+    logs = run_cli("logs", "--port", node.port, "--job", "@", "--json", "-n", "5000",
+                   env=child_env(DISCO_MASTER=""))
+    assert {json.loads(x)["job"] for x in logs.stdout.splitlines()} == {jobs["job"]}
+    example = run_cli("run", "--wait", "wordcount.WordCount", "raw://b a b",
+                      env=child_env(DISCO_MASTER=node.address), cwd=EXAMPLES)
+    assert example.stdout.strip().splitlines()[1].startswith("disco://")
+    missing = run_cli("run", "wordcount.NoSuch", "raw://x", env=host_env, cwd=EXAMPLES,
+                      check=False)
+    assert "has no 'NoSuch'" in missing.stderr
