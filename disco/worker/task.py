@@ -39,7 +39,7 @@ BATCH = 1 << 11  # pairs per hand-over from a map: small enough to stay in the C
 CURRENT: dict = {"task": None, "ctx": None}  # the task this worker runs now (run_task sets it)
 SORT_BUDGET = max(1, int(os.environ.get("DISCO_SORT_MB") or 256)) << 20  # per reduce task
 RUN_DISTINCT = 1 << 18  # a map's counted output for a reduce is written as a run at this many distinct pairs
-RUN_PAIRS = 1 << 19  # and its other output at this many pairs
+RUN_LOCAL = 1 << 13  # and its other output at this many pairs, sorted while in the CPU cache
 RUN_SAMPLE = 1 << 16  # pairs of a run counted before deciding whether counting pays
 _EXACT = frozenset((str, bytes, int, type(None)))  # types whose equal values are interchangeable
 _first = itemgetter(0)
@@ -243,8 +243,12 @@ class _Runs:
     which depend on the key alone, pairs are partitioned once per distinct pair, when the run
     is written. Output that hardly repeats (more than half its pairs distinct, in a run's first
     ``RUN_SAMPLE`` pairs or in a whole run) is not counted from then on. Any batch not counted
-    is checked pair by pair and buffered as it is, sorted by key when its run is written. Keys
-    that do not compare (mixed types) leave a run grouped but unsorted."""
+    is checked pair by pair and buffered as it is; every ``RUN_LOCAL`` pairs the buffer is
+    sorted by key and split by label, one short run per label. Sorting a few thousand pairs the
+    map has just made, while they are in the CPU cache, and pickling them then, costs about half
+    what sorting a whole label's share does (its pairs scattered over the map's memory), more
+    than the reduce's merge of the extra runs costs. Keys that do not compare (mixed types)
+    leave a run grouped but unsorted."""
 
     def __init__(self, out: Output, labels: int, partition, params, task_id: str):
         self.out, self.labels, self.partition = out, labels, partition
@@ -254,8 +258,7 @@ class _Runs:
         self.counting = True  # until the output shows it hardly repeats
         self.counted = 0  # pairs in self.counts
         self.counts: dict = {}  # label (None: not partitioned yet) -> Counter of its pairs
-        self.plain: dict[int, list] = {}
-        self.plain_pairs = 0
+        self.plain: list = []  # pairs not counted, in the order the map gave them
 
     def add(self, batch: list) -> None:
         """A batch of the map's output, not yet checked to be pairs."""
@@ -269,12 +272,22 @@ class _Runs:
                 self.flush()  # the run's first pairs hardly repeat: counting would cost, not pay
                 return
         else:
-            pairs = pairs_of(batch, self.task_id)
-            for label, part in self._labelled(pairs):
-                self.plain.setdefault(label, []).extend(part)
-            self.plain_pairs += len(pairs)
-        if self._distinct() >= RUN_DISTINCT or self.plain_pairs >= RUN_PAIRS:
+            self.plain += pairs_of(batch, self.task_id)
+            if len(self.plain) >= RUN_LOCAL:
+                self._write_plain()
+        if self._distinct() >= RUN_DISTINCT:
             self.flush()
+
+    def _write_plain(self) -> None:
+        """The pairs not counted, sorted by key while they are still in the CPU cache (the
+        map made them moments ago), then each label's part written as a run: a stable split
+        of sorted pairs leaves each part sorted."""
+        pairs, self.plain = self.plain, []
+        if not pairs:
+            return
+        _sort_by_key(pairs)
+        for label, part in self._labelled(pairs):
+            self.out.writer(label).add_many(part)
 
     def _labelled(self, pairs: list):
         return _labelled(pairs, self.labels, self.partition, self.params)
@@ -297,10 +310,7 @@ class _Runs:
                 self.out.writer(label).add_many(
                     chain.from_iterable(map(repeat, part, map(counts.__getitem__, part))))
         self.counts, self.counted = {}, 0
-        for label, pairs in sorted(self.plain.items()):
-            _sort_by_key(pairs)
-            self.out.writer(label).add_many(pairs)
-        self.plain, self.plain_pairs = {}, 0
+        self._write_plain()
 
 
 class Adder:

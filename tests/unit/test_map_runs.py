@@ -91,6 +91,25 @@ def test_distinct_output_is_sorted_by_key_only_and_no_longer_counted(monkeypatch
     assert sink.runs[-1] == (0, [(4, "y"), (5, "x"), (5, "x")])
 
 
+def test_output_not_counted_is_written_every_run_local_pairs_sorted_per_label(monkeypatch):
+    # sorted while the map's newest pairs are still in the CPU cache, then split by label:
+    # each label gets one sorted run per RUN_LOCAL pairs the map gave, in the order given
+    monkeypatch.setattr(task, "RUN_SAMPLE", 4)
+    monkeypatch.setattr(task, "RUN_LOCAL", 6)
+    pairs = [(f"k{(i * 7919) % 20:02}", i) for i in range(20)]
+    sink = run([pairs[:5], pairs[5:9], pairs[9:15], pairs[15:]], labels=2,
+               partition=range_partition())
+    # the first batch is counted (a sample), found distinct and written; then 4 + 6 pairs
+    # reach RUN_LOCAL and are written; the last 5 when the map ends
+    given = [pairs[:5], pairs[5:15], pairs[15:]]
+    expect = [(label, part) for chunk in given
+              for label, part in enumerate(partition_pairs(sorted(chunk), 2, range_partition()))
+              if part]
+    assert sink.runs == expect
+    assert all(run_ == sorted(run_) for _, run_ in sink.runs)
+    assert sorted(p for _, run_ in sink.runs for p in run_) == sorted(pairs)
+
+
 def test_keys_that_do_not_compare_are_grouped_unsorted():
     pairs = [("a", 1), (2, 1), ("a", 1), (2, 1), ("a", 1), (2, 1)]
     (_, out), = run([pairs]).runs
