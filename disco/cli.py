@@ -162,8 +162,9 @@ def start(**opts):
         click.echo(f"node {s.name} started at {s.address} (pid {proc.pid}, data {s.data_dir})")
         if s.http_port:
             click.echo(f"status page: {_page_url(s)}")
+        same_secret = f" --secret-file {secret}" if s.secret_file else ""
         click.echo(f"join another node to it with: disco start --join {s.address} "
-                   "--port OTHER_PORT --data OTHER_DIR")
+                   f"--port OTHER_PORT --data OTHER_DIR{same_secret}")
         return
     if proc.poll() is not None:
         _fail(f"the node exited with status {proc.returncode}: {_last_line(err_path)} "

@@ -165,6 +165,8 @@ def test_disco_start_prints_the_page_url_with_its_token_and_http_port_0_turns_it
         url = line.split(": ", 1)[1]
         assert url == f"http://127.0.0.1:{port + 2}/?token={token_for(secret.read_bytes())}"
         assert get(url)[0] == 200
+        join = next(x for x in out.stdout.splitlines() if x.startswith("join another"))
+        assert join.endswith(f"--secret-file {secret}")  # the command to join it works as is
     finally:
         run_cli("stop", "--data", data, env=env, check=False)
     monkeypatch.delenv("DISCO_SECRET_FILE")
@@ -173,7 +175,7 @@ def test_disco_start_prints_the_page_url_with_its_token_and_http_port_0_turns_it
     try:
         out = run_cli("start", "--port", port, "--data", data, "--workers", "1",
                       "--http-port", "0")
-        assert "status page" not in out.stdout
+        assert "status page" not in out.stdout and "--secret-file" not in out.stdout
         with pytest.raises(OSError):
             urllib.request.urlopen(f"http://127.0.0.1:{port + 2}/", timeout=2)
     finally:
