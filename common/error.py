@@ -16,6 +16,7 @@
     │   ├── RemoteProtocolError    the peer sent something malformed (``mesh.message.decode``)
     │   └── LocalProtocolError     we tried to send something invalid (``mesh.message.encode``)
     └── UsageError                 the user asked for something that cannot work (bad flag, name)
+        ├── JobNotFound            no job of that name (also LookupError)
         └── ModUtilImportError     a module a job function uses cannot be found (also ImportError)
 
 ``retryable`` says whether running the same thing elsewhere may succeed.
@@ -166,6 +167,10 @@ class PortInUse(UsageError):
     EXIT_CODE = 98  # EADDRINUSE's number on Linux
 
 
+class JobNotFound(UsageError, LookupError):
+    """No job of that name on the master (or no such stage in it)."""
+
+
 class ModUtilImportError(UsageError, ImportError):
     """A module that a job function uses could not be found (``disco.worker.modutil``).
 
@@ -240,6 +245,7 @@ CODES: dict[str, type[DiscoError]] = {
     INTERNAL: DiscoError,              # a bug of the sender's: an exception outside this tree
     "NotMaster": NotMaster,            # msg is the master's address ("" while none is known)
     "Unauthorized": Unauthorized,      # DDFS: the tag's read or write token is missing
+    "JobNotFound": JobNotFound,
     "UsageError": UsageError,
     "DataNotFound": DataNotFound,      # data port: the path does not exist or cannot be read
     "JobError": JobError,
@@ -282,5 +288,5 @@ def error_for(code: str, msg: str) -> DiscoError:
 __all__ = ["DiscoError", "CommError", "NoAnswer", "NotMaster", "Unauthorized", "JobError",
            "DataError", "InputError",
            "DecodeError", "DataNotFound", "RecordFormatError", "ProtocolError", "RemoteProtocolError",
-           "LocalProtocolError", "UsageError", "ModUtilImportError", "CODES", "INTERNAL",
+           "LocalProtocolError", "UsageError", "JobNotFound", "ModUtilImportError", "CODES", "INTERNAL",
            "code_of", "message_of", "error_for"]

@@ -409,8 +409,19 @@ def run(master, wait_, partitions, name, jobclass, inputs):
     job.run(input=list(inputs), **extra)
     click.echo(job.name)
     if wait_:
-        for url in job.wait():
-            click.echo(url)
+        _print_results(lambda: job.wait())
+
+
+def _print_results(wait) -> None:
+    """Print the results ``wait()`` returns, one per line; for a failed job its whole error
+    (the task, node and traceback) on stderr, and exit 2."""
+    try:
+        urls = wait()
+    except error.JobError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+    for url in urls:
+        click.echo(url)
 
 
 @cli.command()
@@ -428,13 +439,7 @@ def wait(master, show, timeout, job):
     """
     disco = _disco(master)
     name = _jobname(disco, job)
-    try:
-        urls = disco.wait(name, timeout=timeout, show=show)
-    except error.JobError as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(2)
-    for url in urls:
-        click.echo(url)
+    _print_results(lambda: disco.wait(name, timeout=timeout, show=show))
 
 
 @cli.command()

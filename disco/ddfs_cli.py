@@ -287,7 +287,9 @@ def put(ctx, tag, urls):
 @click.argument("tag")
 @click.pass_context
 def get(ctx, tag):
-    """The tag object as JSON: id, version, last-modified, urls, user-data."""
+    """The tag object as JSON: id, version, last-modified, created, urls, user-data; to a
+    caller who may write the tag (it has no write token, or DDFS_WRITE_TOKEN is it) also read-token
+    and write-token (null when unset)."""
     click.echo(json.dumps(_get(ctx, tag), indent=1))
 
 

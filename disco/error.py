@@ -9,11 +9,11 @@ are all here: ``DiscoError``, ``JobError``, ``DataError``, ``CommError`` and
 from __future__ import annotations
 
 from common.error import (CommError, DataError, DataNotFound, DecodeError, DiscoError,
-                          InputError, JobError, LocalProtocolError, ModUtilImportError, NoAnswer,
-                          NotMaster, ProtocolError, RecordFormatError, RemoteProtocolError,
-                          Unauthorized, UsageError)
+                          InputError, JobError, JobNotFound, LocalProtocolError,
+                          ModUtilImportError, NoAnswer, NotMaster, ProtocolError,
+                          RecordFormatError, RemoteProtocolError, Unauthorized, UsageError)
 
 __all__ = ["DiscoError", "CommError", "NoAnswer", "NotMaster", "JobError", "DataError", "InputError",
            "DecodeError", "DataNotFound", "RecordFormatError", "ProtocolError",
-           "RemoteProtocolError", "LocalProtocolError", "UsageError", "ModUtilImportError",
-           "Unauthorized"]
+           "RemoteProtocolError", "LocalProtocolError", "UsageError", "JobNotFound",
+           "ModUtilImportError", "Unauthorized"]

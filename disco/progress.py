@@ -12,6 +12,7 @@ import time
 
 SHOWN = ("task_failed", "task_message", "task_requeued", "job_failed", "job_killed",
          "stage_done", "job_done", "master_changed")
+ENDS = ("job_done", "job_failed", "job_killed")
 
 
 def _event_line(job: str, event: dict) -> str:
@@ -32,10 +33,16 @@ class Progress:
         self._live = _Live(job, out) if live else None
 
     def show(self, reply: dict) -> None:
-        for event in reply["events"]:
-            if event["type"] in SHOWN:
-                self._print(_event_line(self.job, event))
-        counts = reply.get("counts", {})
+        shown = [e for e in reply["events"] if e["type"] in SHOWN]
+        # the job's end is said last, after the counts that led to it
+        for event in (e for e in shown if e["type"] not in ENDS):
+            self._print(_event_line(self.job, event))
+        self._counts(reply.get("counts", {}))
+        for event in (e for e in shown if e["type"] in ENDS):
+            self._print(_event_line(self.job, event))
+        self.out.flush()
+
+    def _counts(self, counts: dict) -> None:
         if self._live is not None:
             self._live.update(counts)
             return
@@ -46,7 +53,6 @@ class Progress:
                 self._print(f"{self.job}: {stage} {c['done']}/{total} done, "
                             f"{c['running']} running, {c['failed']} failed "
                             f"({time.monotonic() - self._start:.1f} s)")
-        self.out.flush()
 
     def note(self, text: str) -> None:
         self._print(f"{self.job}: {text}")

@@ -36,7 +36,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 
-from common.error import DiscoError, NotMaster
+from common.error import DiscoError, JobNotFound, NotMaster
 from mesh import message as m
 from mesh import web
 from mesh.client import Connection
@@ -361,6 +361,8 @@ class HttpServer:
             cls = m.KillJob if parts[3] == "kill" else m.PurgeJob
             try:
                 self.view.ask(cls, master=True, job=parts[2])
+            except JobNotFound as exc:
+                return 404, "application/json", json.dumps({"error": str(exc)})
             except DiscoError as exc:
                 return 400, "application/json", json.dumps({"error": str(exc)})
             self.log.info("http_job_" + parts[3], job=parts[2])

@@ -160,7 +160,10 @@ class Node(ClientRequests, DdfsCore):
         except Refusal as exc:
             self._out.append(Fail(ident, rid, exc.code, str(exc)))
             return
-        except (jt.JobNotFound, jt.BadJob) as exc:
+        except jt.JobNotFound as exc:
+            self._out.append(Fail(ident, rid, "JobNotFound", str(exc)))
+            return
+        except jt.BadJob as exc:
             self._out.append(Fail(ident, rid, "UsageError", str(exc)))
             return
         if body is not PARKED:

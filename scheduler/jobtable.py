@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from common import error
 from scheduler import core
 from scheduler import entry as en
 
@@ -90,8 +91,8 @@ class Fact:
     fields: dict = field(default_factory=dict)
 
 
-class JobNotFound(LookupError):
-    """No job of that name (the node answers the client with a usage error)."""
+# no job of that name, or no such stage (the node answers the client with it)
+JobNotFound = error.JobNotFound
 
 
 class BadJob(ValueError):

@@ -74,7 +74,11 @@ def test_run_wait_results_events_history_and_purge(node, project):
     broken = cli("run", "jobs.Broken", "raw://x").stdout.strip()
     assert cli("wait", "@?WordCount").stdout.split() == urls  # @?TEXT skips the newer job
     failed = cli("wait", broken, check=False)
-    assert failed.returncode != 0 and "no such thing" in failed.stderr
+    assert failed.returncode == 2 and "no such thing" in failed.stderr
+    assert "Traceback" in failed.stderr  # the user's, to find their bug
+    run_failed = cli("run", "--wait", "jobs.Broken", "raw://x", check=False)
+    assert run_failed.returncode == 2 and run_failed.stdout.startswith("Broken@")
+    assert "no such thing" in run_failed.stderr and "Traceback" in run_failed.stderr
 
     cli("purge", name)
     gone = cli("results", name, check=False)
@@ -205,9 +209,12 @@ def test_ctrl_c_in_wait_is_one_line_and_exit_130(node, tmp_path, mode):
     from disco.core import Disco
     script = tmp_path / "ctrlc.py"
     script.write_text(CTRL_C)
+    # Ctrl-C as on a terminal: a runner started in the background of a shell (`.ci/run &`)
+    # passes SIGINT on ignored, and Python then leaves it ignored
     proc = subprocess.Popen([sys.executable, str(script), mode], cwd=tmp_path, text=True,
                             env=child_env(DISCO_MASTER=node.address), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         job = proc.stdout.readline().strip()
         assert "@" in job, proc.stderr.read()

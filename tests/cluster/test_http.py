@@ -130,7 +130,7 @@ def test_kill_through_the_api(node_factory):
     assert code == 200, body
     wait_for(lambda: job.status() == "killed", what="the job to be killed")
     code, body = get(http_of(node) + "/api/job/nope/purge", method="POST")
-    assert code == 400 and "nope" in body
+    assert code == 404 and "nope" in body
 
 
 def test_with_a_secret_everything_needs_the_token(node_factory, tmp_path, monkeypatch):
@@ -147,7 +147,7 @@ def test_with_a_secret_everything_needs_the_token(node_factory, tmp_path, monkey
         assert get(base + path, token=token)[0] == 200, path
     # a POST takes the token from a header only
     assert get(base + f"/api/job/x/kill?token={token}", method="POST")[0] == 401
-    assert get(base + "/api/job/x/kill", token=token, method="POST")[0] == 400  # no such job
+    assert get(base + "/api/job/x/kill", token=token, method="POST")[0] == 404  # no such job
 
 
 def test_disco_start_prints_the_page_url_with_its_token_and_http_port_0_turns_it_off(

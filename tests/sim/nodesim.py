@@ -227,10 +227,10 @@ class Session:
             self.sim.at(self.sim.now + (0.02 if err.msg else 0.3), CALL, self.request)
         elif err.code == "CommError":  # the pack did not reach a majority in time
             self.sim.at(self.sim.now + 0.5, CALL, self.request)
-        elif err.code == "UsageError" and self.stage == "purge":
+        elif err.code == "JobNotFound" and self.stage == "purge":
             self.sim.facts["client_purge_retry_refused"] += 1  # the first try got through
             self.stage = "done"
-        elif err.code == "UsageError" and self.stage == "wait":
+        elif err.code == "JobNotFound" and self.stage == "wait":
             self.sim.violation("unknown_job", f"{self.sim.hosts_by_address[self.target].name}"
                                f" says {err.msg} for committed job {self.job}")
             self.sim.at(self.sim.now + 0.3, CALL, self.request)

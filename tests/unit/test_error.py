@@ -11,14 +11,15 @@ from mesh import message as m
 WIRE = {  # the codes nodes send today: never rename one
     "protocol", "internal", "NotMaster", "UsageError", "DataNotFound", "JobError",
     "ProtocolError", "DataError", "InputError", "RecordFormatError", "CommError", "DiscoError",
-    "Unauthorized"}
+    "Unauthorized", "JobNotFound"}
 
 SENT = [
     e.RemoteProtocolError("frame is not a msgpack map"),
     e.ProtocolError("job pack is malformed"),
     e.NotMaster("127.0.0.1:8990"),
     e.NotMaster(""),
-    e.UsageError("no job named 'x' (see `disco jobs`)"),
+    e.UsageError("no such flag"),
+    e.JobNotFound("no job named 'x' (see `disco jobs`)"),
     e.DataNotFound("vol0/x does not exist on n1"),
     e.JobError("Job@1", "boom", task="Job@1:map:0", node="n1", traceback="Traceback..."),
     e.InputError("raw://x: gone"),
@@ -41,6 +42,12 @@ def test_every_error_survives_the_wire(exc):
     got = e.error_for(sent.code, sent.msg)
     assert type(got) is type(exc) and str(got) == str(exc)
     assert got.retryable == exc.retryable
+
+
+def test_a_missing_job_is_a_usage_error_and_a_lookup_error():
+    exc = e.error_for(e.code_of(e.JobNotFound("no job named 'x'")), "no job named 'x'")
+    assert isinstance(exc, e.UsageError) and isinstance(exc, LookupError)
+    assert disco.error.JobNotFound is e.JobNotFound
 
 
 def test_codes_say_who_broke_the_protocol():

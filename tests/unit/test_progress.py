@@ -29,6 +29,18 @@ def test_plain_lines_when_counts_change_and_for_notable_events():
     assert len(lines) == 4
 
 
+def test_the_jobs_end_is_said_after_the_counts_that_led_to_it():
+    out = io.StringIO()
+    p = Progress("J@1", out, live=False)
+    p.show(reply(3, 1))
+    p.show(reply(4, 0, events=[{"type": "stage_done", "msg": "map done"},
+                               {"type": "job_done", "msg": "finished"}]))
+    lines = out.getvalue().splitlines()[1:]
+    assert lines[0] == "J@1: stage_done: map done"
+    assert lines[1].startswith("J@1: map 4/4 done, 0 running")
+    assert lines[2] == "J@1: job_done: finished"
+
+
 class Tty(io.StringIO):
     def isatty(self):
         return True
