@@ -19,6 +19,7 @@ order are sorted as a whole (a distributed sort, as terasort's range partitioner
 from __future__ import annotations
 
 import pickle
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from operator import itemgetter
 
@@ -198,6 +199,23 @@ class RangePartition:
             first = [row[0] if row.count(row[0]) == 256 else None for row in rows]
             tables = self._cache[n] = (first, rows)
         return tables
+
+    def split_sorted(self, pairs: list, n: int) -> list[tuple[int, list]]:
+        """``pairs`` sorted by key (bytes or str keys), cut into ``(label, part)`` for each
+        label that gets some, in label order. Labels grow with keys, so each label's pairs are
+        one slice of the list, found by bisection: a few dozen calls instead of a lookup per
+        pair. Keys of another type raise ``UsageError``, as ``split`` does."""
+        out: list[tuple[int, list]] = []
+        start, total = 0, len(pairs)
+
+        def label_of(pair) -> int:
+            return self(pair[0], n)
+        while start < total:
+            label = label_of(pairs[start])
+            end = bisect_left(pairs, label + 1, start + 1, total, key=label_of)
+            out.append((label, pairs[start:end] if start or end < total else pairs))
+            start = end
+        return out
 
     def split(self, pairs: Iterable[tuple], n: int, appends: list) -> None:
         """Append each pair to its label's list (``partition_pairs``' fast path): a table

@@ -222,13 +222,14 @@ def _labelled(pairs: list, labels: int, partition, params, by_key: bool = False)
     return parts
 
 
-def _sort_by_key(pairs: list) -> None:
+def _sort_by_key(pairs: list) -> bool:
     """Sort pairs by key, stable, in place; keys that do not compare (mixed types) leave them
-    unsorted (Disco promises no order)."""
+    unsorted (Disco promises no order) and give False."""
     try:
         pairs.sort(key=_first)
     except TypeError:
-        pass
+        return False
+    return True
 
 
 class _Runs:
@@ -285,8 +286,11 @@ class _Runs:
         pairs, self.plain = self.plain, []
         if not pairs:
             return
-        _sort_by_key(pairs)
-        for label, part in self._labelled(pairs):
+        if _sort_by_key(pairs) and self.labels > 1 and type(self.partition) is RangePartition:
+            parts = self.partition.split_sorted(pairs, self.labels)  # labels follow keys
+        else:
+            parts = self._labelled(pairs)
+        for label, part in parts:
             self.out.writer(label).add_many(part)
 
     def _labelled(self, pairs: list):
@@ -561,9 +565,7 @@ def _sorted_input(ctx: JobContext, task: dict):
     with _sorter(ctx, str(task["index"])) as sorter:
         for frame in _reduce_input(ctx, task):
             sorter.add_many(frame)
-        pairs = sorter.sorted_pairs()
-        while chunk := list(islice(pairs, 1 << 16)):
-            yield chunk
+        yield from sorter.drain()
 
 
 def run_reduce(ctx: JobContext, task: dict) -> list:

@@ -133,6 +133,25 @@ def test_range_partition_split_matches_the_function_and_keeps_order():
     assert partition_pairs(mixed, 3, f) == [[(b"", 2)], [], [(b"ab", 0), ("ab", 1)]]
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.binary(max_size=4)), max_size=300), st.integers(1, 300),
+       st.integers(0, 200), st.integers(1, 56), st.booleans())
+def test_range_partition_split_sorted_is_split_for_sorted_pairs(keys, n, low, width, text):
+    from shuffle.partition import range_partition
+    f = range_partition(low, low + width)
+    if text:  # str keys: ordered as their UTF-8 is
+        keys = [k.decode("latin-1") + "\ud800" * (len(k) % 2) for k in keys]
+    pairs = sorted(((k, i) for i, k in enumerate(keys)), key=lambda p: p[0])
+    parts = partition_pairs(pairs, n, f)
+    assert f.split_sorted(pairs, n) == [(label, part) for label, part in enumerate(parts) if part]
+
+
+def test_range_partition_split_sorted_refuses_other_key_types():
+    from shuffle.partition import range_partition
+    with pytest.raises(UsageError, match="bytes and str keys"):
+        range_partition().split_sorted([(1, 0), (2, 0)], 4)
+
+
 def test_range_partition_refuses_other_key_types():
     from shuffle.partition import range_partition
     with pytest.raises(UsageError, match="bytes and str keys"):

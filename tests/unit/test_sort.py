@@ -53,6 +53,41 @@ def test_no_spill_under_budget(tmp_path):
         assert list(sorter) == []
 
 
+class Value:
+    """A value whose death a weak reference sees."""
+
+
+def test_drain_hands_over_sorted_lists_and_lets_each_go(tmp_path):
+    import weakref
+    pairs = [(k, Value()) for k, _ in word_pairs(5000, seed=7)]
+    refs = [weakref.ref(v) for _, v in pairs]
+    expect = [(k, ref) for (k, _), ref in zip(pairs, refs)]
+    expect.sort(key=itemgetter(0))
+    sorter = ExternalSorter(tmp_path)
+    sorter.add_many(pairs)
+    del pairs
+    parts = sorter.drain(chunk=1000)
+    first = next(parts)
+    assert len(first) == 1000 and [k for k, _ in first] == [k for k, _ in expect[:1000]]
+    del first
+    assert all(ref() is None for _, ref in expect[:1000])  # freed once its consumer let go
+    assert all(ref() is not None for _, ref in expect[1000:])
+    rest = [pair for part in parts for pair in part]
+    assert [k for k, _ in rest] == [k for k, _ in expect[1000:]]
+    assert list(sorter) == []  # drained: the sorter is empty
+
+
+def test_drain_after_spilling(tmp_path):
+    pairs = word_pairs(40_000, seed=2)
+    with ExternalSorter(tmp_path, memory_budget_bytes=1 << 20) as sorter:
+        for i in range(0, len(pairs), 3000):
+            sorter.add_many(pairs[i:i + 3000])
+        assert sorter.spills >= 2
+        parts = list(sorter.drain(chunk=777))
+        assert all(len(p) == 777 for p in parts[:-1])
+        assert [x for p in parts for x in p] == sorted(pairs, key=itemgetter(0))
+
+
 def test_mixed_types_grouped_by_type_name():
     keys = ["b", 2, "a", 1, b"x", None, 1.5, (1, "z"), (1, 2), True, 0.5]
     out = [k for k, _ in sorted([(k, None) for k in keys], key=sort_key)]
