@@ -212,6 +212,20 @@ class RecordWriter:
             return
         self._add_list(pairs)
 
+    def add_frame(self, pairs: list) -> None:
+        """Write ``pairs`` (a list) as a frame of its own now, after what is buffered: for a
+        caller whose pairs are in the CPU cache at this moment (just made or just sorted), so
+        that pickling them does not wait until they have fallen out of it. A list too big for
+        one frame is framed as ``add_many`` does."""
+        if not pairs:
+            return
+        if len(pairs) > MAX_FRAME_RECORDS:
+            self.add_many(pairs)
+            return
+        self.flush()
+        self.records += len(pairs)
+        self._write_frame(pairs, adapt=False)
+
     def _add_list(self, pairs: list) -> None:
         n = len(pairs)
         self.records += n
@@ -246,14 +260,14 @@ class RecordWriter:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _write_frame(self, pairs: list) -> None:
+    def _write_frame(self, pairs: list, adapt: bool = True) -> None:
         header, payload = _encode(pairs, self.codec, self.memo)
         write = self.fileobj.write
         write(header)
         write(payload)
         self.bytes_written += len(header) + len(payload)
         self.frames += 1
-        if self._adaptive:
+        if self._adaptive and adapt:
             raw_len = _unpack_frame(header)[4]
             per_record = max(1, raw_len // len(pairs))
             self._batch = max(1, min(MAX_FRAME_RECORDS, self.frame_bytes // per_record))

@@ -291,7 +291,7 @@ class _Runs:
         else:
             parts = self._labelled(pairs)
         for label, part in parts:
-            self.out.writer(label).add_many(part)
+            self.out.writer(label).add_frame(part)  # pickled now, while in the CPU cache
 
     def _labelled(self, pairs: list):
         return _labelled(pairs, self.labels, self.partition, self.params)

@@ -23,7 +23,8 @@ class Sink:
         self.memo: list[bool] = []
 
     def writer(self, label):
-        return SimpleNamespace(add_many=lambda pairs: self.runs.append((label, list(pairs))))
+        add = lambda pairs: self.runs.append((label, list(pairs)))  # noqa: E731
+        return SimpleNamespace(add_many=add, add_frame=add)
 
     def set_memo(self, on):
         self.memo.append(on)

@@ -88,6 +88,22 @@ def test_add_add_many_and_flush_mix():
     assert [len(f) for f in frames] == [3, 2, 3, 3, 1]
 
 
+def test_add_frame_writes_its_own_frame_after_what_is_buffered(monkeypatch):
+    out = io.BytesIO()
+    writer = r.RecordWriter(out, frame_records=3)
+    writer.add("a", 1)
+    writer.add_frame([("b", 2), ("c", 3), ("d", 4), ("e", 5)])  # bigger than frame_records
+    writer.add_frame([])
+    writer.add_many([("f", 6)])
+    monkeypatch.setattr(r, "MAX_FRAME_RECORDS", 2)
+    writer.add_frame([("g", 7), ("h", 8), ("i", 9)])  # too big for a frame: framed as usual
+    writer.close()
+    assert read(out.getvalue()) == [("a", 1), ("b", 2), ("c", 3), ("d", 4), ("e", 5), ("f", 6),
+                                    ("g", 7), ("h", 8), ("i", 9)]
+    frames = list(r.iter_frames(io.BytesIO(out.getvalue())))
+    assert [len(f) for f in frames] == [1, 4, 3, 1] and writer.records == 9
+
+
 def test_many_frames_adaptive():
     pairs = word_pairs(60_000)
     data = write(pairs, frame_bytes=16 << 10)
