@@ -72,17 +72,20 @@ _CONVERT = {
 }
 
 
-def _key_for(pairs: list):
-    """itemgetter(0) when all keys share one plain type (same order, faster), else sort_key."""
-    kinds = set(map(type, map(_first, pairs)))
+def _key_for(pairs: list, kinds: set | None = None):
+    """itemgetter(0) when all keys share one plain type (same order, faster), else sort_key;
+    ``kinds``, the keys' types, if known already."""
+    if kinds is None:
+        kinds = set(map(type, map(_first, pairs)))
     if len(kinds) == 1 and kinds <= _PLAIN_TYPES:
         return _first, kinds
     return sort_key, kinds
 
 
-def _sorted(pairs: list) -> tuple[list, set]:
-    """``pairs`` sorted by key, stable (in place unless prefix-sorted), and their key types."""
-    key, kinds = _key_for(pairs)
+def _sorted(pairs: list, kinds: set | None = None) -> tuple[list, set]:
+    """``pairs`` sorted by key, stable (in place unless prefix-sorted), and their key types
+    (``kinds``, if known already)."""
+    key, kinds = _key_for(pairs, kinds)
     if len(pairs) >= PREFIX_SORT_RECORDS and kinds in _PREFIXED and not _runs_ahead(pairs):
         return _prefix_sort(pairs), kinds
     pairs.sort(key=key)
@@ -141,10 +144,14 @@ class ExternalSorter:
         self._pair_bytes = 0
         self._run_paths: list[str] = []
         self._run_kinds: set = set()
+        # the buffer's key types, gathered as lists are added (each while in the CPU cache, not
+        # in one pass over the whole buffer before sorting it); None: unknown
+        self._buf_kinds: set | None = set()
         self._prefix = f"sort-{os.urandom(4).hex()}"
 
     def add(self, key, value) -> None:
         self._buf.append((key, value))
+        self._buf_kinds = None
         self.records += 1
         self._estimated_bytes += self._pair_bytes
         if not self._pair_bytes or self._estimated_bytes > self.memory_budget_bytes:
@@ -157,6 +164,8 @@ class ExternalSorter:
                 self.add_many(chunk)
             return
         self._buf.extend(pairs)
+        if self._buf_kinds is not None:
+            self._buf_kinds.update(map(type, map(_first, pairs)))
         self.records += len(pairs)
         self._account(pairs)
 
@@ -176,7 +185,7 @@ class ExternalSorter:
         """Sort the buffered pairs and write them as one run file."""
         if not self._buf:
             return
-        self._buf, kinds = _sorted(self._buf)
+        self._buf, kinds = _sorted(self._buf, self._buf_kinds)
         self._run_kinds |= kinds
         os.makedirs(self.spill_dir, exist_ok=True)
         path = os.path.join(self.spill_dir, f"{self._prefix}-{len(self._run_paths)}.drec")
@@ -186,12 +195,12 @@ class ExternalSorter:
             writer.add_many(self._buf)
             writer.close()
         self.spills += 1
-        self._buf = []
+        self._buf, self._buf_kinds = [], set()
         self._estimated_bytes = 0
 
     def sorted_pairs(self) -> Iterator[tuple]:
         """All pairs added so far, sorted by key (stable)."""
-        self._buf, kinds = _sorted(self._buf)
+        self._buf, kinds = _sorted(self._buf, self._buf_kinds)
         if not self._run_paths:
             return iter(self._buf)
         kinds |= self._run_kinds
@@ -216,10 +225,10 @@ class ExternalSorter:
                 if not box[0]:
                     break
                 yield box.pop()
-            self._buf = []
+            self._buf, self._buf_kinds = [], set()
             return
-        buf, _ = _sorted(self._buf)
-        self._buf, self._estimated_bytes = [], 0
+        buf, _ = _sorted(self._buf, self._buf_kinds)
+        self._buf, self._buf_kinds, self._estimated_bytes = [], set(), 0
         blank = [None] * chunk
         for start in range(0, len(buf), chunk):
             box.append(buf[start:start + chunk])
@@ -234,7 +243,7 @@ class ExternalSorter:
             except FileNotFoundError:
                 pass
         self._run_paths = []
-        self._buf = []
+        self._buf, self._buf_kinds = [], set()
 
     def __enter__(self) -> ExternalSorter:
         return self

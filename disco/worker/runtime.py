@@ -11,6 +11,7 @@ worker exits on ``Shutdown`` or when its daemon is gone.
 from __future__ import annotations
 
 import collections
+import gc
 import os
 import sys
 import time
@@ -26,6 +27,7 @@ from mesh import message as m
 from mesh.channel import Channel, ChannelClosed
 
 POLL_MS = 1000
+GC_YOUNG = 20_000  # container allocations between collections of the youngest generation
 MESSAGES_PER_S = 20
 
 
@@ -170,9 +172,21 @@ def batch_priority() -> None:
         pass  # not Linux, or not allowed: the default policy
 
 
+def fewer_collections() -> None:
+    """Run the cyclic garbage collector's young generation every ``GC_YOUNG`` container
+    allocations instead of Python's 700: a task makes millions of short-lived tuples and
+    lists, and at 700 the collections cost about 6 % of a sort map's instructions (cachegrind;
+    at 20,000 they cost 2 %). Garbage in cycles waits a little longer to be freed; nothing
+    else changes for the job's code."""
+    young, middle, old = gc.get_threshold()
+    if 0 < young < GC_YOUNG:
+        gc.set_threshold(GC_YOUNG, middle, old)
+
+
 def main(argv: list[str]) -> int:
     channel, wid, data_dir, node, address, parent = argv
     batch_priority()
+    fewer_collections()
     worker = Worker(channel, wid, data_dir, node, address, int(parent))
     try:
         return worker.serve()

@@ -19,6 +19,7 @@ workers then see their channel close and exit too.
 """
 from __future__ import annotations
 
+import gc
 import os
 import select
 import signal
@@ -61,6 +62,9 @@ def main(argv: list[str]) -> int:
     me = os.getpid()
     out = sys.stdout
     control = socket.socket(fileno=sys.stdin.fileno())  # SOCK_SEQPACKET: one spawn a packet
+    # what is imported by now lives as long as every worker: out of the collector's sight, so
+    # that no worker's full collection walks it (or writes to its shared pages)
+    gc.freeze()
     while True:
         ready, _, _ = select.select([control], [], [], 0.2)
         _reap(out)

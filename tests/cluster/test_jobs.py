@@ -108,6 +108,18 @@ def test_map_only_raw_inputs_map_reader_and_init(node):
     assert sorted(result_iterator(job.wait())) == [("HELLO", "init"), ("WORLD", "init")]
 
 
+def gc_map(entry, params):
+    import gc
+    yield "young", gc.get_threshold()[0]
+    yield "frozen", gc.get_freeze_count() > 0
+
+
+def test_a_task_runs_with_fewer_young_collections_and_the_zygote_frozen(node):
+    from disco.worker.runtime import GC_YOUNG
+    job = Job(master=node.address).run(input=["raw://x"], map=gc_map)
+    assert dict(result_iterator(job.wait())) == {"young": GC_YOUNG, "frozen": True}
+
+
 def test_chaining_and_sort_true_with_spill(node_factory, tmp_path):
     node = node_factory(DISCO_SORT_MB=1)
     words = [f"k{i % 5000:05d}" for i in range(60000)]
