@@ -267,12 +267,16 @@ class DDFS:
         A node that fails is left out of the next attempt, which writes every copy again under
         a new name (the failed attempt's copies were abandoned). When too few nodes are left
         because one seems to have died, placement is asked again until the master sees it
-        dead (k is then what the live nodes allow) or ``PLACE_WAIT_S`` passes."""
+        dead (k is then what the live nodes allow) or ``PLACE_WAIT_S`` passes. A node that
+        fails after taking every byte, when the others have committed their copies, leaves
+        those copies: if they are as many as the next placement asks for, they are the blob's
+        replica set, and nothing is written again."""
         from mesh.transfer import push_blob
         fileobj, name, size, reopen = _open_source(source, name)
         failed_nodes: set = set(exclude)
         reasons: list[str] = []
         lost = False  # a node's connection dropped or it went silent: it may be dying
+        kept: list = []
         try:
             for attempt in range(max(1, attempts)):
                 try:
@@ -282,6 +286,8 @@ class DDFS:
                         raise
                     reasons.append(str(exc))  # no nodes left to try: say why each failed
                     break
+                if kept and len(kept) >= len(place["nodes"]):
+                    return kept  # the failed attempt's committed copies are enough now
                 if attempt:
                     fileobj.close()
                     fileobj = reopen()
@@ -289,6 +295,8 @@ class DDFS:
                                               progress=progress, all_or_none=True)
                 if not failed:
                     return [f"disco://{a}/{stored[a]}" for a in place["nodes"]]
+                # committed before another node failed (it took every byte, then died)
+                kept = [f"disco://{a}/{stored[a]}" for a in place["nodes"] if a in stored]
                 failed_nodes |= set(failed)
                 reasons += [f"{a}: {why}" for a, why in sorted(failed.items())]
                 lost = lost or any(_lost(why) for why in failed.values())

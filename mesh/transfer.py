@@ -18,7 +18,9 @@ chunks, so memory stays bounded however big it is; it returns each node's stored
 each failed node's error, and never raises for one node's failure. A node whose connection
 drops fails at once (its put died with the connection), not after the time-out; with
 ``all_or_none`` the first failure makes the others abandon the put before committing it
-(``PutEnd`` with size ``ABANDON``), so a push that must be retried leaves no copy behind.
+(``PutEnd`` with size ``ABANDON``), so a push that must be retried leaves no copy behind
+(except when a node fails after taking every byte, as the others commit: their copies stay,
+and ``DDFS.put_blob`` uses them if they are enough, else the garbage collector takes them).
 """
 from __future__ import annotations
 
