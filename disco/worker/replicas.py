@@ -34,6 +34,7 @@ __all__ = ["iter_replicas", "iter_replica_frames", "skip_records", "FAILOVER_ERR
 
 FAILOVER_ERRORS = (DiscoError, OSError, EOFError)
 BATCH_RECORDS = 1024  # records per frame of a reader other than chain_reader
+BATCH_BYTES = 1 << 20  # or about this many bytes of bytes or str records
 
 
 def iter_replicas(replicas, reader: Callable | None = None, params=None,
@@ -96,17 +97,30 @@ def _read(url: str, reader: Callable, params, notifier) -> Iterator[list]:
 
 
 def _batches(records: Iterable) -> Iterator[list]:
-    """``records`` in lists of ``BATCH_RECORDS``; those read before an error come first."""
+    """``records`` in lists of ``BATCH_RECORDS``, or fewer when they are big ``bytes`` or
+    ``str`` (a reader of whole blocks): about ``BATCH_BYTES`` a list, judged by the first
+    record, which comes alone. Those read before an error come first.
+
+    Holding 1,024 blocks of a MiB before handing any over made reading 16 results of 64 MiB
+    take 1.1-1.5 s instead of 0.7 s (fresh memory for every block, out of every cache)."""
     records = iter(records)
+    limit = 1
     while True:
         batch: list = []
         try:
-            batch.extend(islice(records, BATCH_RECORDS))  # keeps what it got if one fails
+            batch.extend(islice(records, limit))  # keeps what it got if one fails
         except BaseException:
             if batch:
                 yield batch
             raise
-        if batch:
+        if not batch:
+            return
+        if limit == 1 and len(batch) == 1:
+            first = batch[0]
+            size = len(first) if isinstance(first, (bytes, bytearray, str)) else 0
+            limit = max(1, min(BATCH_RECORDS, BATCH_BYTES // size if size else BATCH_RECORDS))
             yield batch
-        if len(batch) < BATCH_RECORDS:
+            continue
+        yield batch
+        if len(batch) < limit:
             return

@@ -106,9 +106,18 @@ def test_other_readers_come_in_batches_with_params(tmp_path, monkeypatch):
     monkeypatch.setattr(replicas, "BATCH_RECORDS", 8)
     url = write_copy(tmp_path / "a", 10)
     frames = list(iter_replica_frames(url, lambda fd, size, u, p: (x * p for x in range(20)), 3))
-    assert frames == [[0, 3, 6, 9, 12, 15, 18, 21], [24, 27, 30, 33, 36, 39, 42, 45],
-                      [48, 51, 54, 57]]
+    assert frames == [[0], [3, 6, 9, 12, 15, 18, 21, 24], [27, 30, 33, 36, 39, 42, 45, 48],
+                      [51, 54, 57]]  # the first record alone: its size sets the batch
     assert list(iter_replicas(url, lambda fd, size, u: [b"x", "y"])) == [b"x", "y"]
+
+
+def test_big_blocks_come_about_a_mib_a_frame(tmp_path, monkeypatch):
+    url = write_copy(tmp_path / "a", 10)
+    blocks = [b"%d" % i * (300 << 10) for i in range(10)]  # 300 KiB each
+    frames = list(iter_replica_frames(url, lambda fd, size, u: iter(blocks)))
+    assert [len(f) for f in frames] == [1, 3, 3, 3] and sum(frames, []) == blocks
+    text = ["y" * (2 << 20)] * 3  # bigger than a MiB: one a frame
+    assert [len(f) for f in iter_replica_frames(url, lambda fd, size, u: text)] == [1, 1, 1]
 
 
 def test_a_lost_result_remade_continues_mid_frame(tmp_path, monkeypatch):
