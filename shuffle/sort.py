@@ -215,8 +215,9 @@ class ExternalSorter:
         """All pairs added so far, sorted by key (stable), as lists of up to ``chunk`` pairs,
         leaving the sorter empty. The sorter lets go of each list's pairs as it hands the list
         over, so a pair is freed soon after its consumer is done with it, while it is still in
-        the CPU cache, instead of with all the others when the sort is dropped (measured: the
-        frees cost about a third of what they do cold, 670k sort records freed in 135 ms)."""
+        the CPU cache, instead of with all the others when the sort is dropped (measured on
+        670k sort records: freed cold at the end, 135 ms; handed over this way, the whole
+        hand-over took 30-100 ms less than before)."""
         box: list = []  # what is yielded is popped from it: this frame keeps no reference
         if self._run_paths:
             pairs = self.sorted_pairs()

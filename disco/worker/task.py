@@ -40,6 +40,7 @@ CURRENT: dict = {"task": None, "ctx": None}  # the task this worker runs now (ru
 SORT_BUDGET = max(1, int(os.environ.get("DISCO_SORT_MB") or 256)) << 20  # per reduce task
 RUN_DISTINCT = 1 << 18  # a map's counted output for a reduce is written as a run at this many distinct pairs
 RUN_LOCAL = 1 << 13  # and its other output at this many pairs, sorted while in the CPU cache
+FRAME_NOW_PAIRS = 1 << 8  # a label's cut of a run at least this big is its own frame
 RAW_BUFFER_BYTES = 1 << 20  # a label's file written by the job's own output stream
 RUN_SAMPLE = 1 << 16  # pairs of a run counted before deciding whether counting pays
 _EXACT = frozenset((str, bytes, int, type(None)))  # types whose equal values are interchangeable
@@ -295,7 +296,11 @@ class _Runs:
         else:
             parts = self._labelled(pairs)
         for label, part in parts:
-            self.out.writer(label).add_frame(part)  # pickled now, while in the CPU cache
+            writer = self.out.writer(label)
+            if len(part) >= FRAME_NOW_PAIRS:
+                writer.add_frame(part)  # pickled now, while in the CPU cache
+            else:  # many labels: frames this small would cost more than the cache saves
+                writer.add_many(part)
 
     def _labelled(self, pairs: list):
         return _labelled(pairs, self.labels, self.partition, self.params)

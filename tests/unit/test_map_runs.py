@@ -20,11 +20,16 @@ class Sink:
 
     def __init__(self):
         self.runs: list[tuple[int, list]] = []
+        self.how: list[str] = []  # "frame" (written at once) or "buffered", for each run
         self.memo: list[bool] = []
 
     def writer(self, label):
-        add = lambda pairs: self.runs.append((label, list(pairs)))  # noqa: E731
-        return SimpleNamespace(add_many=add, add_frame=add)
+        def add(how):
+            def given(pairs):
+                self.runs.append((label, list(pairs)))
+                self.how.append(how)
+            return given
+        return SimpleNamespace(add_many=add("buffered"), add_frame=add("frame"))
 
     def set_memo(self, on):
         self.memo.append(on)
@@ -109,6 +114,18 @@ def test_output_not_counted_is_written_every_run_local_pairs_sorted_per_label(mo
     assert sink.runs == expect
     assert all(run_ == sorted(run_) for _, run_ in sink.runs)
     assert sorted(p for _, run_ in sink.runs for p in run_) == sorted(pairs)
+
+
+def test_a_big_enough_cut_of_a_sorted_run_is_framed_at_once_a_small_one_buffered(monkeypatch):
+    monkeypatch.setattr(task, "RUN_SAMPLE", 1)
+    monkeypatch.setattr(task, "RUN_LOCAL", 8)
+    monkeypatch.setattr(task, "FRAME_NOW_PAIRS", 3)
+    first = [(b"!", 0)]  # counted as the sample, found distinct
+    keys = [b"!a", b"!b", b"!c", b"!d", b"!e", b"~a", b"~b", b"!f"]  # 6 for label 0, 2 for 1
+    sink = run([first, [(k, 1) for k in keys]], labels=2, partition=range_partition(33, 127))
+    assert sink.runs[1:] == [(0, [(k, 1) for k in sorted(keys) if k < b"~"]),
+                             (1, [(b"~a", 1), (b"~b", 1)])]
+    assert sink.how[1:] == ["frame", "buffered"]
 
 
 def test_keys_that_do_not_compare_are_grouped_unsorted():
