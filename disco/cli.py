@@ -409,7 +409,7 @@ def run(master, wait_, partitions, name, jobclass, inputs):
     job.run(input=list(inputs), **extra)
     click.echo(job.name)
     if wait_:
-        _print_results(lambda: job.wait())
+        _print_results(job.wait)
 
 
 def _print_results(wait) -> None:

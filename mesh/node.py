@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import msgpack
 
+from common.error import code_of
+
 from mesh import membership as mb
 from mesh import message as m
 from mesh import raft as rf
@@ -160,11 +162,8 @@ class Node(ClientRequests, DdfsCore):
         except Refusal as exc:
             self._out.append(Fail(ident, rid, exc.code, str(exc)))
             return
-        except jt.JobNotFound as exc:
-            self._out.append(Fail(ident, rid, "JobNotFound", str(exc)))
-            return
-        except jt.BadJob as exc:
-            self._out.append(Fail(ident, rid, "UsageError", str(exc)))
+        except (jt.JobNotFound, jt.BadJob) as exc:  # the user's: answered with its wire code
+            self._out.append(Fail(ident, rid, code_of(exc), str(exc)))
             return
         if body is not PARKED:
             self._out.append(Reply(ident, rid, body))

@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from common import error
+from common.error import JobNotFound, UsageError
 from scheduler import core
 from scheduler import entry as en
 
@@ -91,11 +91,7 @@ class Fact:
     fields: dict = field(default_factory=dict)
 
 
-# no job of that name, or no such stage (the node answers the client with it)
-JobNotFound = error.JobNotFound
-
-
-class BadJob(ValueError):
+class BadJob(UsageError, ValueError):
     """A submission's header cannot work (the node answers the client with a usage error)."""
 
 

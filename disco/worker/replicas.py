@@ -104,7 +104,7 @@ def _batches(records: Iterable) -> Iterator[list]:
     Holding 1,024 blocks of a MiB before handing any over made reading 16 results of 64 MiB
     take 1.1-1.5 s instead of 0.7 s (fresh memory for every block, out of every cache)."""
     records = iter(records)
-    limit = 1
+    limit, sized = 1, False
     while True:
         batch: list = []
         try:
@@ -113,14 +113,15 @@ def _batches(records: Iterable) -> Iterator[list]:
             if batch:
                 yield batch
             raise
-        if not batch:
-            return
-        if limit == 1 and len(batch) == 1:
-            first = batch[0]
-            size = len(first) if isinstance(first, (bytes, bytearray, str)) else 0
-            limit = max(1, min(BATCH_RECORDS, BATCH_BYTES // size if size else BATCH_RECORDS))
+        if batch:
             yield batch
-            continue
-        yield batch
         if len(batch) < limit:
             return
+        if not sized:
+            sized, limit = True, _batch_for(batch[0])
+
+
+def _batch_for(record) -> int:
+    """Records per batch for a reader whose first record is ``record``."""
+    size = len(record) if isinstance(record, (bytes, bytearray, str)) else 0
+    return max(1, min(BATCH_RECORDS, BATCH_BYTES // size)) if size else BATCH_RECORDS
