@@ -180,7 +180,12 @@ def node_factory(tmp_path_factory):
 
 @pytest.fixture
 def node(node_factory) -> RunningNode:
-    return node_factory()
+    """One node daemon, founder of its own cluster, once it has elected itself master (a node
+    answers before that: a job request in between is refused with ``NotMaster``)."""
+    started = node_factory()
+    wait_for(lambda: status_of(started)["master"] == started.address, 15,
+             what=f"{started.address} to elect itself master")
+    return started
 
 
 def run_cli(*args, env=None, cwd=None, timeout=60, check=True, tool="disco"):
