@@ -18,7 +18,7 @@ import os
 import pickle
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from itertools import chain, islice, repeat
 from operator import add, itemgetter
@@ -26,12 +26,13 @@ from pathlib import Path
 
 from disco.error import CommError, DataError, DiscoError
 from disco import jobpack
-from disco.worker import task_io
+from disco.worker import fuse, task_io
 from disco.worker.classic.func import sum_combiner
 from mesh.datadir import digest_of, write_atomic
 from shuffle import record
 from shuffle.partition import RangePartition, default_partition, partition_pairs
 from shuffle.sort import ExternalSorter
+from mesh import log as mesh_log
 from mesh import spare, transfer
 from mesh.transfer import open_disco
 
@@ -439,8 +440,12 @@ def run_map(ctx: JobContext, task: dict) -> list:
             # sorts its input (kvgroup(sorted(iter))) then merges the maps' sorted runs, which
             # costs it less than the maps' sorts of their own smaller outputs do
             by_key = bool(ctx.header.get("has_reduce"))
+            fused = fuse.summing(fn["map"]) if fuse.enabled() else None
+            if fused is not None:
+                mesh_log.get().info("map_fused", job=ctx.name, task=task["id"])
             _map_summing(fn["map"], entries, params,
-                         lambda pairs: out.add_many(pairs, labels, partition, params, by_key))
+                         lambda pairs: out.add_many(pairs, labels, partition, params, by_key),
+                         fused)
         else:
             _map_combining(fn["map"], combiner, entries, params, emit)
         return out.commit()
@@ -489,14 +494,19 @@ def pairs_of(batch: list, task_id: str) -> list:
     return out
 
 
-def _map_summing(mapf, entries, params, emit) -> None:
+def _map_summing(mapf, entries, params, emit, fused=None) -> None:
     """``sum_combiner`` inlined: the same result as calling it once per pair, without the calls.
 
-    A map that returns a dict's items (``Counter(...).items()``) has each key once, so its
-    values are added to the buffer all at once, in C: ``buffer[key] = get(key, 0) + value``
-    for every key, in the same order, with the same result as the loop. Other output is added
-    pair by pair the same way."""
+    ``fused`` (from ``fuse.summing(mapf)``, when the map could be fused) makes a copy of the
+    map that adds its pairs into the buffer itself. Else a map that returns a dict's items
+    (``Counter(...).items()``) has each key once, so its values are added to the buffer all at
+    once, in C: ``buffer[key] = get(key, 0) + value`` for every key, in the same order, with the
+    same result as the loop. Other output is added pair by pair the same way."""
     buffer: dict = {}
+    if fused is not None:
+        deque(map(fused(buffer), entries, repeat(params)), maxlen=0)
+        emit(list(buffer.items()))
+        return
     get = buffer.get
     for entry in entries:
         out = mapf(entry, params)

@@ -59,6 +59,31 @@ def test_word_count_exact_over_several_inputs_and_partitions(node, tmp_path):
                                       and "outputs" in x for x in done)
 
 
+def _fused_tasks(node, job) -> set:
+    path = node.data / "logs" / "workers.jsonl"
+    lines = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+    return {x["task"] for x in lines if x.get("event") == "map_fused" and x["job"] == job.name}
+
+
+def test_a_combined_map_is_fused_in_the_worker_and_counts_the_same_as_unfused(
+        node, node_factory, tmp_path):
+    texts = [TEXT * (i + 2) + f"odd{i}\n" for i in range(3)]
+    inputs = [write(tmp_path, f"in{i}.txt", t) for i, t in enumerate(texts)]
+    args = dict(input=inputs, map=wc_map, reduce=wc_reduce, combiner=sum_combiner, partitions=2)
+    fused = Job(master=node.address).run(**args)
+    got = list(result_iterator(fused.wait()))
+    assert dict(got) == expected_counts(*texts)
+    assert len(_fused_tasks(node, fused)) == 3  # every map task, from the job pack's source
+    off = node_factory(DISCO_FUSE="0")
+    plain = Job(master=off.address).run(**args)
+    assert list(result_iterator(plain.wait())) == got  # the same pairs in the same order
+    assert _fused_tasks(off, plain) == set()
+    words = WordCount(master=node.address).run(input=inputs[:1])  # a staticmethod map
+    assert dict(result_iterator(words.wait())) == {
+        w.upper(): c for w, c in expected_counts(texts[0]).items()}
+    assert len(_fused_tasks(node, words)) == 1
+
+
 def test_reduce_with_out_arity_custom_partition_and_params(node, tmp_path):
     def partition(key, n, params):
         return len(key) % n
