@@ -108,7 +108,7 @@ def nodaemon(console, **opts):
     s = _settings(**opts)
     from disco.settings import resolve
     resolved = resolve(config=opts["config"])
-    for key in ("sort_mb", "log_mb", "log_files"):  # read by the log and the workers
+    for key in ("sort_mb", "fuse", "log_mb", "log_files"):  # read by the log and the workers
         os.environ.setdefault(f"DISCO_{key.upper()}", str(resolved[key][0]))
     s.log_dir.mkdir(parents=True, exist_ok=True)
     if s.secret_file:  # as the daemon sets it: its workers (and so the zygote) use it too

@@ -62,6 +62,8 @@ SETTINGS = [
             "stops voting"),
     Setting("mesh_preset", "DISCO_MESH_PRESET", str, "", "membership timings: loopback or lan"),
     Setting("sort_mb", "DISCO_SORT_MB", int, 256, "sort memory of one reduce task, MiB"),
+    Setting("fuse", "DISCO_FUSE", bool, True, "run a map generator fused with sum_combiner "
+            "(no generator step a pair)"),
     Setting("log_mb", "DISCO_LOG_MB", float, 64.0, "size of one log file before it rotates, MiB"),
     Setting("log_files", "DISCO_LOG_FILES", int, 5, "log files kept per log"),
     Setting("ddfs_blob_replicas", "DDFS_BLOB_REPLICAS", int, 3, "copies of each blob"),

@@ -25,7 +25,9 @@ obstacle: the code compared is the function's own. A bound method (``def map(sel
 params)`` of a ``Job`` class) is fused as its function, bound to the same object.
 
 Errors keep their place: the key and the value are evaluated before the addition, as before,
-and a failure in the addition now names the user's ``yield`` line. ``DISCO_FUSE=0`` in a node's
+and a failure in the addition now names the user's ``yield`` line. A ``StopIteration`` that
+escapes the copy must be turned into the ``RuntimeError`` a generator gives (PEP 479) by the
+caller, as ``call`` does. ``DISCO_FUSE=0`` in a node's
 environment turns fusion off.
 """
 from __future__ import annotations
@@ -72,8 +74,8 @@ def summing(fn) -> Callable[[dict], Callable] | None:
         pass
     try:
         made = _fuse(fn)
-    except (OSError, TypeError, ValueError, SyntaxError, MemoryError, RecursionError):
-        made = None  # no source, or source the compiler will not take: keep the generator
+    except Exception:  # noqa: BLE001 - no source, or one the compiler will not take
+        made = None  # keep the generator
     _cache[fn] = made
     return made
 
@@ -102,6 +104,15 @@ def _fuse(fn: types.FunctionType) -> Callable[[dict], Callable] | None:
     flags = code.co_flags & _FUTURE_FLAGS
     if not _rewrite(fdef):
         return None
+    # the copy is the bare function: its decorators, annotations and defaults were evaluated
+    # once, when ``fn`` was made (``fn``'s own defaults are put on each copy)
+    fdef.decorator_list, fdef.returns = [], None
+    arguments = fdef.args
+    arguments.defaults, arguments.kw_defaults = [], [None] * len(arguments.kwonlyargs)
+    for arg in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs,
+                arguments.vararg, arguments.kwarg]:
+        if arg is not None:
+            arg.annotation = None
     factory = ast.FunctionDef(
         name=_PREFIX + "factory", args=ast.arguments(
             posonlyargs=[], args=[ast.arg(BUFFER)], vararg=None, kwonlyargs=[],
@@ -117,12 +128,24 @@ def _fuse(fn: types.FunctionType) -> Callable[[dict], Callable] | None:
     exec(compile(module, code.co_filename, "exec", flags, dont_inherit=True),  # noqa: S102
          fn.__globals__, namespace)
     make_inner = namespace[factory.name]
+    if make_inner({}).__code__.co_flags & inspect.CO_GENERATOR:
+        return None  # a yield this did not see (in a nested def's defaults): keep the original
 
     def make(buffer: dict) -> Callable:
         fused = make_inner(buffer)
         fused.__defaults__, fused.__kwdefaults__ = fn.__defaults__, fn.__kwdefaults__
         return fused
     return make
+
+
+def call(fused: Callable, entries, params) -> None:
+    """``fused(entry, params)`` for every entry, as iterating the generators would: a
+    ``StopIteration`` out of the map is an error, not the end of the entries."""
+    try:
+        for entry in entries:
+            fused(entry, params)
+    except StopIteration as exc:
+        raise RuntimeError("generator raised StopIteration") from exc
 
 
 def _code_named(module_code: types.CodeType, name: str, line: int) -> types.CodeType | None:

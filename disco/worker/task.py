@@ -18,7 +18,7 @@ import os
 import pickle
 import sys
 import time
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
 from itertools import chain, islice, repeat
 from operator import add, itemgetter
@@ -504,7 +504,7 @@ def _map_summing(mapf, entries, params, emit, fused=None) -> None:
     same result as the loop. Other output is added pair by pair the same way."""
     buffer: dict = {}
     if fused is not None:
-        deque(map(fused(buffer), entries, repeat(params)), maxlen=0)
+        fuse.call(fused(buffer), entries, params)
         emit(list(buffer.items()))
         return
     get = buffer.get

@@ -33,9 +33,7 @@ def by_fusion(mapf, entries, params=None) -> dict:
     make = fuse.summing(mapf)
     assert make is not None, f"{mapf.__name__} was not fused"
     buffer: dict = {}
-    fused = make(buffer)
-    for entry in entries:
-        assert fused(entry, params) is None
+    fuse.call(make(buffer), entries, params)
     return buffer
 
 
@@ -186,6 +184,24 @@ def test_an_error_is_the_same_and_names_the_users_yield_line():
     assert last.lineno == unhashable.__code__.co_firstlineno + 2
 
 
+def stops(line, params):
+    words = iter(line.split())
+    while True:
+        yield next(words), 1  # StopIteration inside a generator: an error (PEP 479)
+
+
+def test_a_stopiteration_out_of_the_map_is_the_generators_runtimeerror():
+    with pytest.raises(RuntimeError, match="generator raised StopIteration"):
+        by_generator(stops, ["a b", "c"])
+    with pytest.raises(RuntimeError, match="generator raised StopIteration"):
+        by_fusion(stops, ["a b", "c"])  # not the end of the entries, losing "c"
+    plain, fused = [], []
+    for out, how in ((plain, None), (fused, fuse.summing(stops))):
+        with pytest.raises(RuntimeError):
+            _map_summing(stops, ["a b", "c"], None, out.append, how)
+    assert plain == fused == []
+
+
 # -- maps that are not fused -------------------------------------------------------------------
 
 def in_try(line, params):
@@ -226,6 +242,12 @@ def nested_yield(line, params):
     yield (yield), 1
 
 
+def in_a_default(line, params):
+    def inner(x=(yield line, 1)):  # the yield is the map's own, not inner's
+        return x
+    yield inner(), 1
+
+
 def returns_list(line, params):
     return [(line, 1)]
 
@@ -241,7 +263,7 @@ def named_like_ours(line, params):
 
 @pytest.mark.parametrize("mapf", [
     in_try, in_with, yield_value, yield_name, three, starred, delegating, nested_yield,
-    returns_list, agen, named_like_ours, lambda line, params: [(line, 1)], len,
+    in_a_default, returns_list, agen, named_like_ours, lambda line, params: [(line, 1)], len,
     functools.partial(spec_map, params=None)],
     ids=lambda f: getattr(f, "__name__", type(f).__name__))
 def test_a_map_that_could_behave_otherwise_is_not_fused(mapf):
@@ -364,9 +386,31 @@ class Private:
         yield self.__secret, 1
 
 
+CALLS: list = []
+
+
+def counted(value):
+    CALLS.append(value)
+    return value
+
+
+@registered
+def annotated(line: counted(str), params, sep: counted(str) = counted(None), *,
+              upper: bool = counted(False)) -> counted(None):
+    for word in line.split(sep):
+        yield word.upper() if upper else word, 1
+
+
 def test_methods_and_functions_decorators_hand_back_are_fused():
     for mapf in (decorated, WordJob.map, WordJob().map, WordJob().weighted):
         assert by_fusion(mapf, LINES) == by_generator(mapf, LINES)
+    CALLS.clear()
+    registered.seen = None
+    assert by_fusion(annotated, LINES) == by_generator(annotated, LINES)
+    assert CALLS == [] and registered.seen is None  # nothing of the def evaluated again
+    annotated.__kwdefaults__ = {"upper": True}
+    fuse._cache.pop(annotated, None)
+    assert by_fusion(annotated, ["a b"]) == {"A": 1, "B": 1}
     assert by_fusion(WordJob().weighted, ["a a"]) == {"a": 6}
     assert fuse.summing(decorated_by_a_wrapper) is None  # the wrapper is what runs
 
