@@ -18,7 +18,16 @@ whose behaviour could differ, keeps the generator:
 - a ``yield`` inside ``try`` or ``with`` (an error of the addition, an unhashable key, would
   reach the user's handler there, and never did before);
 - a closure (free variables), a ``__private`` name (mangled inside a class), ``async``, no
-  source, a source that no longer matches the code.
+  source (or a file over a MiB), a source that no longer matches the code;
+- a map that looks at its own frame or locals (``locals()``, ``vars()``, ``dir()``,
+  ``sys._getframe``, ``inspect.currentframe``...), whose copy's would differ;
+- anything but a plain function or a bound method of one (a proxy object that passes for a
+  function, like wrapt's, runs its own code around the map).
+
+The copy names what the map named, and nothing else: its own name in its body is the global it
+was (a recursive map calls itself, not the copy), nested functions and classes are the map's
+own code objects (same qualified names), and the copy's ``__name__`` and ``__qualname__`` are
+the map's.
 
 A decorator that hands back the function itself (``@staticmethod``, a registry's) is no
 obstacle: the code compared is the function's own. A bound method (``def map(self, line,
@@ -38,19 +47,25 @@ import inspect
 import linecache
 import os
 import types
+import warnings
 import weakref
 from typing import Callable
 
 _PREFIX = "_disco_fused_"
-BUFFER, GET, KEY, VALUE = (_PREFIX + x for x in ("buffer", "get", "key", "value"))
+BUFFER, GET, KEY, VALUE, INNER = (_PREFIX + x for x in ("buffer", "get", "key", "value",
+                                                        "map"))
 _FUTURE_FLAGS = 0
 for _name in __future__.all_feature_names:
     _FUTURE_FLAGS |= getattr(__future__, _name).compiler_flag
 _NOT_FUSED = (inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE)
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
 _GUARDED = (ast.Try, ast.With, ast.AsyncWith) + ((ast.TryStar,) if hasattr(ast, "TryStar") else ())
-_cache: "weakref.WeakKeyDictionary[types.FunctionType, Callable | None]" = \
-    weakref.WeakKeyDictionary()
+_cache: "weakref.WeakKeyDictionary[types.FunctionType, tuple]" = weakref.WeakKeyDictionary()
+MAX_SOURCE_BYTES = 1 << 20  # a bigger file is not compiled again (about 2 s a MiB)
+# names that let a map see its own frame, its caller's or its locals: the copy's differ
+_INTROSPECTION = frozenset({"locals", "vars", "dir", "eval", "exec", "_getframe",
+                            "currentframe", "stack", "getouterframes", "extract_stack",
+                            "format_stack", "print_stack", "walk_stack", "f_back", "f_locals"})
 
 
 def enabled() -> bool:
@@ -61,34 +76,37 @@ def summing(fn) -> Callable[[dict], Callable] | None:
     """A factory ``make(buffer)`` giving a function with ``fn``'s signature that, called as
     ``fn`` would be, adds each pair ``fn`` would yield into ``buffer`` (``+``, from ``0``) and
     returns nothing; None when ``fn`` cannot be fused (then iterate ``fn``'s generator)."""
-    if isinstance(fn, types.MethodType):  # a Job's own ``def map(self, line, params)``
-        make_func = summing(fn.__func__)
-        bound = fn.__self__
-        return None if make_func is None else \
-            (lambda buffer: types.MethodType(make_func(buffer), bound))
-    if not isinstance(fn, types.FunctionType):
-        return None
     try:
-        return _cache[fn]
-    except KeyError:
-        pass
-    try:
-        made = _fuse(fn)
+        if type(fn) is types.MethodType:  # a Job's own ``def map(self, line, params)``
+            make_func = summing(fn.__func__)
+            bound = fn.__self__
+            return None if make_func is None else \
+                (lambda buffer: types.MethodType(make_func(buffer), bound))
+        if type(fn) is not types.FunctionType:  # exactly: a proxy may pass for a function
+            return None
+        known = _cache.get(fn)
+        if known is not None and known[0] is fn.__code__:
+            return known[1]
+        code = fn.__code__
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the file's warnings were shown when it was loaded
+            made = _fuse(fn)
+        _cache[fn] = (code, made)
+        return made
     except Exception:  # noqa: BLE001 - no source, or one the compiler will not take
-        made = None  # keep the generator
-    _cache[fn] = made
-    return made
+        return None  # keep the generator
 
 
 def _fuse(fn: types.FunctionType) -> Callable[[dict], Callable] | None:
     code = fn.__code__
     if not code.co_flags & inspect.CO_GENERATOR or code.co_flags & _NOT_FUSED \
-            or code.co_freevars or any(n.startswith(_PREFIX) for n in code.co_varnames):
+            or code.co_freevars or _INTROSPECTION & _all_names(code) \
+            or any(n.startswith(_PREFIX) for n in code.co_varnames + code.co_names):
         return None
     filename = code.co_filename
     linecache.checkcache(filename)  # a file edited since is read again (shipped text stays)
     text = "".join(linecache.getlines(filename, fn.__globals__))
-    if not text:
+    if not text or len(text) > MAX_SOURCE_BYTES:
         return None
     # the whole file, compiled as its module was: the compiler's choices depend on the module
     # (an imported name's attribute calls, ``from __future__``), so the function alone would
@@ -101,12 +119,12 @@ def _fuse(fn: types.FunctionType) -> Callable[[dict], Callable] | None:
     fdef = _def_at(tree, code.co_name, code.co_firstlineno)
     if fdef is None or any(_private(name) for name in _identifiers(fdef)):
         return None  # a ``__name`` is mangled in a class, and would not be in the copy
-    flags = code.co_flags & _FUTURE_FLAGS
-    if not _rewrite(fdef):
+    if not _rewrite(fdef, frozenset(code.co_varnames) - frozenset(code.co_cellvars)):
         return None
-    # the copy is the bare function: its decorators, annotations and defaults were evaluated
-    # once, when ``fn`` was made (``fn``'s own defaults are put on each copy)
-    fdef.decorator_list, fdef.returns = [], None
+    # the copy is the bare function under a name of ours (its own name in its body still
+    # means what it meant): its decorators, annotations and defaults were evaluated once,
+    # when ``fn`` was made (``fn``'s own defaults are put on each copy)
+    fdef.name, fdef.decorator_list, fdef.returns = INNER, [], None
     arguments = fdef.args
     arguments.defaults, arguments.kw_defaults = [], [None] * len(arguments.kwonlyargs)
     for arg in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs,
@@ -119,23 +137,60 @@ def _fuse(fn: types.FunctionType) -> Callable[[dict], Callable] | None:
             kw_defaults=[], kwarg=None, defaults=[]),
         body=[ast.Assign(targets=[ast.Name(GET, ast.Store())],
                          value=ast.Attribute(ast.Name(BUFFER, ast.Load()), "get", ast.Load())),
-              fdef, ast.Return(ast.Name(fdef.name, ast.Load()))],
+              fdef, ast.Return(ast.Name(INNER, ast.Load()))],
         decorator_list=[], returns=None)
     ast.copy_location(factory, fdef)
     module = ast.Module(body=[factory], type_ignores=[])
     ast.fix_missing_locations(module)
-    namespace: dict = {}
-    exec(compile(module, code.co_filename, "exec", flags, dont_inherit=True),  # noqa: S102
-         fn.__globals__, namespace)
-    make_inner = namespace[factory.name]
-    if make_inner({}).__code__.co_flags & inspect.CO_GENERATOR:
-        return None  # a yield this did not see (in a nested def's defaults): keep the original
+    flags = code.co_flags & _FUTURE_FLAGS
+    factory_code = _code_named(compile(module, filename, "exec", flags, dont_inherit=True),
+                               factory.name, factory.lineno)
+    fused_code = _code_named(factory_code, INNER, fdef.lineno) if factory_code else None
+    fused_code = _same_scope(code, fused_code) if fused_code else None
+    if fused_code is None:
+        return None
+    factory_code = factory_code.replace(co_consts=tuple(
+        fused_code if isinstance(c, types.CodeType) and c.co_name == INNER else c
+        for c in factory_code.co_consts))
+    make_inner = types.FunctionType(factory_code, fn.__globals__, factory.name)
+    fn_ref = weakref.ref(fn)
 
     def make(buffer: dict) -> Callable:
         fused = make_inner(buffer)
-        fused.__defaults__, fused.__kwdefaults__ = fn.__defaults__, fn.__kwdefaults__
+        original = fn_ref()
+        fused.__name__, fused.__qualname__ = original.__name__, original.__qualname__
+        fused.__defaults__, fused.__kwdefaults__ = original.__defaults__, original.__kwdefaults__
         return fused
     return make
+
+
+def _same_scope(code: types.CodeType, fused: types.CodeType) -> types.CodeType | None:
+    """``fused`` with ``code``'s name and nested code objects (their qualified names), if it
+    names exactly what ``code`` names (plus the buffer, its ``get`` and the pair's two
+    temporaries) and holds the same nested code; else None."""
+    if fused.co_flags & inspect.CO_GENERATOR:
+        return None  # a yield the rewrite did not see (in a nested def's defaults)
+    if set(fused.co_freevars) - {BUFFER, GET} or set(fused.co_cellvars) != set(code.co_cellvars) \
+            or set(fused.co_names) != set(code.co_names) \
+            or set(fused.co_varnames) - {KEY, VALUE} != set(code.co_varnames):
+        return None
+    nested = [c for c in code.co_consts if isinstance(c, types.CodeType)]
+    copies = [c for c in fused.co_consts if isinstance(c, types.CodeType)]
+    if len(nested) != len(copies) or any(a != b for a, b in zip(nested, copies)):
+        return None
+    originals = iter(nested)
+    consts = tuple(next(originals) if isinstance(c, types.CodeType) else c
+                   for c in fused.co_consts)
+    return fused.replace(co_consts=consts, co_name=code.co_name, co_qualname=code.co_qualname)
+
+
+def _all_names(code: types.CodeType) -> frozenset:
+    """Every global, attribute and local name of ``code`` and of the code nested in it."""
+    names = set(code.co_names) | set(code.co_varnames)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _all_names(const)
+    return frozenset(names)
 
 
 def call(fused: Callable, entries, params) -> None:
@@ -171,7 +226,7 @@ def _def_at(tree: ast.Module, name: str, line: int) -> ast.FunctionDef | None:
 
 def _identifiers(tree: ast.AST):
     for node in ast.walk(tree):
-        for field in ("id", "attr", "arg", "name", "asname"):
+        for field in ("id", "attr", "arg", "name", "asname", "rest"):
             value = getattr(node, field, None)
             if isinstance(value, str):
                 yield value
@@ -206,9 +261,10 @@ def _pair_of(node: ast.AST) -> list | None:
     return None
 
 
-def _rewrite(fdef: ast.FunctionDef) -> bool:
+def _rewrite(fdef: ast.FunctionDef, plain_locals: frozenset) -> bool:
     """Turn each ``yield key, value`` statement of ``fdef`` into the buffer's addition; False
-    (``fdef`` half-changed, to be thrown away) when some yield cannot be."""
+    (``fdef`` half-changed, to be thrown away) when some yield cannot be. ``plain_locals``:
+    the function's locals no other scope sees (a key read twice there is the same object)."""
     pairs = {}
     for node, guarded in _own_nodes(fdef):
         if isinstance(node, (ast.Yield, ast.YieldFrom, ast.Await)):
@@ -222,16 +278,16 @@ def _rewrite(fdef: ast.FunctionDef) -> bool:
         for field, value in ast.iter_fields(parent):
             if isinstance(value, list) and any(id(x) in pairs for x in value):
                 setattr(parent, field, [y for x in value for y in (
-                    _addition(*pairs[id(x)]) if id(x) in pairs else [x])])
+                    _addition(*pairs[id(x)], plain_locals) if id(x) in pairs else [x])])
     return True
 
 
-def _addition(stmt: ast.Expr, pair: list) -> list[ast.stmt]:
+def _addition(stmt: ast.Expr, pair: list, plain_locals: frozenset) -> list[ast.stmt]:
     """``yield key, value`` as ``buffer[key] = get(key, 0) + value``, key then value first
     evaluated once each, in that order, as the tuple did."""
     key, value = pair
     load = lambda name: ast.Name(name, ast.Load())  # noqa: E731
-    if isinstance(key, ast.Name) and isinstance(value, ast.Constant):
+    if isinstance(key, ast.Name) and key.id in plain_locals and isinstance(value, ast.Constant):
         out = [ast.Assign([ast.Subscript(load(BUFFER), key, ast.Store())], ast.BinOp(
             ast.Call(load(GET), [ast.Name(key.id, ast.Load()), ast.Constant(0)], []),
             ast.Add(), value))]

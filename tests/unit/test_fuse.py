@@ -10,6 +10,7 @@ import math
 import pickle
 import sys
 import traceback
+import types
 
 import pytest
 
@@ -413,6 +414,88 @@ def test_methods_and_functions_decorators_hand_back_are_fused():
     assert by_fusion(annotated, ["a b"]) == {"A": 1, "B": 1}
     assert by_fusion(WordJob().weighted, ["a a"]) == {"a": 6}
     assert fuse.summing(decorated_by_a_wrapper) is None  # the wrapper is what runs
+
+
+class MapNamedJob:
+    @staticmethod
+    def map(line, params):  # ``map`` in here is the builtin, in the copy too
+        for word in map(str.lower, line.split()):
+            yield word, 1
+
+
+def walk(tree, params):  # calls itself: the generator, never the copy
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            for inner, count in walk(value, params):
+                yield f"{key}.{inner}", count
+        else:
+            yield key, value
+
+
+def named_parts(line, params):
+    def helper(word):
+        return word
+
+    for word in line.split():
+        yield (helper.__qualname__, helper(word)), (lambda: 1)()
+
+
+def test_the_maps_own_name_and_nested_names_mean_what_they_meant():
+    assert by_fusion(MapNamedJob.map, ["A b a"]) == {"a": 2, "b": 1}
+    tree = {"a": {"b": 2, "c": {"d": 1}}, "e": 5}
+    assert by_fusion(walk, [tree]) == by_generator(walk, [tree]) == {"a.b": 2, "a.c.d": 1, "e": 5}
+    assert by_fusion(named_parts, ["x y"]) == by_generator(named_parts, ["x y"])
+    assert list(by_fusion(named_parts, ["x"])) == [("named_parts.<locals>.helper", "x")]
+    make = fuse.summing(spec_map)
+    fused = make({})
+    assert (fused.__name__, fused.__qualname__) == ("spec_map", "spec_map")
+    assert fused.__code__.co_qualname == "spec_map"
+
+
+def looks_at_locals(line, params):
+    for word in line.split():
+        yield word, len(locals())
+
+
+def looks_at_frames(line, params):
+    import sys
+    yield sys._getframe().f_code.co_name, 1
+
+
+class Proxy:
+    """A wrapper that passes ``isinstance`` for a function (as wrapt's proxies do)."""
+
+    def __init__(self, wrapped):
+        self.__wrapped__ = wrapped
+
+    @property
+    def __class__(self):
+        return types.FunctionType
+
+    def __getattr__(self, name):
+        return getattr(self.__wrapped__, name)
+
+    def __call__(self, line, params):
+        for key, value in self.__wrapped__(line, params):
+            yield key.upper(), value
+
+
+def test_introspection_and_function_lookalikes_are_not_fused():
+    assert fuse.summing(looks_at_locals) is None and fuse.summing(looks_at_frames) is None
+    proxy = Proxy(spec_map)
+    assert isinstance(proxy, types.FunctionType) and fuse.summing(proxy) is None
+
+
+def test_a_map_whose_code_was_swapped_is_fused_as_its_new_code():
+    def first(line, params):
+        yield "first", 1
+
+    def second(line, params):
+        yield "second", 1
+
+    assert by_fusion(first, ["x"]) == {"first": 1}
+    first.__code__ = second.__code__
+    assert by_fusion(first, ["x"]) == {"second": 1}
 
 
 def test_a_private_name_is_not_fused():
