@@ -34,7 +34,8 @@ obstacle: the code compared is the function's own. A bound method (``def map(sel
 params)`` of a ``Job`` class) is fused as its function, bound to the same object.
 
 Errors keep their place: the key and the value are evaluated before the addition, as before,
-and a failure in the addition now names the user's ``yield`` line. A ``StopIteration`` that
+and a failure in the addition now names the user's ``yield`` line. ``why_not(fn)`` says why
+a generator map is not fused (the worker logs it as ``map_not_fused``). A ``StopIteration`` that
 escapes the copy must be turned into the ``RuntimeError`` a generator gives (PEP 479) by the
 caller, as ``call`` does. ``DISCO_FUSE=0`` in a node's
 environment turns fusion off.
@@ -76,51 +77,81 @@ def summing(fn) -> Callable[[dict], Callable] | None:
     """A factory ``make(buffer)`` giving a function with ``fn``'s signature that, called as
     ``fn`` would be, adds each pair ``fn`` would yield into ``buffer`` (``+``, from ``0``) and
     returns nothing; None when ``fn`` cannot be fused (then iterate ``fn``'s generator)."""
+    return _fused(fn)[0]
+
+
+def why_not(fn) -> str | None:
+    """Why ``summing(fn)`` gives None, in a few words; None when ``fn`` is fused or is not a
+    generator function at all (nothing to fuse: a map returning a list, say)."""
+    return _fused(fn)[1]
+
+
+def _fused(fn) -> tuple[Callable | None, str | None]:
     try:
         if type(fn) is types.MethodType:  # a Job's own ``def map(self, line, params)``
-            make_func = summing(fn.__func__)
+            make_func, reason = _fused(fn.__func__)
             bound = fn.__self__
-            return None if make_func is None else \
-                (lambda buffer: types.MethodType(make_func(buffer), bound))
+            return (None, reason) if make_func is None else \
+                ((lambda buffer: types.MethodType(make_func(buffer), bound)), None)
         if type(fn) is not types.FunctionType:  # exactly: a proxy may pass for a function
-            return None
+            return None, None if inspect.isbuiltin(fn) or not callable(fn) \
+                else f"not a plain function (a {type(fn).__name__})"
         known = _cache.get(fn)
         if known is not None and known[0] is fn.__code__:
-            return known[1]
+            return known[1], known[2]
         code = fn.__code__
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the file's warnings were shown when it was loaded
-            made = _fuse(fn)
-        _cache[fn] = (code, made)
-        return made
-    except Exception:  # noqa: BLE001 - no source, or one the compiler will not take
-        return None  # keep the generator
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the file's warnings were shown at its import
+                made, reason = _fuse(fn), None
+        except _Refused as refused:
+            made, reason = None, refused.args[0]
+        except Exception as exc:  # noqa: BLE001 - a source the compiler will not take, say
+            made, reason = None, f"fusing it failed ({type(exc).__name__}: {exc})"
+        _cache[fn] = (code, made, reason)
+        return made, reason
+    except Exception as exc:  # noqa: BLE001 - an object that is odd in other ways
+        return None, f"fusing it failed ({type(exc).__name__}: {exc})"
+
+
+class _Refused(Exception):
+    """Why a map is not fused (``why_not`` gives its text)."""
 
 
 def _fuse(fn: types.FunctionType) -> Callable[[dict], Callable] | None:
     code = fn.__code__
-    if not code.co_flags & inspect.CO_GENERATOR or code.co_flags & _NOT_FUSED \
-            or code.co_freevars or _INTROSPECTION & _all_names(code) \
-            or any(n.startswith(_PREFIX) for n in code.co_varnames + code.co_names):
-        return None
+    if code.co_flags & _NOT_FUSED:
+        raise _Refused("an async function")
+    if not code.co_flags & inspect.CO_GENERATOR:
+        return None  # nothing to fuse, and no reason to give
+    if code.co_freevars:
+        raise _Refused(f"a closure (it uses {', '.join(code.co_freevars)} of an enclosing "
+                       "function)")
+    seen = _INTROSPECTION & _all_names(code)
+    if seen:
+        raise _Refused(f"it looks at its own frame or locals ({', '.join(sorted(seen))})")
+    if any(n.startswith(_PREFIX) for n in code.co_varnames + code.co_names):
+        raise _Refused(f"it uses names starting with {_PREFIX}")
     filename = code.co_filename
     linecache.checkcache(filename)  # a file edited since is read again (shipped text stays)
     text = "".join(linecache.getlines(filename, fn.__globals__))
-    if not text or len(text) > MAX_SOURCE_BYTES:
-        return None
+    if not text:
+        raise _Refused(f"its source is not available ({filename})")
+    if len(text) > MAX_SOURCE_BYTES:
+        raise _Refused(f"its file is over {MAX_SOURCE_BYTES >> 20} MiB ({filename})")
     # the whole file, compiled as its module was: the compiler's choices depend on the module
     # (an imported name's attribute calls, ``from __future__``), so the function alone would
     # not give the same code even when it is the same
     tree = ast.parse(text, filename)
     found = _code_named(compile(tree, filename, "exec", dont_inherit=True), code.co_name,
                         code.co_firstlineno)
-    if found != code:
-        return None  # the source is not this code's (edited since, or not its definition)
     fdef = _def_at(tree, code.co_name, code.co_firstlineno)
-    if fdef is None or any(_private(name) for name in _identifiers(fdef)):
-        return None  # a ``__name`` is mangled in a class, and would not be in the copy
-    if not _rewrite(fdef, frozenset(code.co_varnames) - frozenset(code.co_cellvars)):
-        return None
+    if found != code or fdef is None:
+        raise _Refused(f"its source in {filename} does not give its code (edited since it was "
+                       "loaded?)")
+    if any(_private(name) for name in _identifiers(fdef)):
+        raise _Refused("it uses a __private name (mangled inside a class, not in a copy)")
+    _rewrite(fdef, frozenset(code.co_varnames) - frozenset(code.co_cellvars))
     # the copy is the bare function under a name of ours (its own name in its body still
     # means what it meant): its decorators, annotations and defaults were evaluated once,
     # when ``fn`` was made (``fn``'s own defaults are put on each copy)
@@ -148,7 +179,7 @@ def _fuse(fn: types.FunctionType) -> Callable[[dict], Callable] | None:
     fused_code = _code_named(factory_code, INNER, fdef.lineno) if factory_code else None
     fused_code = _same_scope(code, fused_code) if fused_code else None
     if fused_code is None:
-        return None
+        raise _Refused("its fused copy would not name what it names")
     factory_code = factory_code.replace(co_consts=tuple(
         fused_code if isinstance(c, types.CodeType) and c.co_name == INNER else c
         for c in factory_code.co_consts))
@@ -261,25 +292,26 @@ def _pair_of(node: ast.AST) -> list | None:
     return None
 
 
-def _rewrite(fdef: ast.FunctionDef, plain_locals: frozenset) -> bool:
-    """Turn each ``yield key, value`` statement of ``fdef`` into the buffer's addition; False
-    (``fdef`` half-changed, to be thrown away) when some yield cannot be. ``plain_locals``:
-    the function's locals no other scope sees (a key read twice there is the same object)."""
+def _rewrite(fdef: ast.FunctionDef, plain_locals: frozenset) -> None:
+    """Turn each ``yield key, value`` statement of ``fdef`` into the buffer's addition; raise
+    ``_Refused`` (``fdef`` half-changed, to be thrown away) when some yield cannot be.
+    ``plain_locals``: the function's locals no other scope sees (a key read twice there is
+    the same object)."""
     pairs = {}
     for node, guarded in _own_nodes(fdef):
         if isinstance(node, (ast.Yield, ast.YieldFrom, ast.Await)):
-            return False  # a yield that is not a statement of a pair, or one inside a pair
+            raise _Refused(f"line {node.lineno} has a yield that is not a statement "
+                           "`yield key, value`")
         pair = _pair_of(node)
         if pair is not None:
             if guarded:
-                return False
+                raise _Refused(f"line {node.lineno} yields inside try or with")
             pairs[id(node)] = (node, pair)
     for parent in [fdef, *(n for n, _ in _own_nodes(fdef))]:
         for field, value in ast.iter_fields(parent):
             if isinstance(value, list) and any(id(x) in pairs for x in value):
                 setattr(parent, field, [y for x in value for y in (
                     _addition(*pairs[id(x)], plain_locals) if id(x) in pairs else [x])])
-    return True
 
 
 def _addition(stmt: ast.Expr, pair: list, plain_locals: frozenset) -> list[ast.stmt]:

@@ -443,6 +443,9 @@ def run_map(ctx: JobContext, task: dict) -> list:
             fused = fuse.summing(fn["map"]) if fuse.enabled() else None
             if fused is not None:
                 mesh_log.get().info("map_fused", job=ctx.name, task=task["id"])
+            elif fuse.enabled() and fuse.why_not(fn["map"]):
+                mesh_log.get().info("map_not_fused", job=ctx.name, task=task["id"],
+                                    reason=fuse.why_not(fn["map"]))
             _map_summing(fn["map"], entries, params,
                          lambda pairs: out.add_many(pairs, labels, partition, params, by_key),
                          fused)

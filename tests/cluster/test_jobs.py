@@ -59,10 +59,19 @@ def test_word_count_exact_over_several_inputs_and_partitions(node, tmp_path):
                                       and "outputs" in x for x in done)
 
 
-def _fused_tasks(node, job) -> set:
+def _fused_tasks(node, job, event: str = "map_fused") -> dict:
+    """task -> its ``event`` line in the node's workers.jsonl, for ``job``."""
     path = node.data / "logs" / "workers.jsonl"
     lines = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
-    return {x["task"] for x in lines if x.get("event") == "map_fused" and x["job"] == job.name}
+    return {x["task"]: x for x in lines if x.get("event") == event and x["job"] == job.name}
+
+
+def guarded_map(line, params):
+    for word in line.split():
+        try:
+            yield word, 1
+        finally:
+            pass
 
 
 def test_a_combined_map_is_fused_in_the_worker_and_counts_the_same_as_unfused(
@@ -77,11 +86,17 @@ def test_a_combined_map_is_fused_in_the_worker_and_counts_the_same_as_unfused(
     off = node_factory(DISCO_FUSE="0")
     plain = Job(master=off.address).run(**args)
     assert list(result_iterator(plain.wait())) == got  # the same pairs in the same order
-    assert _fused_tasks(off, plain) == set()
+    assert _fused_tasks(off, plain) == {} == _fused_tasks(off, plain, "map_not_fused")
     words = WordCount(master=node.address).run(input=inputs[:1])  # a staticmethod map
     assert dict(result_iterator(words.wait())) == {
         w.upper(): c for w, c in expected_counts(texts[0]).items()}
     assert len(_fused_tasks(node, words)) == 1
+    guarded = Job(master=node.address).run(**{**args, "map": guarded_map})
+    assert list(result_iterator(guarded.wait())) == got
+    assert _fused_tasks(node, guarded) == {}
+    refused = _fused_tasks(node, guarded, "map_not_fused")
+    assert len(refused) == 3 and all("yields inside try or with" in x["reason"]
+                                     for x in refused.values())
 
 
 def test_reduce_with_out_arity_custom_partition_and_params(node, tmp_path):
@@ -352,7 +367,9 @@ def pid_map(line, params):
 def test_a_worker_runs_many_tasks_of_its_job(node):
     job = Job(master=node.address).run(input=[f"raw://{i}" for i in range(12)], map=pid_map)
     pids = {pid for pid, _ in result_iterator(job.wait(timeout=60))}
-    assert 1 <= len(pids) <= 2  # two slots: at most two worker processes served 12 tasks
+    # two slots and the node's one spare worker: at most three worker processes served the 12
+    # tasks (the spare started for the next job can take a task while a new worker starts)
+    assert 1 <= len(pids) <= 3
     again = Job(master=node.address).run(input=["raw://x"], map=pid_map)
     (pid, _), = result_iterator(again.wait(timeout=60))
     assert pid not in pids  # a worker serves one job only

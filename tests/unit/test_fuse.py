@@ -500,3 +500,30 @@ def test_a_map_whose_code_was_swapped_is_fused_as_its_new_code():
 
 def test_a_private_name_is_not_fused():
     assert fuse.summing(Private.map) is None and fuse.summing(Private().map) is None
+
+
+@pytest.mark.parametrize("mapf, reason", [
+    (in_try, "yields inside try or with"), (in_with, "yields inside try or with"),
+    (yield_value, "is not a statement `yield key, value`"),
+    (delegating, "is not a statement `yield key, value`"),
+    (looks_at_locals, "looks at its own frame or locals (locals)"),
+    (Private.map, "__private name"), (Proxy(spec_map), "not a plain function (a Proxy)"),
+    (agen, "an async function")], ids=lambda x: getattr(x, "__name__", None))
+def test_why_a_map_is_not_fused_says_what_to_change(mapf, reason):
+    assert fuse.summing(mapf) is None
+    assert reason in fuse.why_not(mapf)
+
+
+def test_nothing_to_say_of_a_fused_map_or_one_that_is_no_generator():
+    assert fuse.why_not(spec_map) is None and fuse.why_not(WordJob().weighted) is None
+    assert fuse.why_not(returns_list) is None and fuse.why_not(len) is None
+    def closure_maker():
+        n = 1
+
+        def closure(line, params):
+            yield line, n
+        return closure
+    assert fuse.why_not(closure_maker()) == "a closure (it uses n of an enclosing function)"
+    namespace: dict = {}
+    exec("def typed(line, params):\n    yield line, 1\n", namespace)  # noqa: S102
+    assert fuse.why_not(namespace["typed"]) == "its source is not available (<string>)"
