@@ -17,8 +17,8 @@ whose behaviour could differ, keeps the generator:
   ``yield pair``, ``yield *kv,``);
 - a ``yield`` inside ``try`` or ``with`` (an error of the addition, an unhashable key, would
   reach the user's handler there, and never did before);
-- a closure (free variables), a ``__private`` name (mangled inside a class), ``async``, no
-  source (or a file over a MiB), a source that no longer matches the code;
+- a closure (free variables), ``async``, no source (or a file over a MiB), a source that no
+  longer matches the code;
 - a map that looks at its own frame or locals (``locals()``, ``vars()``, ``dir()``,
   ``sys._getframe``, ``inspect.currentframe``...), whose copy's would differ;
 - anything but a plain function or a bound method of one (a proxy object that passes for a
@@ -27,7 +27,8 @@ whose behaviour could differ, keeps the generator:
 The copy names what the map named, and nothing else: its own name in its body is the global it
 was (a recursive map calls itself, not the copy), nested functions and classes are the map's
 own code objects (same qualified names), and the copy's ``__name__`` and ``__qualname__`` are
-the map's.
+the map's. (A ``__private`` name, mangled inside a class and not in a copy compiled alone,
+is caught the same way: the copy would name another thing.)
 
 A decorator that hands back the function itself (``@staticmethod``, a registry's) is no
 obstacle: the code compared is the function's own. A bound method (``def map(self, line,
@@ -37,8 +38,7 @@ Errors keep their place: the key and the value are evaluated before the addition
 and a failure in the addition now names the user's ``yield`` line. ``why_not(fn)`` says why
 a generator map is not fused (the worker logs it as ``map_not_fused``). A ``StopIteration`` that
 escapes the copy must be turned into the ``RuntimeError`` a generator gives (PEP 479) by the
-caller, as ``call`` does. ``DISCO_FUSE=0`` in a node's
-environment turns fusion off.
+caller, as ``call`` does. ``DISCO_FUSE=0`` in a node's environment turns fusion off.
 """
 from __future__ import annotations
 
@@ -52,6 +52,8 @@ import warnings
 import weakref
 from typing import Callable
 
+from disco.jobpack import MAX_SOURCE_BYTES  # a bigger file is not shipped, nor compiled again
+
 _PREFIX = "_disco_fused_"
 BUFFER, GET, KEY, VALUE, INNER = (_PREFIX + x for x in ("buffer", "get", "key", "value",
                                                         "map"))
@@ -59,10 +61,7 @@ _FUTURE_FLAGS = 0
 for _name in __future__.all_feature_names:
     _FUTURE_FLAGS |= getattr(__future__, _name).compiler_flag
 _NOT_FUSED = (inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE)
-_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
-_GUARDED = (ast.Try, ast.With, ast.AsyncWith) + ((ast.TryStar,) if hasattr(ast, "TryStar") else ())
 _cache: "weakref.WeakKeyDictionary[types.FunctionType, tuple]" = weakref.WeakKeyDictionary()
-MAX_SOURCE_BYTES = 1 << 20  # a bigger file is not compiled again (about 2 s a MiB)
 # names that let a map see its own frame, its caller's or its locals: the copy's differ
 _INTROSPECTION = frozenset({"locals", "vars", "dir", "eval", "exec", "_getframe",
                             "currentframe", "stack", "getouterframes", "extract_stack",
@@ -70,26 +69,20 @@ _INTROSPECTION = frozenset({"locals", "vars", "dir", "eval", "exec", "_getframe"
 
 
 def enabled() -> bool:
-    return os.environ.get("DISCO_FUSE", "1").strip().lower() not in ("0", "no", "false", "off")
+    """Whether the node's settings let maps be fused (``DISCO_FUSE``, as the daemon passes it
+    on: ``True``/``False`` from its config, or the user's ``1``/``0``/``yes``/``no``)."""
+    return os.environ.get("DISCO_FUSE", "1").strip().lower() not in ("0", "no", "false")
 
 
-def summing(fn) -> Callable[[dict], Callable] | None:
-    """A factory ``make(buffer)`` giving a function with ``fn``'s signature that, called as
-    ``fn`` would be, adds each pair ``fn`` would yield into ``buffer`` (``+``, from ``0``) and
-    returns nothing; None when ``fn`` cannot be fused (then iterate ``fn``'s generator)."""
-    return _fused(fn)[0]
-
-
-def why_not(fn) -> str | None:
-    """Why ``summing(fn)`` gives None, in a few words; None when ``fn`` is fused or is not a
-    generator function at all (nothing to fuse: a map returning a list, say)."""
-    return _fused(fn)[1]
-
-
-def _fused(fn) -> tuple[Callable | None, str | None]:
+def fusion(fn) -> tuple[Callable[[dict], Callable] | None, str | None]:
+    """``(make, None)`` when ``fn`` can be fused: ``make(buffer)`` gives a function with
+    ``fn``'s signature that, called as ``fn`` would be, adds each pair ``fn`` would yield into
+    ``buffer`` (``+``, from ``0``) and returns nothing. Else ``(None, why)``: why not, in a few
+    words, or None when ``fn`` is no generator function (nothing to fuse: a map returning a
+    list, say). Then iterate ``fn``'s generator."""
     try:
         if type(fn) is types.MethodType:  # a Job's own ``def map(self, line, params)``
-            make_func, reason = _fused(fn.__func__)
+            make_func, reason = fusion(fn.__func__)
             bound = fn.__self__
             return (None, reason) if make_func is None else \
                 ((lambda buffer: types.MethodType(make_func(buffer), bound)), None)
@@ -112,6 +105,16 @@ def _fused(fn) -> tuple[Callable | None, str | None]:
         return made, reason
     except Exception as exc:  # noqa: BLE001 - an object that is odd in other ways
         return None, f"fusing it failed ({type(exc).__name__}: {exc})"
+
+
+def summing(fn) -> Callable[[dict], Callable] | None:
+    """``fusion(fn)``'s ``make``, or None."""
+    return fusion(fn)[0]
+
+
+def why_not(fn) -> str | None:
+    """``fusion(fn)``'s reason, or None."""
+    return fusion(fn)[1]
 
 
 class _Refused(Exception):
@@ -149,9 +152,7 @@ def _fuse(fn: types.FunctionType) -> Callable[[dict], Callable] | None:
     if found != code or fdef is None:
         raise _Refused(f"its source in {filename} does not give its code (edited since it was "
                        "loaded?)")
-    if any(_private(name) for name in _identifiers(fdef)):
-        raise _Refused("it uses a __private name (mangled inside a class, not in a copy)")
-    _rewrite(fdef, frozenset(code.co_varnames) - frozenset(code.co_cellvars))
+    fdef.body = _Fuser(frozenset(code.co_varnames) - frozenset(code.co_cellvars)).body(fdef)
     # the copy is the bare function under a name of ours (its own name in its body still
     # means what it meant): its decorators, annotations and defaults were evaluated once,
     # when ``fn`` was made (``fn``'s own defaults are put on each copy)
@@ -176,10 +177,7 @@ def _fuse(fn: types.FunctionType) -> Callable[[dict], Callable] | None:
     flags = code.co_flags & _FUTURE_FLAGS
     factory_code = _code_named(compile(module, filename, "exec", flags, dont_inherit=True),
                                factory.name, factory.lineno)
-    fused_code = _code_named(factory_code, INNER, fdef.lineno) if factory_code else None
-    fused_code = _same_scope(code, fused_code) if fused_code else None
-    if fused_code is None:
-        raise _Refused("its fused copy would not name what it names")
+    fused_code = _same_scope(code, _code_named(factory_code, INNER, fdef.lineno))
     factory_code = factory_code.replace(co_consts=tuple(
         fused_code if isinstance(c, types.CodeType) and c.co_name == INNER else c
         for c in factory_code.co_consts))
@@ -187,28 +185,29 @@ def _fuse(fn: types.FunctionType) -> Callable[[dict], Callable] | None:
     fn_ref = weakref.ref(fn)
 
     def make(buffer: dict) -> Callable:
-        fused = make_inner(buffer)
+        fused = make_inner(buffer)  # named as the map: the code's names are its
         original = fn_ref()
-        fused.__name__, fused.__qualname__ = original.__name__, original.__qualname__
         fused.__defaults__, fused.__kwdefaults__ = original.__defaults__, original.__kwdefaults__
         return fused
     return make
 
 
-def _same_scope(code: types.CodeType, fused: types.CodeType) -> types.CodeType | None:
+def _same_scope(code: types.CodeType, fused: types.CodeType) -> types.CodeType:
     """``fused`` with ``code``'s name and nested code objects (their qualified names), if it
     names exactly what ``code`` names (plus the buffer, its ``get`` and the pair's two
-    temporaries) and holds the same nested code; else None."""
+    temporaries) and holds the same nested code; else ``_Refused``."""
     if fused.co_flags & inspect.CO_GENERATOR:
-        return None  # a yield the rewrite did not see (in a nested def's defaults)
-    if set(fused.co_freevars) - {BUFFER, GET} or set(fused.co_cellvars) != set(code.co_cellvars) \
-            or set(fused.co_names) != set(code.co_names) \
-            or set(fused.co_varnames) - {KEY, VALUE} != set(code.co_varnames):
-        return None
+        raise _Refused("it has a yield inside a nested def's defaults or decorators")
+    other = (set(fused.co_freevars) - {BUFFER, GET}) \
+        | (set(fused.co_cellvars) ^ set(code.co_cellvars)) \
+        | (set(fused.co_names) ^ set(code.co_names)) \
+        | (set(fused.co_varnames) - {KEY, VALUE}) ^ set(code.co_varnames)
     nested = [c for c in code.co_consts if isinstance(c, types.CodeType)]
     copies = [c for c in fused.co_consts if isinstance(c, types.CodeType)]
-    if len(nested) != len(copies) or any(a != b for a, b in zip(nested, copies)):
-        return None
+    if other or len(nested) != len(copies) or any(a != b for a, b in zip(nested, copies)):
+        # a ``__private`` name, mangled in the class the map is defined in, is the usual one
+        raise _Refused("a copy compiled alone would not mean the same names"
+                       + (f" ({', '.join(sorted(other))})" if other else ""))
     originals = iter(nested)
     consts = tuple(next(originals) if isinstance(c, types.CodeType) else c
                    for c in fused.co_consts)
@@ -255,69 +254,57 @@ def _def_at(tree: ast.Module, name: str, line: int) -> ast.FunctionDef | None:
     return None
 
 
-def _identifiers(tree: ast.AST):
-    for node in ast.walk(tree):
-        for field in ("id", "attr", "arg", "name", "asname", "rest"):
-            value = getattr(node, field, None)
-            if isinstance(value, str):
-                yield value
-        if isinstance(node, (ast.Global, ast.Nonlocal)):
-            yield from node.names
+class _Fuser(ast.NodeTransformer):
+    """Rewrites the statements of one function's own scope: each ``yield key, value`` becomes
+    the buffer's addition (``_addition``); any other yield, or one inside ``try`` or ``with``,
+    is ``_Refused``. Nested functions, lambdas and classes are left as they are (their yields
+    are their own). ``plain_locals``: the function's locals no other scope sees (a key read
+    twice there is the same object)."""
+
+    def __init__(self, plain_locals: frozenset):
+        self.plain_locals, self.guarded = plain_locals, 0
+
+    def body(self, fdef: ast.FunctionDef) -> list[ast.stmt]:
+        return [new for stmt in fdef.body for new in _as_list(self.visit(stmt))]
+
+    def _leave(self, node):
+        return node  # another scope
+
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_Lambda = visit_ClassDef = _leave
+
+    def _guard(self, node):
+        self.guarded += 1
+        try:
+            return self.generic_visit(node)
+        finally:
+            self.guarded -= 1
+
+    visit_Try = visit_TryStar = visit_With = visit_AsyncWith = _guard
+
+    def visit_Expr(self, node: ast.Expr):
+        pair = node.value.value if isinstance(node.value, ast.Yield) else None
+        if not (isinstance(pair, ast.Tuple) and len(pair.elts) == 2
+                and not any(isinstance(e, ast.Starred) for e in pair.elts)):
+            return self.generic_visit(node)
+        if self.guarded:
+            raise _Refused(f"line {node.lineno} yields inside try or with")
+        key, value = (self.visit(e) for e in pair.elts)  # a yield inside the pair is refused
+        return _addition(node, key, value, self.plain_locals)
+
+    def _refuse(self, node):
+        raise _Refused(f"line {node.lineno} has a yield that is not a statement "
+                       "`yield key, value`")
+
+    visit_Yield = visit_YieldFrom = visit_Await = _refuse
 
 
-def _private(name: str) -> bool:
-    return name.startswith("__") and not name.endswith("__")
+def _as_list(visited) -> list:
+    return visited if isinstance(visited, list) else [visited]
 
 
-def _own_nodes(node: ast.AST, guarded: bool = False):
-    """``(node, inside try/with)`` for every node of the function ``node``'s own scope; of a
-    statement ``yield key, value``, the statement and the parts of the pair, not the yield."""
-    for child in ast.iter_child_nodes(node):
-        if isinstance(child, _SCOPES):
-            continue  # its yields are its own
-        yield child, guarded
-        pair = _pair_of(child)
-        for part in pair or (child,):
-            if pair:
-                yield part, guarded
-            yield from _own_nodes(part, guarded or isinstance(child, _GUARDED))
-
-
-def _pair_of(node: ast.AST) -> list | None:
-    """``[key, value]`` of a statement ``yield key, value``, else None."""
-    if isinstance(node, ast.Expr) and isinstance(node.value, ast.Yield) \
-            and isinstance(node.value.value, ast.Tuple) and len(node.value.value.elts) == 2 \
-            and not any(isinstance(e, ast.Starred) for e in node.value.value.elts):
-        return node.value.value.elts
-    return None
-
-
-def _rewrite(fdef: ast.FunctionDef, plain_locals: frozenset) -> None:
-    """Turn each ``yield key, value`` statement of ``fdef`` into the buffer's addition; raise
-    ``_Refused`` (``fdef`` half-changed, to be thrown away) when some yield cannot be.
-    ``plain_locals``: the function's locals no other scope sees (a key read twice there is
-    the same object)."""
-    pairs = {}
-    for node, guarded in _own_nodes(fdef):
-        if isinstance(node, (ast.Yield, ast.YieldFrom, ast.Await)):
-            raise _Refused(f"line {node.lineno} has a yield that is not a statement "
-                           "`yield key, value`")
-        pair = _pair_of(node)
-        if pair is not None:
-            if guarded:
-                raise _Refused(f"line {node.lineno} yields inside try or with")
-            pairs[id(node)] = (node, pair)
-    for parent in [fdef, *(n for n, _ in _own_nodes(fdef))]:
-        for field, value in ast.iter_fields(parent):
-            if isinstance(value, list) and any(id(x) in pairs for x in value):
-                setattr(parent, field, [y for x in value for y in (
-                    _addition(*pairs[id(x)], plain_locals) if id(x) in pairs else [x])])
-
-
-def _addition(stmt: ast.Expr, pair: list, plain_locals: frozenset) -> list[ast.stmt]:
+def _addition(stmt: ast.Expr, key, value, plain_locals: frozenset) -> list[ast.stmt]:
     """``yield key, value`` as ``buffer[key] = get(key, 0) + value``, key then value first
     evaluated once each, in that order, as the tuple did."""
-    key, value = pair
     load = lambda name: ast.Name(name, ast.Load())  # noqa: E731
     if isinstance(key, ast.Name) and key.id in plain_locals and isinstance(value, ast.Constant):
         out = [ast.Assign([ast.Subscript(load(BUFFER), key, ast.Store())], ast.BinOp(

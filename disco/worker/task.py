@@ -440,12 +440,11 @@ def run_map(ctx: JobContext, task: dict) -> list:
             # sorts its input (kvgroup(sorted(iter))) then merges the maps' sorted runs, which
             # costs it less than the maps' sorts of their own smaller outputs do
             by_key = bool(ctx.header.get("has_reduce"))
-            fused = fuse.summing(fn["map"]) if fuse.enabled() else None
+            fused, why = fuse.fusion(fn["map"]) if fuse.enabled() else (None, None)
             if fused is not None:
                 mesh_log.get().info("map_fused", job=ctx.name, task=task["id"])
-            elif fuse.enabled() and fuse.why_not(fn["map"]):
-                mesh_log.get().info("map_not_fused", job=ctx.name, task=task["id"],
-                                    reason=fuse.why_not(fn["map"]))
+            elif why:
+                mesh_log.get().info("map_not_fused", job=ctx.name, task=task["id"], reason=why)
             _map_summing(fn["map"], entries, params,
                          lambda pairs: out.add_many(pairs, labels, partition, params, by_key),
                          fused)

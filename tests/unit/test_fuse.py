@@ -299,7 +299,7 @@ def test_no_source_or_a_source_edited_since_is_not_fused(tmp_path, monkeypatch):
 
 def test_turned_off_with_disco_fuse_0(monkeypatch):
     assert fuse.enabled()
-    for off in ("0", "off", "false", "no"):
+    for off in ("0", "False", "no"):  # the user's, or the daemon's from its config
         monkeypatch.setenv("DISCO_FUSE", off)
         assert not fuse.enabled()
     monkeypatch.setenv("DISCO_FUSE", "1")
@@ -507,7 +507,8 @@ def test_a_private_name_is_not_fused():
     (yield_value, "is not a statement `yield key, value`"),
     (delegating, "is not a statement `yield key, value`"),
     (looks_at_locals, "looks at its own frame or locals (locals)"),
-    (Private.map, "__private name"), (Proxy(spec_map), "not a plain function (a Proxy)"),
+    (Private.map, "would not mean the same names (_Private__secret, __secret)"),
+    (Proxy(spec_map), "not a plain function (a Proxy)"),
     (agen, "an async function")], ids=lambda x: getattr(x, "__name__", None))
 def test_why_a_map_is_not_fused_says_what_to_change(mapf, reason):
     assert fuse.summing(mapf) is None
